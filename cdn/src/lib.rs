@@ -1,0 +1,69 @@
+//! What the CDN edge and the gateway must agree on: signed playback tokens and the cache
+//! policy of each kind of object.
+//!
+//! A playback URL carries its token as a path segment
+//! (`/v1/play/{asset}/{token}/master.m3u8`), so every relative URI inside the playlists
+//! (`720p/index.m3u8`, `seg_00001.ts`) inherits it: a player needs no headers and no query
+//! strings, and a caching edge keys on the plain path.
+
+pub mod token;
+
+pub use token::{PlaybackSigner, TokenError};
+
+/// Cache policy per kind of object. A typed enum so that an immutable segment and a
+/// playlist can never share a policy by accident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CachePolicy {
+    /// Media segments: content-addressed by their path, never rewritten once published.
+    ImmutableSegment,
+    /// VOD playlists: published once (master last), but short-lived enough that a purge
+    /// or re-transcode propagates.
+    VodPlaylist,
+    /// Live playlists change every segment.
+    LivePlaylist,
+    /// API responses and anything per-user.
+    NoStore,
+}
+
+impl CachePolicy {
+    /// The `Cache-Control` header value.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            CachePolicy::ImmutableSegment => "public, max-age=31536000, immutable",
+            CachePolicy::VodPlaylist => "public, max-age=60",
+            CachePolicy::LivePlaylist => "public, max-age=1",
+            CachePolicy::NoStore => "no-store",
+        }
+    }
+
+    /// The policy for a file of a published VOD rendition, from its name.
+    pub fn for_vod_path(rel: &str) -> Self {
+        if rel.ends_with(".m3u8") {
+            CachePolicy::VodPlaylist
+        } else {
+            CachePolicy::ImmutableSegment
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_per_kind() {
+        assert_eq!(
+            CachePolicy::for_vod_path("720p/seg_00001.ts"),
+            CachePolicy::ImmutableSegment
+        );
+        assert_eq!(
+            CachePolicy::for_vod_path("master.m3u8"),
+            CachePolicy::VodPlaylist
+        );
+        assert_eq!(
+            CachePolicy::ImmutableSegment.header_value(),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(CachePolicy::LivePlaylist.header_value(), "public, max-age=1");
+    }
+}
