@@ -1,0 +1,290 @@
+//! The HTTP surface of Sluice on hyper 1 and one tower `ServiceBuilder` stack.
+//!
+//! Read the stack in [`service`] top to bottom: request id → trace → panic guard → CORS →
+//! auth → router. Routes are grouped by surface: [`ingest`] (tus uploads), [`playback`]
+//! (HLS for viewers), [`admin`] (tenants, assets, jobs) and the operational endpoints
+//! (health, readiness, metrics) here. Errors become responses only in [`error`].
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod ingest;
+pub mod playback;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sluice_engine::{Engine, Principal};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::{AuthLayer, Authenticated};
+use crate::body::{Body, empty, full};
+use crate::error::ApiError;
+
+pub type ApiResult = Result<Response<Body>, ApiError>;
+
+/// Shared state of the router.
+pub struct App {
+    pub engine: Engine,
+    pub metrics: PrometheusHandle,
+}
+
+/// The authenticated principal, or 401.
+pub(crate) fn principal<B>(req: &Request<B>) -> Result<&Principal, ApiError> {
+    req.extensions()
+        .get::<Authenticated>()
+        .map(|a| &a.0)
+        .ok_or_else(ApiError::unauthenticated)
+}
+
+/// The base URL clients reach us at: the configured public URL, else from `Host`.
+pub(crate) fn base_url<B>(app: &App, req: &Request<B>) -> String {
+    if let Some(u) = &app.engine.config().public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| app.engine.config().addr.to_string());
+    format!("http://{host}")
+}
+
+/// A label for metrics: the route's name, never a raw path (bounded cardinality).
+fn route_label(method: &Method, segs: &[&str]) -> &'static str {
+    match segs {
+        ["healthz"] => "healthz",
+        ["readyz"] => "readyz",
+        ["metrics"] => "metrics",
+        ["v1", "tenants"] => "tenants",
+        ["v1", "uploads", ..] => match *method {
+            Method::PATCH => "tus_patch",
+            Method::POST => "tus_create",
+            Method::HEAD => "tus_head",
+            _ => "tus_other",
+        },
+        ["v1", "assets", _, "source"] => "asset_source",
+        ["v1", "assets", _, "playback"] => "asset_playback",
+        ["v1", "assets", ..] => "assets",
+        ["v1", "jobs", ..] => "jobs",
+        ["v1", "play", .., last] if last.ends_with(".m3u8") => "play_playlist",
+        ["v1", "play", ..] => "play_segment",
+        _ => "other",
+    }
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let label = route_label(&method, &segs);
+    // Uploads and media streams run as long as their bodies; everything else has a deadline.
+    let deadline = match label {
+        "tus_patch" | "tus_create" | "asset_source" | "play_segment" => None,
+        _ => Some(Duration::from_secs(
+            app.engine.config().gateway.request_timeout_s,
+        )),
+    };
+    let fut = dispatch(&app, &segs, req);
+    let result = match deadline {
+        None => fut.await,
+        Some(d) => match tokio::time::timeout(d, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request did not complete within {} s", d.as_secs()),
+            )),
+        },
+    };
+    let res = result.unwrap_or_else(ApiError::into_response);
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("sluice_http_requests_total", "route" => label, "status" => status)
+        .increment(1);
+    metrics::histogram!("sluice_http_request_duration_seconds", "route" => label)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult {
+    let m = req.method().clone();
+    match (&m, segs) {
+        (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::GET, ["readyz"]) => match app.engine.readiness().await {
+            Ok(()) => Ok(text(StatusCode::OK, "ready\n")),
+            Err(e) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                e.to_string(),
+            )),
+        },
+        (&Method::GET, ["metrics"]) => {
+            let mut res = Response::new(full(app.metrics.render()));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(res)
+        }
+        (_, ["v1", "tenants"]) if m == Method::POST => admin::create_tenant(app, req).await,
+        (_, ["v1", "uploads", ..]) => ingest::tus(app, &segs[2..], req).await,
+        (&Method::GET, ["v1", "assets", id]) => admin::get_asset(app, id, &req).await,
+        (&Method::GET, ["v1", "assets", id, "source"]) => {
+            admin::get_source(app, id, &req).await
+        }
+        (&Method::POST, ["v1", "assets", id, "playback"]) => {
+            admin::create_playback(app, id, req).await
+        }
+        (&Method::GET, ["v1", "jobs", id]) => admin::get_job(app, id, &req).await,
+        (&Method::GET | &Method::HEAD, ["v1", "play", tenant, asset, token, rest @ ..])
+            if !rest.is_empty() =>
+        {
+            playback::serve(app, tenant, asset, token, &rest.join("/"), &req).await
+        }
+        _ => Err(ApiError::not_found(format!(
+            "no route for {m} {}",
+            req.uri().path()
+        ))),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut res = Response::new(full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
+}
+
+/// Headers the browser may read from cross-origin responses (tus clients need these).
+const EXPOSED: [&str; 10] = [
+    "location",
+    "upload-offset",
+    "upload-length",
+    "upload-metadata",
+    "tus-version",
+    "tus-resumable",
+    "tus-max-size",
+    "tus-extension",
+    "content-range",
+    "x-request-id",
+];
+
+/// The whole service: the layer stack around the router.
+pub fn service(
+    app: Arc<App>,
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<impl http_body::Body<Data = bytes::Bytes, Error = body::BoxError> + Send>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send {
+    let engine = app.engine.clone();
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers(Any)
+        .expose_headers(EXPOSED.map(http::HeaderName::from_static))
+        .max_age(Duration::from_secs(86400));
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server hit a bug handling this request",
+            )
+            .into_response()
+        }))
+        .layer(cors)
+        .layer(AuthLayer::new(engine))
+        .service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(route(app, req).await) }
+        })
+}
+
+/// Accept connections until `shutdown` turns true, then drain in-flight requests for up to
+/// the configured grace period.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(app.engine.config().gateway.shutdown_grace_s);
+    let svc = service(app);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _peer) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection_with_upgrades(
+                    TokioIo::new(stream),
+                    TowerToHyperService::new(svc.clone()),
+                );
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("connection ended: {e}");
+                    }
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing open connections"),
+    }
+    Ok(())
+}
+
+/// An empty response with a status.
+pub(crate) fn status_only(status: StatusCode) -> Response<Body> {
+    let mut res = Response::new(empty());
+    *res.status_mut() = status;
+    res
+}

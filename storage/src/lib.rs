@@ -315,3 +315,34 @@ impl Storage {
         Ok(())
     }
 }
+
+impl Storage {
+    /// Move a finished local file into the store. On a local hot tier this is a rename
+    /// (no second copy of a large upload); elsewhere it streams as multipart and removes
+    /// the file afterwards.
+    pub async fn put_file_move(&self, key: &str, file: &FsPath) -> Result<u64> {
+        if let Some(dest) = self.local_path(key) {
+            let size = tokio::fs::metadata(file)
+                .await
+                .map_err(|source| Error::Io {
+                    path: file.to_path_buf(),
+                    source,
+                })?
+                .len();
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|source| Error::Io {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+            }
+            if tokio::fs::rename(file, &dest).await.is_ok() {
+                return Ok(size);
+            }
+        }
+        let n = self.put_file(key, file).await?;
+        let _ = tokio::fs::remove_file(file).await;
+        Ok(n)
+    }
+}

@@ -1,0 +1,233 @@
+//! Configuration: a TOML file (every field optional, unknown fields rejected) layered under
+//! environment variables and flags by the binary. Defaults are the embedded deployment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listen address. Default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    /// Data directory: metadata, queue, hot tier, upload scratch. Default `./sluice-data`.
+    pub data_dir: PathBuf,
+    /// Base URL put in front of playback and upload URLs. Default: derived from the
+    /// request's `Host` header (http).
+    pub public_url: Option<String>,
+    pub gateway: GatewayConfig,
+    pub uploads: UploadConfig,
+    pub playback: PlaybackConfig,
+    pub transcode: TranscodeConfig,
+    pub workers: WorkerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:8080".parse().expect("valid default address"),
+            data_dir: PathBuf::from("./sluice-data"),
+            public_url: None,
+            gateway: GatewayConfig::default(),
+            uploads: UploadConfig::default(),
+            playback: PlaybackConfig::default(),
+            transcode: TranscodeConfig::default(),
+            workers: WorkerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Deadline for API requests, seconds (not for upload bodies or media streams).
+    /// Default 30.
+    pub request_timeout_s: u64,
+    /// Grace period for in-flight requests at shutdown, seconds. Default 10.
+    pub shutdown_grace_s: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_s: 30,
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// Largest accepted upload, bytes. Default 20 GiB.
+    pub max_size: u64,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            max_size: 20 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaybackConfig {
+    /// Lifetime of a playback URL when the request names none, seconds. Default 3600.
+    pub default_ttl_s: u64,
+    /// Longest lifetime a client may ask for, seconds. Default 7 days.
+    pub max_ttl_s: u64,
+}
+
+impl Default for PlaybackConfig {
+    fn default() -> Self {
+        Self {
+            default_ttl_s: 3600,
+            max_ttl_s: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// One rung of the ABR ladder as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RungConfig {
+    /// Rendition name, used in paths (`720p/index.m3u8`).
+    pub name: String,
+    /// Output height in pixels; width follows the source aspect ratio.
+    pub height: u32,
+    /// Target video bitrate, bits per second.
+    pub video_bitrate: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscodeConfig {
+    /// Segment duration, seconds. Default 2.
+    pub segment_duration_s: f64,
+    /// x264 speed preset. Default `veryfast`.
+    pub x264_preset: String,
+    /// AAC bitrate, bits per second. Default 128000.
+    pub audio_bitrate: u32,
+    /// Fail a transcode whose output makes no progress for this long, seconds. Default 30.
+    pub stall_timeout_s: u64,
+    /// The ladder; rungs above the source resolution are skipped. Default
+    /// 1080p/720p/480p/360p.
+    pub ladder: Vec<RungConfig>,
+}
+
+impl Default for TranscodeConfig {
+    fn default() -> Self {
+        let rung = |name: &str, height, video_bitrate| RungConfig {
+            name: name.to_string(),
+            height,
+            video_bitrate,
+        };
+        Self {
+            segment_duration_s: 2.0,
+            x264_preset: "veryfast".to_string(),
+            audio_bitrate: 128_000,
+            stall_timeout_s: 30,
+            ladder: vec![
+                rung("1080p", 1080, 5_000_000),
+                rung("720p", 720, 2_800_000),
+                rung("480p", 480, 1_400_000),
+                rung("360p", 360, 800_000),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Transcode jobs run at once per process. Default 1 (a transcode already uses every
+    /// core through x264's threads).
+    pub concurrency: usize,
+    /// Run workers inside `sluice serve`. Default true.
+    pub in_process: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            in_process: true,
+        }
+    }
+}
+
+impl Config {
+    /// Parse a TOML config file's text.
+    pub fn from_toml(text: &str) -> Result<Self, crate::Error> {
+        toml::from_str(text).map_err(|e| crate::Error::Config(e.to_string()))
+    }
+
+    /// Check values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
+        let t = &self.transcode;
+        if !(0.5..=30.0).contains(&t.segment_duration_s) {
+            return bad("transcode.segment_duration_s must be between 0.5 and 30");
+        }
+        if t.ladder.is_empty() {
+            return bad("transcode.ladder must have at least one rung");
+        }
+        for r in &t.ladder {
+            if r.height < 16 || r.height > 4320 || r.video_bitrate < 50_000 {
+                return bad("each ladder rung needs 16 <= height <= 4320 and video_bitrate >= 50000");
+            }
+            if sluice_storage::keys::validate_relative(&r.name).is_err() || r.name.contains('/') {
+                return bad("ladder rung names may only use [A-Za-z0-9._-]");
+            }
+        }
+        if self.workers.concurrency == 0 {
+            return bad("workers.concurrency must be at least 1");
+        }
+        if self.playback.default_ttl_s == 0 || self.playback.default_ttl_s > self.playback.max_ttl_s
+        {
+            return bad("playback.default_ttl_s must be between 1 and playback.max_ttl_s");
+        }
+        Ok(())
+    }
+
+    pub fn segment_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.transcode.segment_duration_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_and_unknown_fields_fail() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.transcode.ladder.len(), 4);
+        c.validate().unwrap();
+        assert!(Config::from_toml("adr = \"x\"").is_err());
+        assert!(Config::from_toml("[transcode]\nsegment_secs = 2").is_err());
+    }
+
+    #[test]
+    fn partial_sections_keep_other_defaults() {
+        let c = Config::from_toml(
+            "[transcode]\nsegment_duration_s = 4\nladder = [{name = \"240p\", height = 240, video_bitrate = 400000}]",
+        )
+        .unwrap();
+        assert_eq!(c.transcode.segment_duration_s, 4.0);
+        assert_eq!(c.transcode.x264_preset, "veryfast");
+        assert_eq!(c.transcode.ladder[0].name, "240p");
+        c.validate().unwrap();
+        let bad = Config::from_toml(
+            "[transcode]\nladder = [{name = \"../x\", height = 240, video_bitrate = 400000}]",
+        )
+        .unwrap();
+        assert!(bad.validate().is_err());
+    }
+}

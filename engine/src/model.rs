@@ -1,0 +1,168 @@
+//! Domain types and their JSON shapes (the contract's asset and job JSON).
+
+use serde::{Deserialize, Serialize};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Tenant { tenant_id: String },
+}
+
+impl Principal {
+    /// The tenant this principal acts for; admin acts for none.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Principal::Tenant { tenant_id } => Some(tenant_id),
+            Principal::Admin => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssetStatus {
+    Uploading,
+    Queued,
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl AssetStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssetStatus::Uploading => "uploading",
+            AssetStatus::Queued => "queued",
+            AssetStatus::Processing => "processing",
+            AssetStatus::Ready => "ready",
+            AssetStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "uploading" => AssetStatus::Uploading,
+            "queued" => AssetStatus::Queued,
+            "processing" => AssetStatus::Processing,
+            "ready" => AssetStatus::Ready,
+            "failed" => AssetStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A published rendition, as listed on the asset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+    /// Peak bits per second, as in the master playlist's `BANDWIDTH`.
+    pub bandwidth: u64,
+    pub codecs: String,
+}
+
+/// The asset JSON of the contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct Asset {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    pub status: AssetStatus,
+    pub progress: f64,
+    pub duration_s: Option<f64>,
+    pub error: Option<String>,
+    pub filename: Option<String>,
+    pub size: Option<u64>,
+    pub job_id: Option<String>,
+    pub renditions: Vec<Rendition>,
+    pub probe: Option<serde_json::Value>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// The job JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub asset_id: String,
+    pub kind: String,
+    pub status: String,
+    pub progress: f64,
+    pub attempts: i64,
+    pub worker_id: Option<String>,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A tenant, as returned on creation (the API key is shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct NewTenant {
+    pub id: String,
+    pub name: String,
+    pub api_key: String,
+}
+
+/// The state of a resumable upload (tus HEAD).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadState {
+    pub offset: u64,
+    pub length: u64,
+    pub metadata: Option<String>,
+}
+
+/// The message on the queue: a description of work, executed by `sluice-workers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TranscodeJob {
+    pub job_id: String,
+    pub tenant_id: String,
+    pub asset_id: String,
+}
+
+/// Parse the tus `Upload-Metadata` header (`key base64,key2 base64`) and return the
+/// decoded `filename`, if any. Malformed pairs are an error, an empty header is not.
+pub fn upload_metadata_filename(header: &str) -> Result<Option<String>, String> {
+    use base64::Engine as _;
+    let mut filename = None;
+    for pair in header.split(',') {
+        let pair = pair.trim();
+        if pair.is_empty() {
+            continue;
+        }
+        let mut it = pair.splitn(2, ' ');
+        let key = it.next().unwrap_or_default();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(format!("invalid Upload-Metadata key {key:?}"));
+        }
+        let value = it.next().unwrap_or("").trim();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .map_err(|_| format!("Upload-Metadata value for {key:?} is not base64"))?;
+        if key == "filename" {
+            let name = String::from_utf8(decoded)
+                .map_err(|_| "Upload-Metadata filename is not UTF-8".to_string())?;
+            filename = Some(name.chars().filter(|c| !c.is_control()).take(255).collect());
+        }
+    }
+    Ok(filename)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tus_metadata() {
+        assert_eq!(upload_metadata_filename(""), Ok(None));
+        assert_eq!(
+            upload_metadata_filename("filename Y2xpcC5tcDQ=,filetype dmlkZW8vbXA0"),
+            Ok(Some("clip.mp4".to_string()))
+        );
+        // A key without a value is allowed by tus.
+        assert_eq!(upload_metadata_filename("is_confidential"), Ok(None));
+        assert!(upload_metadata_filename("filename !!!").is_err());
+    }
+}

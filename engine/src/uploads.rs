@@ -1,0 +1,220 @@
+//! Resumable uploads (the engine side of tus).
+//!
+//! Bytes of an unfinished upload live in `{data_dir}/uploads/{asset}`; the committed offset
+//! lives in the metadata store and is written only after the bytes before it are synced to
+//! disk. A request that dies half-way leaves bytes past the committed offset: the next
+//! write truncates them, so the stored object is always exactly the bytes the client was
+//! told were received. On the last byte the file moves into the hot tier as the asset's
+//! source and a transcode job is queued.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sluice_storage::keys;
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
+use crate::model::{Asset, Principal, UploadState, upload_metadata_filename};
+use crate::{Engine, Error, Result, store};
+
+/// Removes the in-process write lock of an upload when the request ends, however it ends.
+struct UploadLock<'a> {
+    engine: &'a Engine,
+    asset: String,
+}
+
+impl Drop for UploadLock<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.engine.inner.upload_locks.lock() {
+            set.remove(&self.asset);
+        }
+    }
+}
+
+impl Engine {
+    fn upload_path(&self, asset: &str) -> PathBuf {
+        self.inner.uploads_dir.join(asset)
+    }
+
+    fn lock_upload(&self, asset: &str) -> Result<UploadLock<'_>> {
+        let mut set = self
+            .inner
+            .upload_locks
+            .lock()
+            .map_err(|_| Error::UploadLocked(asset.to_string()))?;
+        if !set.insert(asset.to_string()) {
+            return Err(Error::UploadLocked(asset.to_string()));
+        }
+        Ok(UploadLock {
+            engine: self,
+            asset: asset.to_string(),
+        })
+    }
+
+    /// tus creation: a new asset in `uploading` with an empty upload of `length` bytes.
+    pub async fn create_upload(
+        &self,
+        who: &Principal,
+        length: u64,
+        metadata: Option<&str>,
+    ) -> Result<Asset> {
+        let tenant = self.tenant_of(who)?;
+        let max = self.inner.config.uploads.max_size;
+        if length > max {
+            return Err(Error::TooLarge { size: length, max });
+        }
+        if length == 0 {
+            return Err(Error::InvalidInput(
+                "Upload-Length is 0: an empty file is not a video".into(),
+            ));
+        }
+        let filename = match metadata {
+            Some(m) => upload_metadata_filename(m).map_err(Error::InvalidInput)?,
+            None => None,
+        };
+        let id = ulid::Ulid::new().to_string();
+        let path = self.upload_path(&id);
+        tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Error::io(&path, e))?;
+        store::insert_upload(
+            &self.inner.db,
+            tenant,
+            &id,
+            length,
+            metadata.filter(|m| !m.trim().is_empty()),
+            filename.as_deref(),
+            self.now_ms(),
+        )
+        .await?;
+        metrics::counter!("sluice_uploads_created_total").increment(1);
+        self.get_asset(who, &id).await
+    }
+
+    /// tus HEAD: the committed offset.
+    pub async fn upload_state(&self, who: &Principal, asset: &str) -> Result<UploadState> {
+        let tenant = self.tenant_of(who)?;
+        store::get_upload(&self.inner.db, tenant, asset)
+            .await?
+            .map(|(s, _)| s)
+            .ok_or_else(|| Error::not_found("upload", asset))
+    }
+
+    /// tus PATCH: append the body at `offset`. Bytes received before a broken connection
+    /// are kept (that is what makes the upload resumable). Returns the new state.
+    pub async fn append_upload<S, E>(
+        &self,
+        who: &Principal,
+        asset: &str,
+        offset: u64,
+        mut body: S,
+    ) -> Result<UploadState>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let tenant = self.tenant_of(who)?.to_string();
+        let _lock = self.lock_upload(asset)?;
+        let (state, complete) = store::get_upload(&self.inner.db, &tenant, asset)
+            .await?
+            .ok_or_else(|| Error::not_found("upload", asset))?;
+        if complete || state.offset == state.length {
+            return Err(Error::Conflict(format!("upload {asset} is already complete")));
+        }
+        if offset != state.offset {
+            return Err(Error::OffsetMismatch {
+                expected: state.offset,
+                got: offset,
+            });
+        }
+        let path = self.upload_path(asset);
+        let io = |e| Error::io(&path, e);
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(io)?;
+        // Drop bytes past the committed offset left by a request that died before commit.
+        file.set_len(state.offset).await.map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(state.offset))
+            .await
+            .map_err(io)?;
+
+        let mut written = state.offset;
+        let mut body_error = None;
+        let mut too_long = false;
+        while let Some(chunk) = body.next().await {
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    body_error = Some(e.to_string());
+                    break;
+                }
+            };
+            if written + chunk.len() as u64 > state.length {
+                too_long = true;
+                break;
+            }
+            file.write_all(&chunk).await.map_err(io)?;
+            written += chunk.len() as u64;
+        }
+        if too_long {
+            // Nothing of this request is committed.
+            file.set_len(state.offset).await.map_err(io)?;
+            return Err(Error::InvalidInput(format!(
+                "the body runs past Upload-Length ({} bytes)",
+                state.length
+            )));
+        }
+        file.flush().await.map_err(io)?;
+        file.sync_data().await.map_err(io)?;
+        drop(file);
+        if written != state.offset {
+            store::set_upload_offset(&self.inner.db, asset, written).await?;
+            metrics::counter!("sluice_upload_bytes_total").increment(written - state.offset);
+        }
+        if let Some(e) = body_error {
+            tracing::info!(asset, offset = written, "upload request ended early: {e}");
+        }
+        if written == state.length {
+            self.finish_upload(&tenant, asset).await?;
+        }
+        Ok(UploadState {
+            offset: written,
+            ..state
+        })
+    }
+
+    /// All bytes are in: move the file into the hot tier as the asset's source, then queue
+    /// the transcode.
+    async fn finish_upload(&self, tenant: &str, asset: &str) -> Result<()> {
+        let path = self.upload_path(asset);
+        let key = keys::source(tenant, asset);
+        self.inner.storage.put_file_move(&key, &path).await?;
+        let job_id = self.enqueue_transcode(tenant, asset).await?;
+        store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
+        tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
+        Ok(())
+    }
+
+    /// tus termination: drop an unfinished upload and its asset.
+    pub async fn terminate_upload(&self, who: &Principal, asset: &str) -> Result<()> {
+        let tenant = self.tenant_of(who)?;
+        let _lock = self.lock_upload(asset)?;
+        let (_, complete) = store::get_upload(&self.inner.db, tenant, asset)
+            .await?
+            .ok_or_else(|| Error::not_found("upload", asset))?;
+        if complete {
+            return Err(Error::Conflict(format!(
+                "upload {asset} is complete; it can no longer be terminated"
+            )));
+        }
+        store::delete_upload(&self.inner.db, asset).await?;
+        let path = self.upload_path(asset);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Tenant-facing and admin API: tenants, assets, playback URLs, jobs.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use crate::body::{json, stream};
+use crate::error::ApiError;
+use crate::{ApiResult, App, base_url, principal};
+
+/// Largest JSON request body accepted by the API.
+const MAX_JSON: usize = 64 * 1024;
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    allow_empty: bool,
+) -> Result<Option<T>, ApiError> {
+    let body: Bytes = Limited::new(req.into_body(), MAX_JSON)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("JSON bodies are limited to {MAX_JSON} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return if allow_empty {
+            Ok(None)
+        } else {
+            Err(ApiError::bad_request("a JSON body is required"))
+        };
+    }
+    serde_json::from_slice(&body)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<crate::Body> {
+    let mut res = Response::new(json(value));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenantReq {
+    name: String,
+}
+
+pub async fn create_tenant(app: &App, req: Request<Incoming>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let body: NewTenantReq = read_json(req, false)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
+    let t = app.engine.create_tenant(&who, &body.name).await?;
+    Ok(json_response(StatusCode::CREATED, &t))
+}
+
+pub async fn get_asset<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
+    let asset = app.engine.get_asset(principal(req)?, id).await?;
+    Ok(json_response(StatusCode::OK, &asset))
+}
+
+pub async fn get_source<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
+    let (asset, info, s) = app.engine.asset_source(principal(req)?, id).await?;
+    let mut res = Response::new(stream(s));
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    let name: String = asset
+        .filename
+        .unwrap_or_else(|| format!("{}.bin", asset.id))
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\' || *c == ' ')
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(res)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PlaybackReq {
+    ttl_s: Option<u64>,
+}
+
+pub async fn create_playback(app: &App, id: &str, req: Request<Incoming>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let base = base_url(app, &req);
+    let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
+    let (path, expires) = app.engine.playback_path(&who, id, body.ttl_s).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "url": format!("{base}{path}"),
+            "expires_at": sluice_engine::rfc3339_s(expires),
+        }),
+    ))
+}
+
+pub async fn get_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
+    let job = app.engine.get_job(principal(req)?, id).await?;
+    Ok(json_response(StatusCode::OK, &job))
+}

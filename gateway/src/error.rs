@@ -1,0 +1,142 @@
+//! The one place where errors become HTTP responses. Every error body has the contract's
+//! shape: `{"error": {"code": "snake_case", "message": "human sentence"}}`.
+
+use http::{HeaderValue, StatusCode, header};
+use sluice_engine::Error as EngineError;
+
+use crate::body::{Body, full};
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds a client should wait before retrying (503s from a struggling backend).
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send a valid key as 'Authorization: Bearer <key>'",
+        )
+    }
+
+    fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            retry_after: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    pub fn into_response(self) -> http::Response<Body> {
+        if self.status.is_server_error() {
+            tracing::error!(code = self.code, "{}", self.message);
+        }
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut res = http::Response::new(full(body.to_string()));
+        *res.status_mut() = self.status;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        use sluice_cdn::TokenError;
+        use sluice_storage::Error as StorageError;
+        let msg = e.to_string();
+        match e {
+            EngineError::NotFound { .. } => Self::not_found(msg),
+            EngineError::Unauthenticated => Self::unauthenticated(),
+            EngineError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", msg),
+            EngineError::InvalidInput(_) | EngineError::Body(_) => Self::bad_request(msg),
+            EngineError::OffsetMismatch { .. } => {
+                Self::new(StatusCode::CONFLICT, "offset_mismatch", msg)
+            }
+            EngineError::UploadLocked(_) => Self::new(StatusCode::LOCKED, "upload_locked", msg),
+            EngineError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            EngineError::TooLarge { .. } => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
+            }
+            EngineError::Token(TokenError::Expired) => {
+                Self::new(StatusCode::FORBIDDEN, "token_expired", msg)
+            }
+            EngineError::Token(_) => Self::new(StatusCode::FORBIDDEN, "invalid_token", msg),
+            EngineError::Storage(StorageError::NotFound { .. }) => {
+                Self::not_found("no such object")
+            }
+            EngineError::Storage(StorageError::InvalidKey { .. }) => {
+                Self::not_found("no such object")
+            }
+            EngineError::Storage(_) => Self::unavailable("storage_unavailable", msg),
+            EngineError::Db(_) => Self::unavailable("metadata_unavailable", msg),
+            EngineError::Queue(_) => Self::unavailable("queue_unavailable", msg),
+            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg),
+        }
+    }
+}
+
+impl From<sluice_storage::Error> for ApiError {
+    fn from(e: sluice_storage::Error) -> Self {
+        EngineError::from(e).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapping_and_shape() {
+        let e: ApiError = EngineError::OffsetMismatch {
+            expected: 5,
+            got: 3,
+        }
+        .into();
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "offset_mismatch"));
+        let e: ApiError = EngineError::TooLarge { size: 9, max: 1 }.into();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let e: ApiError = EngineError::Token(sluice_cdn::TokenError::Expired).into();
+        assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "token_expired"));
+        let e: ApiError = sluice_storage::Error::NotFound { key: "k".into() }.into();
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        let res = ApiError::bad_request("nope").into_response();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+    }
+}

@@ -1,0 +1,174 @@
+//! tus 1.0.0 resumable uploads on `/v1/uploads` (core, creation, creation-with-upload,
+//! termination). The protocol lives here; the bytes and their durability live in the
+//! engine.
+
+use futures::TryStreamExt;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyStream;
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::error::ApiError;
+use crate::{ApiResult, App, base_url, principal, status_only};
+
+const TUS_VERSION: &str = "1.0.0";
+const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination";
+const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+
+fn tus_headers(res: &mut Response<Body>) {
+    let h = res.headers_mut();
+    h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    match h.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{name} must be a non-negative integer"))
+            }),
+    }
+}
+
+fn is_offset_stream(h: &HeaderMap) -> bool {
+    h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim())
+        .is_some_and(|v| v.eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
+}
+
+/// Entry point for every `/v1/uploads…` request; `rest` is the path after `/v1/uploads`.
+pub async fn tus(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResult {
+    let result = tus_inner(app, rest, req).await;
+    // Every tus response, error or not, carries Tus-Resumable.
+    let mut res = result.unwrap_or_else(ApiError::into_response);
+    tus_headers(&mut res);
+    Ok(res)
+}
+
+async fn tus_inner(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResult {
+    let method = req.method().clone();
+    if method == Method::OPTIONS {
+        let mut res = status_only(StatusCode::NO_CONTENT);
+        let h = res.headers_mut();
+        h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+        h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
+        h.insert(
+            "tus-max-size",
+            HeaderValue::from(app.engine.config().uploads.max_size),
+        );
+        return Ok(res);
+    }
+    match req.headers().get("tus-resumable").map(|v| v.as_bytes()) {
+        Some(v) if v == TUS_VERSION.as_bytes() => {}
+        _ => {
+            let mut res = ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "unsupported_tus_version",
+                "this server speaks tus 1.0.0: send 'Tus-Resumable: 1.0.0'",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+            return Ok(res);
+        }
+    }
+    let who = principal(&req)?.clone();
+    match (method, rest) {
+        (Method::POST, []) => create(app, &who, req).await,
+        (Method::HEAD, [id]) => {
+            let s = app.engine.upload_state(&who, id).await?;
+            let mut res = status_only(StatusCode::OK);
+            let h = res.headers_mut();
+            h.insert("upload-offset", HeaderValue::from(s.offset));
+            h.insert("upload-length", HeaderValue::from(s.length));
+            if let Some(m) = s.metadata.and_then(|m| HeaderValue::from_str(&m).ok()) {
+                h.insert("upload-metadata", m);
+            }
+            Ok(res)
+        }
+        (Method::PATCH, [id]) => {
+            if !is_offset_stream(req.headers()) {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("PATCH needs 'Content-Type: {OFFSET_OCTET_STREAM}'"),
+                ));
+            }
+            let offset = header_u64(req.headers(), "upload-offset")?
+                .ok_or_else(|| ApiError::bad_request("PATCH needs an Upload-Offset header"))?;
+            let id = id.to_string();
+            let s = append(app, &who, &id, offset, req).await?;
+            let mut res = status_only(StatusCode::NO_CONTENT);
+            res.headers_mut()
+                .insert("upload-offset", HeaderValue::from(s.offset));
+            Ok(res)
+        }
+        (Method::DELETE, [id]) => {
+            app.engine.terminate_upload(&who, id).await?;
+            Ok(status_only(StatusCode::NO_CONTENT))
+        }
+        (m, _) => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{m} is not part of tus on this path"),
+        )),
+    }
+}
+
+async fn append(
+    app: &App,
+    who: &sluice_engine::Principal,
+    id: &str,
+    offset: u64,
+    req: Request<Incoming>,
+) -> Result<sluice_engine::UploadState, ApiError> {
+    let body = BodyStream::new(req.into_body())
+        .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok())));
+    Ok(app
+        .engine
+        .append_upload(who, id, offset, Box::pin(body))
+        .await?)
+}
+
+async fn create(app: &App, who: &sluice_engine::Principal, req: Request<Incoming>) -> ApiResult {
+    let h = req.headers();
+    if h.contains_key("upload-defer-length") {
+        return Err(ApiError::bad_request(
+            "Upload-Defer-Length is not supported: send Upload-Length",
+        ));
+    }
+    let length = header_u64(h, "upload-length")?
+        .ok_or_else(|| ApiError::bad_request("creating an upload needs Upload-Length"))?;
+    let metadata = match h.get("upload-metadata") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Upload-Metadata must be ASCII"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let with_body = is_offset_stream(h);
+    let location = format!("{}/v1/uploads/", base_url(app, &req));
+    let asset = app
+        .engine
+        .create_upload(who, length, metadata.as_deref())
+        .await?;
+    let mut res = status_only(StatusCode::CREATED);
+    if with_body {
+        // creation-with-upload: the first chunk rides on the POST.
+        let s = append(app, who, &asset.id, 0, req).await?;
+        res.headers_mut()
+            .insert("upload-offset", HeaderValue::from(s.offset));
+    }
+    let loc = HeaderValue::from_str(&format!("{location}{}", asset.id))
+        .map_err(|_| ApiError::bad_request("invalid Host header"))?;
+    res.headers_mut().insert(header::LOCATION, loc);
+    Ok(res)
+}
