@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up everything Sluice needs on a fresh Debian 12 machine, skipping what is already
+# there: system packages (GStreamer 1.22 + plugins, ffmpeg for validation), the Python test
+# clients in .venv, and the build. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+APT_PACKAGES=(
+  pkg-config
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  ffmpeg python3-venv
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "==> installing system packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    echo "==> creating .venv"
+    python3 -m venv .venv
+  fi
+  if ! .venv/bin/python -c "import tusclient, pytest, requests" 2>/dev/null; then
+    echo "==> installing Python test clients"
+    .venv/bin/pip install -q -r tests/e2e/requirements.txt
+  fi
+  if [ ! -d tests/e2e/js/node_modules/tus-js-client ]; then
+    echo "==> installing tus-js-client"
+    (cd tests/e2e/js && npm ci --silent --no-audit --no-fund)
+  fi
+fi
+
+echo "==> building sluice"
+cargo build --locked --bin sluice

@@ -1,0 +1,185 @@
+"""Black-box test harness: spawns the real `sluice` binary on a free loopback port with a
+temporary data dir, and offers helpers that talk to it as real clients do."""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+BIN = os.environ.get("SLUICE_BIN") or str(
+    Path(__file__).resolve().parents[2] / "target" / "debug" / "sluice"
+)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sluice:
+    """One running `sluice serve` process."""
+
+    def __init__(self, data_dir, config_text=None, env=None):
+        self.data_dir = Path(data_dir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", str(data_dir)]
+        if config_text is not None:
+            cfg = self.data_dir.parent / f"config-{self.port}.toml"
+            cfg.write_text(config_text)
+            args += ["--config", str(cfg)]
+        full_env = dict(os.environ, RUST_LOG="info,sqlx=warn,apalis=warn")
+        full_env.pop("SLUICE_ADMIN_KEY", None)
+        full_env.update(env or {})
+        self.log_path = self.data_dir.parent / f"sluice-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env=full_env)
+        self.admin_key = (env or {}).get("SLUICE_ADMIN_KEY")
+        self.stdout_lines = []
+        deadline = time.time() + 60
+        listening = False
+        while time.time() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                break
+            self.stdout_lines.append(line)
+            m = re.match(r"admin key \(shown once, stored in .*\): (\S+)", line)
+            if m:
+                self.admin_key = m.group(1)
+            if line.startswith(f"listening on http://127.0.0.1:{self.port}"):
+                listening = True
+                break
+        if not listening:
+            self.stop()
+            raise RuntimeError(f"sluice did not start: {self.stdout_lines}\n{self.logs()}")
+        if self.admin_key is None:
+            self.admin_key = (self.data_dir / "admin.key").read_text().strip()
+        # Drain stdout so the process never blocks on a full pipe.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def logs(self):
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+    # ---- API helpers ----
+    def tenant(self, name="acme"):
+        r = requests.post(
+            f"{self.url}/v1/tenants",
+            json={"name": name},
+            headers={"Authorization": f"Bearer {self.admin_key}"},
+            timeout=10,
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def asset(self, key, asset_id):
+        r = requests.get(
+            f"{self.url}/v1/assets/{asset_id}",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait_asset(self, key, asset_id, timeout=240):
+        deadline = time.time() + timeout
+        seen_progress = set()
+        while time.time() < deadline:
+            a = self.asset(key, asset_id)
+            seen_progress.add(round(a["progress"], 2))
+            if a["status"] in ("ready", "failed"):
+                a["_seen_progress"] = sorted(seen_progress)
+                return a
+            assert self.alive(), self.logs()
+            time.sleep(0.3)
+        raise AssertionError(f"asset {asset_id} not finished after {timeout}s: {a}\n{self.logs()}")
+
+    def tus_upload(self, key, path, chunk_size=1 << 20, filename=None):
+        """Upload with tuspy, the Python tus client; returns the asset id."""
+        from tusclient import client
+
+        c = client.TusClient(f"{self.url}/v1/uploads/", headers={"Authorization": f"Bearer {key}"})
+        up = c.uploader(
+            str(path),
+            chunk_size=chunk_size,
+            metadata={"filename": filename or Path(path).name},
+        )
+        up.upload()
+        return up.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    d = Path(tempfile.mkdtemp(prefix="sluice-e2e-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def server(workdir):
+    s = Sluice(workdir / "data")
+    yield s
+    s.stop()
+
+
+def ffmpeg(*args):
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True, timeout=120)
+
+
+def make_clip(path, seconds=12, size="1280x720", rate=30, audio=True, extra=()):
+    """A test clip generated at test time: moving test pattern, a tone, H.264 + AAC."""
+    args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}"]
+    if audio:
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+    args += ["-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"]
+    if audio:
+        args += ["-c:a", "aac", "-b:a", "96k"]
+    ffmpeg(*args, *extra, str(path))
+    return path
+
+
+def ffprobe_json(*args):
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-of", "json", *args],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    return json.loads(out)
+
+
+def sha256(path_or_bytes):
+    h = hashlib.sha256()
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        h.update(path_or_bytes)
+    else:
+        with open(path_or_bytes, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,155 @@
+"""The HTTP contract around the media: credentials, error shape, tus protocol details,
+health and metrics, and tus-js-client as a second real client."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from conftest import make_clip, sha256
+
+JS = Path(__file__).parent / "js"
+
+
+@pytest.fixture(scope="module")
+def tenant(server):
+    return server.tenant("api")
+
+
+def auth(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def assert_error(r, status, code):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+def test_health_ready_metrics(server):
+    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert requests.get(f"{server.url}/readyz", timeout=5).status_code == 200
+    m = requests.get(f"{server.url}/metrics", timeout=5)
+    assert m.status_code == 200
+    assert "sluice_http_requests_total" in m.text
+
+
+def test_credentials(server, tenant):
+    assert_error(requests.post(f"{server.url}/v1/tenants", json={"name": "x"}, timeout=5), 401, "unauthorized")
+    assert_error(
+        requests.post(f"{server.url}/v1/tenants", json={"name": "x"}, headers=auth("sk_wrong"), timeout=5),
+        401,
+        "unauthorized",
+    )
+    # A tenant key cannot create tenants.
+    assert_error(
+        requests.post(f"{server.url}/v1/tenants", json={"name": "x"}, headers=auth(tenant["api_key"]), timeout=5),
+        403,
+        "forbidden",
+    )
+    assert_error(
+        requests.post(f"{server.url}/v1/tenants", data="{nope", headers=auth(server.admin_key), timeout=5),
+        400,
+        "invalid_request",
+    )
+    assert_error(requests.get(f"{server.url}/v1/nothing-here", timeout=5), 404, "not_found")
+    # The admin key was printed once and stored with owner-only permissions.
+    assert (server.data_dir / "admin.key").stat().st_mode & 0o077 == 0
+
+
+def test_tenants_are_isolated(server, tenant, workdir):
+    other = server.tenant("other")
+    p = workdir / "iso.bin"
+    p.write_bytes(b"x" * 1000)
+    asset_id = server.tus_upload(tenant["api_key"], p)
+    r = requests.get(f"{server.url}/v1/assets/{asset_id}", headers=auth(other["api_key"]), timeout=5)
+    assert_error(r, 404, "not_found")
+    r = requests.head(f"{server.url}/v1/uploads/{asset_id}", headers={**auth(other["api_key"]), "Tus-Resumable": "1.0.0"}, timeout=5)
+    assert r.status_code == 404
+
+
+def test_tus_protocol_details(server, tenant):
+    base = f"{server.url}/v1/uploads/"
+    o = requests.options(base, timeout=5)
+    assert o.status_code == 204
+    assert o.headers["Tus-Version"] == "1.0.0"
+    assert "creation" in o.headers["Tus-Extension"].split(",")
+    h = {**auth(tenant["api_key"]), "Tus-Resumable": "1.0.0"}
+    # Wrong protocol version.
+    r = requests.post(base, headers={**h, "Tus-Resumable": "0.2.2", "Upload-Length": "10"}, timeout=5)
+    assert r.status_code == 412 and r.headers["Tus-Version"] == "1.0.0"
+    # Missing / bad Upload-Length.
+    assert_error(requests.post(base, headers=h, timeout=5), 400, "invalid_request")
+    assert_error(requests.post(base, headers={**h, "Upload-Length": "-1"}, timeout=5), 400, "invalid_request")
+    # Over the maximum size.
+    assert_error(requests.post(base, headers={**h, "Upload-Length": str(1 << 50)}, timeout=5), 413, "too_large")
+
+    # creation-with-upload, then resume with the right and wrong offsets.
+    data = bytes(range(256)) * 40
+    r = requests.post(
+        base,
+        headers={**h, "Upload-Length": str(len(data)), "Content-Type": "application/offset+octet-stream",
+                 "Upload-Metadata": "filename dGVzdC5iaW4="},
+        data=data[:1000],
+        timeout=5,
+    )
+    assert r.status_code == 201, r.text
+    assert r.headers["Upload-Offset"] == "1000"
+    loc = r.headers["Location"]
+    assert loc.startswith(server.url + "/v1/uploads/")
+    asset_id = loc.rsplit("/", 1)[1]
+    # The asset exists from creation on.
+    a = requests.get(f"{server.url}/v1/assets/{asset_id}", headers=auth(tenant["api_key"]), timeout=5).json()
+    assert a["status"] == "uploading" and a["filename"] == "test.bin"
+    pt = {**h, "Content-Type": "application/offset+octet-stream"}
+    assert_error(requests.patch(loc, headers={**pt, "Upload-Offset": "0"}, data=data[:10], timeout=5), 409, "offset_mismatch")
+    r = requests.patch(loc, headers={**h, "Upload-Offset": "1000", "Content-Type": "text/plain"}, data=b"x", timeout=5)
+    assert r.status_code == 415
+    r = requests.head(loc, headers=h, timeout=5)
+    assert r.headers["Upload-Offset"] == "1000" and r.headers["Upload-Length"] == str(len(data))
+    assert r.headers["Cache-Control"] == "no-store"
+    # Too many bytes for the declared length: refused, nothing committed.
+    r = requests.patch(loc, headers={**pt, "Upload-Offset": "1000"}, data=data[1000:] + b"extra", timeout=5)
+    assert r.status_code == 400
+    assert requests.head(loc, headers=h, timeout=5).headers["Upload-Offset"] == "1000"
+    r = requests.patch(loc, headers={**pt, "Upload-Offset": "1000"}, data=data[1000:], timeout=5)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    # Complete: it can't be terminated any more, and the source is byte-exact.
+    assert requests.delete(loc, headers=h, timeout=5).status_code == 409
+    src = requests.get(f"{server.url}/v1/assets/{asset_id}/source", headers=auth(tenant["api_key"]), timeout=5)
+    assert src.content == data
+
+    # Termination of an unfinished upload.
+    r = requests.post(base, headers={**h, "Upload-Length": "100"}, timeout=5)
+    loc2 = r.headers["Location"]
+    assert requests.delete(loc2, headers=h, timeout=5).status_code == 204
+    assert requests.head(loc2, headers=h, timeout=5).status_code == 404
+
+
+def test_tus_js_client_upload(server, tenant, workdir):
+    clip = make_clip(workdir / "js-clip.mp4", seconds=3, size="480x270")
+    out = subprocess.run(
+        ["node", str(JS / "upload.mjs"), f"{server.url}/v1/uploads/", tenant["api_key"], str(clip)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=JS,
+    )
+    assert out.returncode == 0, out.stderr
+    asset_id = out.stdout.strip().rsplit("/", 1)[1]
+    a = server.wait_asset(tenant["api_key"], asset_id)
+    assert a["status"] == "ready", a
+    assert a["filename"] == "js-clip.mp4"
+    src = requests.get(f"{server.url}/v1/assets/{asset_id}/source", headers=auth(tenant["api_key"]), timeout=10)
+    assert sha256(src.content) == sha256(clip)
+
+
+def test_playback_before_ready_is_refused(server, tenant):
+    h = {**auth(tenant["api_key"]), "Tus-Resumable": "1.0.0"}
+    r = requests.post(f"{server.url}/v1/uploads/", headers={**h, "Upload-Length": "100"}, timeout=5)
+    asset_id = r.headers["Location"].rsplit("/", 1)[1]
+    r = requests.post(f"{server.url}/v1/assets/{asset_id}/playback", headers=auth(tenant["api_key"]), timeout=5)
+    assert_error(r, 409, "conflict")

@@ -1,0 +1,75 @@
+"""Bad input ends with the asset `failed` and a clear message; the server and the worker
+pool keep running and still process good uploads afterwards."""
+
+import os
+
+import pytest
+import requests
+
+from conftest import make_clip
+
+
+@pytest.fixture(scope="module")
+def tenant(server):
+    return server.tenant("bad-input")
+
+
+def upload_and_wait(server, tenant, path):
+    asset_id = server.tus_upload(tenant["api_key"], path)
+    return server.wait_asset(tenant["api_key"], asset_id, timeout=120)
+
+
+def assert_failed_cleanly(server, a, *words):
+    assert a["status"] == "failed", a
+    msg = a["error"]
+    assert isinstance(msg, str) and len(msg) > 10, a
+    assert any(w in msg.lower() for w in words), msg
+    assert a["renditions"] == []
+    assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+    assert server.alive()
+
+
+def test_text_file(server, tenant, workdir):
+    p = workdir / "notes.txt"
+    p.write_text("These are not the frames you are looking for.\n" * 200)
+    a = upload_and_wait(server, tenant, p)
+    assert_failed_cleanly(server, a, "not a media file", "format", "container")
+
+
+def test_random_bytes(server, tenant, workdir):
+    p = workdir / "random.bin"
+    p.write_bytes(os.urandom(300_000))
+    a = upload_and_wait(server, tenant, p)
+    assert_failed_cleanly(server, a, "not a media file", "format", "container")
+
+
+def test_truncated_mp4(server, tenant, workdir):
+    full = make_clip(workdir / "to-truncate.mp4", seconds=6, size="640x360")
+    data = full.read_bytes()
+    p = workdir / "truncated.mp4"
+    p.write_bytes(data[: len(data) // 2])  # moov atom at the end: cut off
+    a = upload_and_wait(server, tenant, p)
+    assert_failed_cleanly(server, a, "truncated", "corrupt")
+    # The job records the same error and does not retry bad input.
+    j = requests.get(
+        f"{server.url}/v1/jobs/{a['job_id']}",
+        headers={"Authorization": f"Bearer {tenant['api_key']}"},
+        timeout=10,
+    ).json()
+    assert j["status"] == "failed" and j["attempts"] == 1 and j["error"] == a["error"]
+
+
+def test_worker_pool_still_works_after_bad_input(server, tenant, workdir):
+    # Runs after the failures above: a small good clip still becomes ready.
+    clip = make_clip(workdir / "after-bad.mp4", seconds=3, size="320x240", rate=25)
+    a = upload_and_wait(server, tenant, clip)
+    assert a["status"] == "ready", a
+    # Below the smallest rung: one rendition at the source size, never upscaled.
+    assert [(r["width"], r["height"]) for r in a["renditions"]] == [(320, 240)]
+
+
+def test_video_only_input(server, tenant, workdir):
+    clip = make_clip(workdir / "silent.mp4", seconds=4, size="640x360", audio=False)
+    a = upload_and_wait(server, tenant, clip)
+    assert a["status"] == "ready", a
+    assert all(r["codecs"].startswith("avc1.") and "mp4a" not in r["codecs"] for r in a["renditions"])
