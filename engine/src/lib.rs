@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apalis::prelude::TaskSink;
+use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_sqlite::SqliteStorage;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
@@ -34,6 +34,10 @@ pub use model::*;
 
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
 pub const TRANSCODE_QUEUE: &str = "sluice.transcode";
+
+/// Attempts a job gets before it fails for good. Only infrastructure errors are retried;
+/// bad input fails at the first attempt.
+pub const MAX_ATTEMPTS: i64 = 3;
 
 /// The queue backend type workers consume.
 pub type TranscodeQueue = SqliteStorage<TranscodeJob>;
@@ -370,20 +374,23 @@ impl Engine {
         store::insert_job(&self.inner.db, &job_id, tenant, asset, "transcode", self.now_ms())
             .await?;
         let mut q = self.transcode_queue();
-        q.push(TranscodeJob {
+        let task = TaskBuilder::new(TranscodeJob {
             job_id: job_id.clone(),
             tenant_id: tenant.to_string(),
             asset_id: asset.to_string(),
         })
+        .max_attempts(MAX_ATTEMPTS as usize)
+        .build();
+        q.push_task(task)
         .await
         .map_err(|e| Error::Queue(e.to_string()))?;
         metrics::counter!("sluice_jobs_enqueued_total", "kind" => "transcode").increment(1);
         Ok(job_id)
     }
 
-    /// A worker took a job. Returns `None` when the job is already finished (a redelivery
-    /// after a crash): the asset is then published exactly once.
-    pub async fn job_started(&self, job: &TranscodeJob, worker_id: &str) -> Result<bool> {
+    /// A worker took a job: returns the attempt number, or `None` when the job already
+    /// finished (a redelivery after a crash), so the asset is published exactly once.
+    pub async fn job_started(&self, job: &TranscodeJob, worker_id: &str) -> Result<Option<i64>> {
         store::job_started(&self.inner.db, job, worker_id, self.now_ms()).await
     }
 

@@ -239,13 +239,14 @@ pub(crate) async fn get_job(db: &SqlitePool, tenant: Option<&str>, id: &str) -> 
     }))
 }
 
-/// Mark a job running. False when it already finished (redelivered after a crash).
+/// Mark a job running and return its attempt number; `None` when it already finished
+/// (redelivered after a crash).
 pub(crate) async fn job_started(
     db: &SqlitePool,
     job: &TranscodeJob,
     worker: &str,
     now: i64,
-) -> Result<bool> {
+) -> Result<Option<i64>> {
     let mut tx = db.begin().await?;
     let n = sqlx::query(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = ?, \
@@ -259,6 +260,7 @@ pub(crate) async fn job_started(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    let mut attempt = None;
     if n == 1 {
         sqlx::query(
             "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = ? \
@@ -268,9 +270,16 @@ pub(crate) async fn job_started(
         .bind(&job.asset_id)
         .execute(&mut *tx)
         .await?;
+        attempt = Some(
+            sqlx::query("SELECT attempts FROM jobs WHERE id = ?")
+                .bind(&job.job_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .get::<i64, _>(0),
+        );
     }
     tx.commit().await?;
-    Ok(n == 1)
+    Ok(attempt)
 }
 
 pub(crate) async fn job_progress(

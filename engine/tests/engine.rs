@@ -1,0 +1,226 @@
+//! The engine against a real SQLite metadata store, queue and local hot tier.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use bytes::Bytes;
+use futures::stream;
+use sluice_engine::{AssetStatus, Clock, Config, Engine, Error, Principal};
+
+struct FakeClock(AtomicI64);
+impl Clock for FakeClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn engine(dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
+    let clock = Arc::new(FakeClock(AtomicI64::new(1_700_000_000_000)));
+    let config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    let (e, report) = Engine::open_with_clock(config, None, clock.clone())
+        .await
+        .unwrap();
+    assert!(report.generated_admin_key.is_some());
+    (e, clock)
+}
+
+fn chunks(parts: Vec<&'static [u8]>) -> impl futures::Stream<Item = Result<Bytes, String>> + Unpin {
+    stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p))))
+}
+
+#[tokio::test]
+async fn admin_key_is_generated_once_and_keys_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(dir.path()).await;
+    let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    assert_eq!(e.authenticate(admin.trim()).await.unwrap(), Principal::Admin);
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    assert_eq!(
+        e.authenticate(&t.api_key).await.unwrap(),
+        Principal::Tenant {
+            tenant_id: t.id.clone()
+        }
+    );
+    assert!(matches!(
+        e.authenticate("sk_nope").await,
+        Err(Error::Unauthenticated)
+    ));
+    let tenant = Principal::Tenant { tenant_id: t.id };
+    assert!(matches!(
+        e.create_tenant(&tenant, "x").await,
+        Err(Error::Forbidden(_))
+    ));
+    drop(e);
+    // A second start keeps the key and does not print it again.
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    let (e2, report) = Engine::open(config, None).await.unwrap();
+    assert!(report.generated_admin_key.is_none());
+    assert_eq!(e2.authenticate(admin.trim()).await.unwrap(), Principal::Admin);
+}
+
+#[tokio::test]
+async fn upload_survives_a_broken_request_and_completes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let asset = e
+        .create_upload(&who, 12, Some("filename YS5tcDQ="))
+        .await
+        .unwrap();
+    assert_eq!(asset.status, AssetStatus::Uploading);
+    assert_eq!(asset.filename.as_deref(), Some("a.mp4"));
+
+    // A request that breaks after 4 bytes: those 4 are kept and committed.
+    let broken = stream::iter(vec![
+        Ok(Bytes::from_static(b"abcd")),
+        Err("connection reset".to_string()),
+    ]);
+    let s = e.append_upload(&who, &asset.id, 0, broken).await.unwrap();
+    assert_eq!(s.offset, 4);
+    assert_eq!(e.upload_state(&who, &asset.id).await.unwrap().offset, 4);
+
+    // Wrong offset, too many bytes: refused, nothing committed.
+    assert!(matches!(
+        e.append_upload(&who, &asset.id, 0, chunks(vec![b"x"])).await,
+        Err(Error::OffsetMismatch {
+            expected: 4,
+            got: 0
+        })
+    ));
+    assert!(matches!(
+        e.append_upload(&who, &asset.id, 4, chunks(vec![b"efghijklmnop"]))
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(e.upload_state(&who, &asset.id).await.unwrap().offset, 4);
+
+    // Resume to the end: the source is exact and a job is queued.
+    let s = e
+        .append_upload(&who, &asset.id, 4, chunks(vec![b"efgh", b"ijkl"]))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 12);
+    let a = e.get_asset(&who, &asset.id).await.unwrap();
+    assert_eq!(a.status, AssetStatus::Queued);
+    let job = e.get_job(&who, a.job_id.as_deref().unwrap()).await.unwrap();
+    assert_eq!((job.status.as_str(), job.attempts), ("queued", 0));
+    let src = e
+        .storage()
+        .get_bytes(&sluice_storage::keys::source(&t.id, &asset.id))
+        .await
+        .unwrap();
+    assert_eq!(src, Bytes::from_static(b"abcdefghijkl"));
+    assert!(!dir.path().join("uploads").join(&asset.id).exists());
+    // Complete uploads take no more bytes and can't be terminated.
+    assert!(matches!(
+        e.append_upload(&who, &asset.id, 12, chunks(vec![b"x"])).await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        e.terminate_upload(&who, &asset.id).await,
+        Err(Error::Conflict(_))
+    ));
+    // Another tenant sees nothing.
+    let other = e.create_tenant(&Principal::Admin, "other").await.unwrap();
+    let other = Principal::Tenant {
+        tenant_id: other.id,
+    };
+    assert!(matches!(
+        e.get_asset(&other, &asset.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        e.get_job(&other, a.job_id.as_deref().unwrap()).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn limits_and_termination() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant { tenant_id: t.id };
+    assert!(matches!(
+        e.create_upload(&who, 1 << 50, None).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        e.create_upload(&who, 0, None).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        e.create_upload(&who, 10, Some("filename ***")).await,
+        Err(Error::InvalidInput(_))
+    ));
+    let a = e.create_upload(&who, 10, None).await.unwrap();
+    e.terminate_upload(&who, &a.id).await.unwrap();
+    assert!(matches!(
+        e.upload_state(&who, &a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        e.get_asset(&who, &a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn playback_tokens_expire_with_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = engine(dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let a = e.create_upload(&who, 1, None).await.unwrap();
+    // Not ready: no playback URL.
+    assert!(matches!(
+        e.playback_path(&who, &a.id, None).await,
+        Err(Error::Conflict(_))
+    ));
+    e.append_upload(&who, &a.id, 0, chunks(vec![b"x"]))
+        .await
+        .unwrap();
+    let job = sluice_engine::TranscodeJob {
+        job_id: e.get_asset(&who, &a.id).await.unwrap().job_id.unwrap(),
+        tenant_id: t.id.clone(),
+        asset_id: a.id.clone(),
+    };
+    assert_eq!(e.job_started(&job, "w1").await.unwrap(), Some(1));
+    e.job_succeeded(&job, &[], 1.0).await.unwrap();
+    // A redelivered finished job is skipped.
+    assert_eq!(e.job_started(&job, "w2").await.unwrap(), None);
+    assert!(matches!(
+        e.playback_path(&who, &a.id, Some(0)).await,
+        Err(Error::InvalidInput(_))
+    ));
+    // A token signed for this asset resolves until it expires.
+    let (path, expires) = e.playback_path(&who, &a.id, Some(60)).await.unwrap();
+    assert_eq!(expires, 1_700_000_060);
+    let token = path.split('/').nth(5).unwrap();
+    assert!(path.ends_with("/master.m3u8"));
+    let key = e
+        .resolve_playback(&t.id, &a.id, token, "720p/seg_00000.ts")
+        .unwrap();
+    assert_eq!(
+        key,
+        format!("tenants/{}/assets/{}/hls/720p/seg_00000.ts", t.id, a.id)
+    );
+    assert!(e.resolve_playback(&t.id, &a.id, token, "../source").is_err());
+    assert!(e.resolve_playback("other", &a.id, token, "master.m3u8").is_err());
+    clock.0.store(1_700_000_060_000, Ordering::SeqCst);
+    assert!(matches!(
+        e.resolve_playback(&t.id, &a.id, token, "master.m3u8"),
+        Err(Error::Token(sluice_cdn::TokenError::Expired))
+    ));
+}
