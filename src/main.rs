@@ -1,1 +1,161 @@
-fn main() {}
+//! `sluice`: the binary. Parses the command line, layers configuration (flag > env >
+//! config file > default), and wires the engine, the gateway and the workers together.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sluice_engine::{Config, Engine};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Video ingest and streaming engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Gateway and in-process workers. With no config: the embedded default (SQLite, local
+    /// tiers) in ./sluice-data.
+    Serve(Common),
+    /// A worker-only process for scale-out (same config file).
+    Worker(Common),
+}
+
+#[derive(Args)]
+struct Common {
+    /// Config file (TOML).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address.
+    #[arg(long, env = "SLUICE_ADDR")]
+    addr: Option<std::net::SocketAddr>,
+    /// Data directory.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl Common {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                Config::from_toml(&text)
+                    .with_context(|| format!("invalid config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(a) = self.addr {
+            config.addr = a;
+        }
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn open_engine(config: Config) -> anyhow::Result<Engine> {
+    let admin_key = std::env::var("SLUICE_ADMIN_KEY").ok();
+    let (engine, report) = Engine::open(config, admin_key)
+        .await
+        .context("cannot open the engine state")?;
+    if let Some(key) = report.generated_admin_key {
+        // Printed once, on the start that created it; it stays in the data dir (mode 0600).
+        println!(
+            "admin key (shown once, stored in {}): {key}",
+            report.admin_key_file.display()
+        );
+    }
+    Ok(engine)
+}
+
+async fn serve(common: Common) -> anyhow::Result<()> {
+    let config = common.load()?;
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    let addr = config.addr;
+    let in_process = config.workers.in_process;
+    let engine = open_engine(config).await?;
+    let shutdown = shutdown_signal();
+
+    let workers = in_process.then(|| {
+        let (engine, rx) = (engine.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = sluice_workers::run(engine, rx).await {
+                tracing::error!("worker pool stopped: {e}");
+            }
+        })
+    });
+
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}");
+    std::io::stdout().flush()?;
+    let app = Arc::new(sluice_gateway::App { engine, metrics });
+    sluice_gateway::serve(app, listener, shutdown).await?;
+    if let Some(w) = workers {
+        let _ = w.await;
+    }
+    Ok(())
+}
+
+async fn worker(common: Common) -> anyhow::Result<()> {
+    let config = common.load()?;
+    let engine = open_engine(config).await?;
+    let shutdown = shutdown_signal();
+    sluice_workers::run(engine, shutdown)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,apalis=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match cli.command {
+            Command::Serve(c) => serve(c).await,
+            Command::Worker(c) => worker(c).await,
+        }
+    })
+}

@@ -25,7 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_engine::{Engine, Principal};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -216,6 +216,13 @@ pub fn service(
         .allow_headers(Any)
         .expose_headers(EXPOSED.map(http::HeaderName::from_static))
         .max_age(Duration::from_secs(86400));
+    let plain = ServiceBuilder::new()
+        .layer(AuthLayer::new(engine))
+        .service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(route(app, req).await) }
+        });
+    let with_cors = ServiceBuilder::new().layer(cors).service(plain.clone());
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http())
@@ -228,11 +235,23 @@ pub fn service(
             )
             .into_response()
         }))
-        .layer(cors)
-        .layer(AuthLayer::new(engine))
-        .service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(route(app, req).await) }
+        .service_fn(move |req: Request<Incoming>| {
+            // tower-http's CORS layer answers every OPTIONS as a preflight; a tus client's
+            // OPTIONS (no Access-Control-Request-Method) must reach the tus handler.
+            let preflight = req.method() == Method::OPTIONS
+                && req
+                    .headers()
+                    .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+            // Both services are always ready (service_fn, CORS and auth never apply
+            // back-pressure), so they are called directly.
+            let (mut with_cors, mut plain) = (with_cors.clone(), plain.clone());
+            async move {
+                if preflight || req.method() != Method::OPTIONS {
+                    with_cors.call(req).await
+                } else {
+                    plain.call(req).await
+                }
+            }
         })
 }
 

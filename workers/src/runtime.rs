@@ -1,0 +1,289 @@
+//! The worker runtime: pulls [`TranscodeJob`]s from the apalis queue and runs them.
+//!
+//! A job's life: mark it running (a redelivered job that already finished is skipped, so
+//! an asset is published exactly once) → probe → plan the ladder → transcode on a blocking
+//! thread while progress flows to the metadata store → upload the output under a staging
+//! prefix → publish (segments and variant playlists, the master playlist last) → ready.
+//! Bad input fails the job at once with the media error's message; infrastructure errors
+//! go back to the queue until the attempts run out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+use sluice_engine::{Engine, MAX_ATTEMPTS, Rendition, TranscodeJob};
+use sluice_storage::keys;
+use tokio::sync::watch;
+
+use crate::media::{self, MediaError};
+use crate::media::ladder::{RungSpec, plan_ladder};
+use crate::media::transcode::{TranscodeOptions, TranscodeOutput, transcode};
+
+/// Errors of a job run, split by what should happen next.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The input is at fault: fail now, with this message for the user.
+    #[error("{0}")]
+    Permanent(String),
+    /// Something around the job failed: retry if attempts remain.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<MediaError> for JobError {
+    fn from(e: MediaError) -> Self {
+        if e.is_permanent() {
+            JobError::Permanent(e.to_string())
+        } else {
+            JobError::Transient(e.to_string())
+        }
+    }
+}
+
+impl From<sluice_engine::Error> for JobError {
+    fn from(e: sluice_engine::Error) -> Self {
+        JobError::Transient(e.to_string())
+    }
+}
+
+impl From<sluice_storage::Error> for JobError {
+    fn from(e: sluice_storage::Error) -> Self {
+        JobError::Transient(e.to_string())
+    }
+}
+
+struct Ctx {
+    engine: Engine,
+    worker_id: String,
+    /// Set at shutdown: running pipelines stop and their jobs go back to the queue.
+    stopping: Arc<AtomicBool>,
+}
+
+/// Run transcode workers until `shutdown` turns true.
+pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+    media::init().map_err(|e| e.to_string())?;
+    let worker_id = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
+        std::process::id()
+    );
+    let concurrency = engine.config().workers.concurrency;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let ctx = Arc::new(Ctx {
+        engine: engine.clone(),
+        worker_id: worker_id.clone(),
+        stopping: stopping.clone(),
+    });
+    tracing::info!(worker = %worker_id, concurrency, "transcode worker started");
+    let worker = WorkerBuilder::new(worker_id)
+        .backend(engine.transcode_queue())
+        .concurrency(concurrency)
+        .data(ctx)
+        .build(handle);
+    let signal = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+        stopping.store(true, Ordering::SeqCst);
+        Ok::<(), std::io::Error>(())
+    };
+    worker.run_until(signal).await.map_err(|e| e.to_string())
+}
+
+async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
+    let engine = &ctx.engine;
+    let Some(attempt) = engine.job_started(&job, &ctx.worker_id).await? else {
+        tracing::info!(job = %job.job_id, "job already finished; skipping redelivery");
+        return Ok(());
+    };
+    let started = Instant::now();
+    let scratch = engine.work_dir().join(&job.job_id);
+    let result = run_job(&ctx, &job, &scratch).await;
+    let _ = tokio::fs::remove_dir_all(&scratch).await;
+    metrics::histogram!("sluice_job_duration_seconds", "kind" => "transcode")
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => Ok(()),
+        Err(JobError::Permanent(msg)) => {
+            tracing::info!(job = %job.job_id, asset = %job.asset_id, "transcode failed: {msg}");
+            engine.job_failed(&job, &msg).await?;
+            Ok(())
+        }
+        Err(JobError::Transient(msg)) if attempt >= MAX_ATTEMPTS => {
+            tracing::warn!(job = %job.job_id, attempt, "transcode failed, no attempts left: {msg}");
+            engine
+                .job_failed(&job, &format!("failed after {attempt} attempts: {msg}"))
+                .await?;
+            Ok(())
+        }
+        Err(JobError::Transient(msg)) => {
+            tracing::warn!(job = %job.job_id, attempt, "transcode failed, will retry: {msg}");
+            Err(msg.into())
+        }
+    }
+}
+
+fn options(engine: &Engine) -> TranscodeOptions {
+    let t = &engine.config().transcode;
+    TranscodeOptions {
+        segment_duration: Duration::from_secs_f64(t.segment_duration_s),
+        x264_preset: t.x264_preset.clone(),
+        audio_bitrate: t.audio_bitrate,
+        stall_timeout: Duration::from_secs(t.stall_timeout_s),
+    }
+}
+
+async fn run_job(ctx: &Ctx, job: &TranscodeJob, scratch: &Path) -> Result<(), JobError> {
+    let engine = &ctx.engine;
+    let _ = tokio::fs::remove_dir_all(scratch).await;
+    tokio::fs::create_dir_all(scratch)
+        .await
+        .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", scratch.display())))?;
+    let source = engine.source_file(job, scratch).await?;
+
+    let src = source.clone();
+    let probe = blocking(move || media::probe::probe(&src, Duration::from_secs(30))).await??;
+    engine
+        .job_probed(
+            job,
+            probe.duration_s,
+            serde_json::to_value(&probe).unwrap_or_default(),
+        )
+        .await?;
+    let video = probe
+        .video
+        .as_ref()
+        .ok_or_else(|| JobError::from(MediaError::NoVideo))?;
+    let specs: Vec<RungSpec> = engine
+        .config()
+        .transcode
+        .ladder
+        .iter()
+        .map(|r| RungSpec {
+            name: r.name.clone(),
+            height: r.height,
+            video_bitrate: r.video_bitrate,
+        })
+        .collect();
+    let rungs = plan_ladder(&specs, video.width, video.height);
+
+    // Progress: the pipeline thread publishes into a watch channel; this task stores it
+    // at most once a second.
+    let (ptx, mut prx) = watch::channel(0.0f64);
+    let reporter = {
+        let engine = engine.clone();
+        let job = job.clone();
+        tokio::spawn(async move {
+            while prx.changed().await.is_ok() {
+                let p = *prx.borrow_and_update();
+                if let Err(e) = engine.job_progress(&job, p).await {
+                    tracing::warn!("progress update failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let out_dir = scratch.join("out");
+    let opts = options(engine);
+    let stopping = ctx.stopping.clone();
+    let (src, out, pr) = (source.clone(), out_dir.clone(), probe.clone());
+    let output: TranscodeOutput = blocking(move || {
+        let mut report = |p: f64| {
+            let _ = ptx.send(p);
+        };
+        transcode(&src, &out, &pr, &rungs, &opts, &mut report, &stopping)
+    })
+    .await??;
+    reporter.abort();
+
+    publish(engine, job, &out_dir).await?;
+    let renditions: Vec<Rendition> = output
+        .variants
+        .iter()
+        .map(|v| Rendition {
+            name: v.rung.name.clone(),
+            width: v.rung.width,
+            height: v.rung.height,
+            bandwidth: v.bandwidth,
+            codecs: v.codecs.clone(),
+        })
+        .collect();
+    engine
+        .job_succeeded(job, &renditions, output.duration_s)
+        .await?;
+    tracing::info!(job = %job.job_id, asset = %job.asset_id, variants = renditions.len(), "asset ready");
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| JobError::Transient(format!("media thread failed: {e}")))
+}
+
+/// Every file under `dir`, as paths relative to it, sorted.
+fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let entry = entry?;
+            let p = entry.path();
+            if entry.file_type()?.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(dir) {
+                out.push(rel.to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Upload the job's output under its staging prefix, then promote it into the asset's
+/// published prefix in an order that never shows a partial ladder: segments, then variant
+/// playlists, then the master playlist.
+async fn publish(engine: &Engine, job: &TranscodeJob, out_dir: &Path) -> Result<(), JobError> {
+    let storage = engine.storage();
+    let staging = keys::staging_prefix(&job.tenant_id, &job.asset_id, &job.job_id);
+    let published = keys::hls_prefix(&job.tenant_id, &job.asset_id);
+    let files = walk(out_dir)
+        .map_err(|e| JobError::Transient(format!("cannot list transcode output: {e}")))?;
+    let rank = |rel: &str| {
+        if rel == "master.m3u8" {
+            2
+        } else if rel.ends_with(".m3u8") {
+            1
+        } else {
+            0
+        }
+    };
+    let mut rels: Vec<String> = files
+        .iter()
+        .map(|p| p.to_string_lossy().replace('\\', "/"))
+        .collect();
+    if !rels.iter().any(|r| r == "master.m3u8") {
+        return Err(JobError::Transient(
+            "transcode produced no master playlist".into(),
+        ));
+    }
+    rels.sort_by_key(|r| (rank(r), r.clone()));
+    for rel in &rels {
+        keys::validate_relative(rel)?;
+        storage
+            .put_file(&format!("{staging}{rel}"), &out_dir.join(rel))
+            .await?;
+    }
+    // A previous attempt may have left a partial output: clear it first.
+    storage.delete_prefix(&published).await?;
+    for rel in &rels {
+        storage
+            .copy(&format!("{staging}{rel}"), &format!("{published}{rel}"))
+            .await?;
+    }
+    storage.delete_prefix(&staging).await?;
+    Ok(())
+}
