@@ -77,6 +77,14 @@ def test_asset_json_and_source(server, ready_asset):
         timeout=10,
     ).json()
     assert j["status"] == "succeeded" and j["progress"] == 1.0 and j["attempts"] == 1
+    # Report the transcode real-time factor (wall time of the job / clip duration).
+    from datetime import datetime
+
+    started = datetime.fromisoformat(j["started_at"].replace("Z", "+00:00"))
+    finished = datetime.fromisoformat(j["finished_at"].replace("Z", "+00:00"))
+    wall = (finished - started).total_seconds()
+    print(f"\nTRANSCODE {CLIP_SECONDS}s 1280x720@30 -> 720p/480p/360p: wall {wall:.2f}s, "
+          f"real-time factor {wall / CLIP_SECONDS:.2f}")
 
 
 def test_hls_playback_checked_by_ffprobe(server, ready_asset, workdir):

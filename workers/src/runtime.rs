@@ -147,7 +147,7 @@ async fn run_job(ctx: &Ctx, job: &TranscodeJob, scratch: &Path) -> Result<(), Jo
     engine
         .job_probed(
             job,
-            probe.duration_s,
+            (probe.duration_s * 1000.0).round() / 1000.0,
             serde_json::to_value(&probe).unwrap_or_default(),
         )
         .await?;
@@ -209,9 +209,8 @@ async fn run_job(ctx: &Ctx, job: &TranscodeJob, scratch: &Path) -> Result<(), Jo
             codecs: v.codecs.clone(),
         })
         .collect();
-    engine
-        .job_succeeded(job, &renditions, output.duration_s)
-        .await?;
+    let duration_s = (output.duration_s * 1000.0).round() / 1000.0;
+    engine.job_succeeded(job, &renditions, duration_s).await?;
     tracing::info!(job = %job.job_id, asset = %job.asset_id, variants = renditions.len(), "asset ready");
     Ok(())
 }
