@@ -1,0 +1,46 @@
+//! The GStreamer media core: probing uploads, planning the rendition ladder, transcoding to
+//! HLS (MPEG-TS segments) and writing the playlists.
+//!
+//! The module is split so that everything which can be decided without touching media is
+//! pure and unit-tested with exact expectations:
+//!
+//! * [`ladder`]: which renditions to produce and the RFC 6381 `CODECS` strings (pure);
+//! * [`playlist`]: RFC 8216 media/master playlists and the peak bit-rate rule (pure);
+//! * [`probe`](mod@probe): what is in a file, through `gstreamer_pbutils::Discoverer`,
+//!   after a quick structural check of MP4/MOV files that catches interrupted uploads (I/O);
+//! * [`transcode`](mod@transcode): one decode, a tee per rendition, one AAC encode (I/O,
+//!   blocking).
+//!
+//! Everything here is blocking: async callers run it on `spawn_blocking`.
+
+mod error;
+mod isobmff;
+pub mod ladder;
+pub mod playlist;
+pub mod probe;
+pub mod transcode;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::OnceLock;
+
+pub use error::MediaError;
+pub use ladder::{AAC_LC_CODEC, Rung, RungSpec, default_ladder, h264_codec_string, plan_ladder};
+pub use playlist::{Segment, Variant, master_playlist, media_playlist};
+pub use probe::{AudioInfo, ProbeInfo, VideoInfo, probe};
+pub use transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode};
+
+/// Initialises GStreamer once per process.
+///
+/// `gst::init()` is itself idempotent, but it is not free (it scans the plugin registry on
+/// the first call) and its failure must be reported the same way to every caller, so the
+/// outcome of the first attempt is cached. Every public entry point of this module calls it,
+/// so callers only need it to fail fast at start-up (e.g. a worker refusing to start on a
+/// machine without GStreamer).
+pub fn init() -> Result<(), MediaError> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| gstreamer::init().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|e| MediaError::Pipeline(format!("GStreamer could not be initialised: {e}")))
+}
