@@ -150,6 +150,21 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Run workers inside `sluice serve`. Default true.
     pub in_process: bool,
+    /// Worker heartbeat, seconds. A worker silent for two heartbeats is presumed dead and
+    /// its jobs go back to the queue (the lease). Default 5 (lease 10 s).
+    pub heartbeat_s: u64,
+    /// Attempts per job before it is `dead`. Only infrastructure errors are retried; bad
+    /// input fails at the first attempt. Default 3.
+    pub max_attempts: u32,
+    /// First retry delay, seconds; doubles per attempt, plus jitter. Default 2.
+    pub retry_base_s: u64,
+    /// Longest retry delay, seconds. Default 300.
+    pub retry_cap_s: u64,
+    /// A job running longer than this is stopped and retried, seconds. Default 3600.
+    pub job_timeout_s: u64,
+    /// At shutdown, running jobs get this long to finish before they are stopped and
+    /// released back to the queue without losing an attempt, seconds. Default 20.
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for WorkerConfig {
@@ -157,6 +172,12 @@ impl Default for WorkerConfig {
         Self {
             concurrency: 1,
             in_process: true,
+            heartbeat_s: 5,
+            max_attempts: 3,
+            retry_base_s: 2,
+            retry_cap_s: 300,
+            job_timeout_s: 3600,
+            shutdown_grace_s: 20,
         }
     }
 }
@@ -185,8 +206,12 @@ impl Config {
                 return bad("ladder rung names may only use [A-Za-z0-9._-]");
             }
         }
-        if self.workers.concurrency == 0 {
-            return bad("workers.concurrency must be at least 1");
+        let w = &self.workers;
+        if w.concurrency == 0 || w.max_attempts == 0 || w.heartbeat_s == 0 {
+            return bad("workers.concurrency, max_attempts and heartbeat_s must be at least 1");
+        }
+        if w.job_timeout_s == 0 || w.retry_cap_s < w.retry_base_s {
+            return bad("workers.job_timeout_s must be > 0 and retry_cap_s >= retry_base_s");
         }
         if self.playback.default_ttl_s == 0 || self.playback.default_ttl_s > self.playback.max_ttl_s
         {

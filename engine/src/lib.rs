@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod queue;
 mod store;
 mod uploads;
 
@@ -31,13 +32,10 @@ pub use clock::{Clock, SystemClock};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use model::*;
+pub use queue::JobClass;
 
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
 pub const TRANSCODE_QUEUE: &str = "sluice.transcode";
-
-/// Attempts a job gets before it fails for good. Only infrastructure errors are retried;
-/// bad input fails at the first attempt.
-pub const MAX_ATTEMPTS: i64 = 3;
 
 /// The queue backend type workers consume.
 pub type TranscodeQueue = SqliteStorage<TranscodeJob>;
@@ -221,7 +219,7 @@ impl Engine {
         let cfg = apalis_sqlite::Config::default()
             .queue(TRANSCODE_QUEUE)
             .batch_size(1)
-            .heartbeat_interval(Duration::from_secs(10));
+            .heartbeat_interval(Duration::from_secs(self.inner.config.workers.heartbeat_s));
         SqliteStorage::new(&self.inner.queue_pool).with_config(cfg)
     }
 
@@ -362,41 +360,113 @@ impl Engine {
 
     // ---- jobs ---------------------------------------------------------------------------
 
+    fn max_attempts(&self) -> i64 {
+        i64::from(self.inner.config.workers.max_attempts)
+    }
+
     pub async fn get_job(&self, who: &Principal, id: &str) -> Result<Job> {
-        store::get_job(&self.inner.db, who.tenant(), id)
-            .await?
-            .ok_or_else(|| Error::not_found("job", id))
+        store::get_job(
+            &self.inner.db,
+            who.tenant(),
+            id,
+            self.now_ms(),
+            self.max_attempts(),
+        )
+        .await?
+        .ok_or_else(|| Error::not_found("job", id))
+    }
+
+    /// The caller's jobs (every tenant's for admin), newest first, optionally by status.
+    pub async fn list_jobs(
+        &self,
+        who: &Principal,
+        status: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Job>> {
+        if let Some(s) = status
+            && !JOB_STATUSES.contains(&s)
+        {
+            return Err(Error::InvalidInput(format!(
+                "unknown job status {s:?}; use one of {}",
+                JOB_STATUSES.join(", ")
+            )));
+        }
+        let limit = i64::from(limit.unwrap_or(100).clamp(1, 1000));
+        store::list_jobs(
+            &self.inner.db,
+            who.tenant(),
+            status,
+            limit,
+            self.now_ms(),
+            self.max_attempts(),
+        )
+        .await
+    }
+
+    /// Put a job's task on the apalis queue, due after `delay`. apalis delivers it once
+    /// (`max_attempts(1)`): retries are ours, durable, with backoff.
+    async fn push_task(&self, job: TranscodeJob, priority: i64, delay: Duration) -> Result<()> {
+        let mut task = TaskBuilder::new(job)
+            .max_attempts(1)
+            .priority(priority.max(0) as usize);
+        if !delay.is_zero() {
+            task = task.run_after(delay);
+        }
+        self.transcode_queue()
+            .push_task(task.build())
+            .await
+            .map_err(|e| Error::Queue(e.to_string()))
     }
 
     /// Record a transcode job for an asset and put it on the queue.
-    async fn enqueue_transcode(&self, tenant: &str, asset: &str) -> Result<String> {
+    async fn enqueue_transcode(
+        &self,
+        tenant: &str,
+        asset: &str,
+        class: JobClass,
+    ) -> Result<String> {
         let job_id = ulid::Ulid::new().to_string();
-        store::insert_job(&self.inner.db, &job_id, tenant, asset, "transcode", self.now_ms())
-            .await?;
-        let mut q = self.transcode_queue();
-        let task = TaskBuilder::new(TranscodeJob {
+        let waiting = store::count_waiting(&self.inner.db, tenant).await?;
+        let priority = queue::priority(class, waiting) as i64;
+        store::insert_job(
+            &self.inner.db,
+            &job_id,
+            tenant,
+            asset,
+            "transcode",
+            priority,
+            self.now_ms(),
+        )
+        .await?;
+        let job = TranscodeJob {
             job_id: job_id.clone(),
             tenant_id: tenant.to_string(),
             asset_id: asset.to_string(),
-        })
-        .max_attempts(MAX_ATTEMPTS as usize)
-        .build();
-        q.push_task(task)
-        .await
-        .map_err(|e| Error::Queue(e.to_string()))?;
+        };
+        self.push_task(job, priority, Duration::ZERO).await?;
         metrics::counter!("sluice_jobs_enqueued_total", "kind" => "transcode").increment(1);
         Ok(job_id)
     }
 
-    /// A worker took a job: returns the attempt number, or `None` when the job already
-    /// finished (a redelivery after a crash), so the asset is published exactly once.
+    /// A worker took a job: returns the attempt number, or `None` when the delivery must be
+    /// dropped (the job already finished — a redelivery after a crash, so the asset is
+    /// published exactly once — or it was cancelled while queued, or it is a stale copy).
     pub async fn job_started(&self, job: &TranscodeJob, worker_id: &str) -> Result<Option<i64>> {
-        store::job_started(&self.inner.db, job, worker_id, self.now_ms()).await
+        let now = self.now_ms();
+        match store::job_started(&self.inner.db, job, worker_id, now).await? {
+            store::Start::Run(n) => Ok(Some(n)),
+            store::Start::Skip => Ok(None),
+        }
     }
 
     /// Progress in 0..=1, shown on the job and the asset.
     pub async fn job_progress(&self, job: &TranscodeJob, progress: f64) -> Result<()> {
         store::job_progress(&self.inner.db, job, progress.clamp(0.0, 1.0), self.now_ms()).await
+    }
+
+    /// Whether the job was asked to stop (checked by the worker about once a second).
+    pub async fn job_cancel_requested(&self, job: &TranscodeJob) -> Result<bool> {
+        store::cancel_requested(&self.inner.db, &job.job_id).await
     }
 
     /// Store the probe result on the asset as soon as it is known.
@@ -417,15 +487,122 @@ impl Engine {
         duration_s: f64,
     ) -> Result<()> {
         store::job_succeeded(&self.inner.db, job, renditions, duration_s, self.now_ms()).await?;
-        metrics::counter!("sluice_jobs_finished_total", "kind" => "transcode", "outcome" => "succeeded").increment(1);
+        self.count_outcome("succeeded");
         Ok(())
     }
 
-    /// The job failed for good: the asset is failed with a message for the user.
-    pub async fn job_failed(&self, job: &TranscodeJob, error: &str) -> Result<()> {
-        store::job_failed(&self.inner.db, job, error, self.now_ms()).await?;
-        metrics::counter!("sluice_jobs_finished_total", "kind" => "transcode", "outcome" => "failed").increment(1);
+    fn count_outcome(&self, outcome: &'static str) {
+        metrics::counter!("sluice_jobs_finished_total", "kind" => "transcode", "outcome" => outcome)
+            .increment(1);
+    }
+
+    async fn job_ended(&self, job: &TranscodeJob, status: &'static str, error: &str) -> Result<()> {
+        store::job_ended(
+            &self.inner.db,
+            &job.job_id,
+            &job.asset_id,
+            status,
+            error,
+            self.now_ms(),
+        )
+        .await?;
+        self.count_outcome(status);
         Ok(())
+    }
+
+    /// The input is at fault: the job is `failed`, the asset failed with the message.
+    pub async fn job_failed(&self, job: &TranscodeJob, error: &str) -> Result<()> {
+        self.job_ended(job, "failed", error).await
+    }
+
+    /// Out of attempts: the job is `dead`, the asset failed with the last error.
+    pub async fn job_dead(&self, job: &TranscodeJob, error: &str) -> Result<()> {
+        self.job_ended(job, "dead", error).await
+    }
+
+    /// Stopped at the tenant's request.
+    pub async fn job_cancelled(&self, job: &TranscodeJob) -> Result<()> {
+        self.job_ended(job, "cancelled", "the transcode was cancelled")
+            .await
+    }
+
+    /// An attempt failed for a reason a retry can fix: back to the queue after an
+    /// exponential, jittered delay that is stored with the job (it survives a crash).
+    pub async fn job_retry_later(&self, job: &TranscodeJob, attempt: i64, error: &str) -> Result<Duration> {
+        let w = &self.inner.config.workers;
+        let delay = queue::backoff(
+            Duration::from_secs(w.retry_base_s),
+            Duration::from_secs(w.retry_cap_s),
+            attempt.max(1) as u32,
+            rand::random::<f64>(),
+        );
+        self.requeue(job, delay, Some(error), false).await?;
+        Ok(delay)
+    }
+
+    /// Give a job back to the queue without charging the attempt (graceful shutdown).
+    pub async fn job_release(&self, job: &TranscodeJob) -> Result<()> {
+        self.requeue(job, Duration::ZERO, None, true).await
+    }
+
+    async fn requeue(
+        &self,
+        job: &TranscodeJob,
+        delay: Duration,
+        error: Option<&str>,
+        refund: bool,
+    ) -> Result<()> {
+        let run_after = self.now_ms() + delay.as_millis() as i64;
+        store::job_requeued(&self.inner.db, job, run_after, error, refund, self.now_ms()).await?;
+        let priority = store::job_head(&self.inner.db, &job.job_id)
+            .await?
+            .map(|h| h.3)
+            .unwrap_or(0);
+        self.push_task(job.clone(), priority, delay).await
+    }
+
+    /// `POST /v1/jobs/{id}/cancel`: a queued job ends at once; a running one is flagged and
+    /// its worker stops the pipeline within about a second.
+    pub async fn cancel_job(&self, who: &Principal, id: &str) -> Result<Job> {
+        let job = self.get_job(who, id).await?;
+        let tj = TranscodeJob {
+            job_id: job.id.clone(),
+            tenant_id: String::new(),
+            asset_id: job.asset_id.clone(),
+        };
+        match job.status.as_str() {
+            "queued" => self.job_cancelled(&tj).await?,
+            "running" => {
+                store::request_cancel(&self.inner.db, id, self.now_ms()).await?;
+            }
+            s => {
+                return Err(Error::Conflict(format!(
+                    "job {id} is {s}; only queued or running jobs can be cancelled"
+                )));
+            }
+        }
+        self.get_job(who, id).await
+    }
+
+    /// `POST /v1/jobs/{id}/retry`: run a failed, dead or cancelled job again from scratch.
+    pub async fn rerun_job(&self, who: &Principal, id: &str) -> Result<Job> {
+        let job = self.get_job(who, id).await?;
+        let (tenant, asset, _, priority) = store::job_head(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| Error::not_found("job", id))?;
+        if !store::job_reset(&self.inner.db, id, &asset, self.now_ms()).await? {
+            return Err(Error::Conflict(format!(
+                "job {id} is {}; only failed, dead or cancelled jobs can be re-run",
+                job.status
+            )));
+        }
+        let tj = TranscodeJob {
+            job_id: id.to_string(),
+            tenant_id: tenant,
+            asset_id: asset,
+        };
+        self.push_task(tj, priority, Duration::ZERO).await?;
+        self.get_job(who, id).await
     }
 
     /// Where the source of an asset can be read as a local file: in place on a local hot

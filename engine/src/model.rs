@@ -82,6 +82,17 @@ pub struct Asset {
     pub updated_at: String,
 }
 
+/// Job states. `failed`: the input is at fault; `dead`: infrastructure errors used up
+/// every attempt.
+pub const JOB_STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "dead",
+];
+
 /// The job JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct Job {
@@ -91,8 +102,15 @@ pub struct Job {
     pub status: String,
     pub progress: f64,
     pub attempts: i64,
+    pub max_attempts: i64,
+    pub priority: i64,
     pub worker_id: Option<String>,
     pub error: Option<String>,
+    /// Seconds left, estimated from progress so far (running jobs only).
+    pub eta_s: Option<f64>,
+    /// When a retry is due (queued jobs waiting for their backoff).
+    pub run_after: Option<String>,
+    pub cancel_requested: bool,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,

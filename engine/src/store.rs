@@ -194,16 +194,18 @@ pub(crate) async fn insert_job(
     tenant: &str,
     asset: &str,
     kind: &str,
+    priority: i64,
     now: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+        "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, priority, created_at, \
+         updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
     )
     .bind(id)
     .bind(tenant)
     .bind(asset)
     .bind(kind)
+    .bind(priority)
     .bind(now)
     .bind(now)
     .execute(db)
@@ -211,75 +213,272 @@ pub(crate) async fn insert_job(
     Ok(())
 }
 
-pub(crate) async fn get_job(db: &SqlitePool, tenant: Option<&str>, id: &str) -> Result<Option<Job>> {
-    let row = sqlx::query(
-        "SELECT id, tenant_id, asset_id, kind, status, progress, attempts, worker_id, error, \
-         created_at, started_at, finished_at FROM jobs WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
+/// Jobs of a tenant waiting in the queue (for fair priorities).
+pub(crate) async fn count_waiting(db: &SqlitePool, tenant: &str) -> Result<usize> {
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE tenant_id = ? AND status = 'queued'")
+        .bind(tenant)
+        .fetch_one(db)
+        .await?
+        .get(0);
+    Ok(n as usize)
+}
+
+const JOB_COLS: &str = "id, tenant_id, asset_id, kind, status, progress, attempts, priority, \
+    worker_id, error, run_after, cancel_requested, created_at, started_at, finished_at";
+
+fn job_from_row(r: &sqlx::sqlite::SqliteRow, now: i64, max_attempts: i64) -> Result<Job> {
+    let status: String = r.try_get("status")?;
+    let progress: f64 = r.try_get("progress")?;
+    let started: Option<i64> = r.try_get("started_at")?;
+    let eta_s = match (status.as_str(), started) {
+        ("running", Some(st)) if progress > 0.01 => {
+            let elapsed = (now - st).max(0) as f64 / 1000.0;
+            Some(((elapsed * (1.0 - progress) / progress) * 10.0).round() / 10.0)
+        }
+        _ => None,
+    };
+    Ok(Job {
+        id: r.try_get("id")?,
+        asset_id: r.try_get("asset_id")?,
+        kind: r.try_get("kind")?,
+        progress,
+        attempts: r.try_get("attempts")?,
+        max_attempts,
+        priority: r.try_get("priority")?,
+        worker_id: r.try_get("worker_id")?,
+        error: r.try_get("error")?,
+        eta_s,
+        run_after: r.try_get::<Option<i64>, _>("run_after")?.map(rfc3339_ms),
+        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
+        created_at: rfc3339_ms(r.try_get("created_at")?),
+        started_at: started.map(rfc3339_ms),
+        finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339_ms),
+        status,
+    })
+}
+
+pub(crate) async fn get_job(
+    db: &SqlitePool,
+    tenant: Option<&str>,
+    id: &str,
+    now: i64,
+    max_attempts: i64,
+) -> Result<Option<Job>> {
+    let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
     let Some(r) = row else { return Ok(None) };
     let owner: String = r.try_get("tenant_id")?;
     if tenant.is_some_and(|t| t != owner) {
         return Ok(None);
     }
-    Ok(Some(Job {
-        id: r.try_get("id")?,
-        asset_id: r.try_get("asset_id")?,
-        kind: r.try_get("kind")?,
-        status: r.try_get("status")?,
-        progress: r.try_get("progress")?,
-        attempts: r.try_get("attempts")?,
-        worker_id: r.try_get("worker_id")?,
-        error: r.try_get("error")?,
-        created_at: rfc3339_ms(r.try_get("created_at")?),
-        started_at: r.try_get::<Option<i64>, _>("started_at")?.map(rfc3339_ms),
-        finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339_ms),
-    }))
+    Ok(Some(job_from_row(&r, now, max_attempts)?))
 }
 
-/// Mark a job running and return its attempt number; `None` when it already finished
-/// (redelivered after a crash).
+/// Jobs of a tenant (all tenants for `None`), newest first.
+pub(crate) async fn list_jobs(
+    db: &SqlitePool,
+    tenant: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+    now: i64,
+    max_attempts: i64,
+) -> Result<Vec<Job>> {
+    let sql = format!(
+        "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR tenant_id = ?1) \
+         AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|r| job_from_row(r, now, max_attempts))
+        .collect()
+}
+
+/// The job's tenant, asset, status and priority, for lifecycle changes.
+pub(crate) async fn job_head(
+    db: &SqlitePool,
+    id: &str,
+) -> Result<Option<(String, String, String, i64)>> {
+    let row = sqlx::query("SELECT tenant_id, asset_id, status, priority FROM jobs WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
+}
+
+/// What a worker should do with a delivered job.
+pub(crate) enum Start {
+    /// Run it: this is attempt n.
+    Run(i64),
+    /// Already finished, cancelled, or not due: drop the delivery.
+    Skip,
+}
+
+/// Mark a job running. A delivery of a job that is finished, or whose retry is not due yet
+/// (a stale duplicate), is skipped; a job cancelled while queued ends here.
 pub(crate) async fn job_started(
     db: &SqlitePool,
     job: &TranscodeJob,
     worker: &str,
     now: i64,
-) -> Result<Option<i64>> {
+) -> Result<Start> {
     let mut tx = db.begin().await?;
     let n = sqlx::query(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = ?, \
-         progress = 0, started_at = ?, updated_at = ? \
-         WHERE id = ? AND status IN ('queued', 'running')",
+         progress = 0, started_at = ?, updated_at = ?, run_after = NULL \
+         WHERE id = ? AND status IN ('queued', 'running') AND cancel_requested = 0 \
+         AND (run_after IS NULL OR run_after <= ? + 1000)",
     )
     .bind(worker)
     .bind(now)
     .bind(now)
     .bind(&job.job_id)
+    .bind(now)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let mut attempt = None;
+    if n == 0 {
+        tx.commit().await?;
+        return Ok(Start::Skip);
+    }
+    sqlx::query(
+        "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = ? \
+         WHERE id = ?",
+    )
+    .bind(now)
+    .bind(&job.asset_id)
+    .execute(&mut *tx)
+    .await?;
+    let attempt: i64 = sqlx::query("SELECT attempts FROM jobs WHERE id = ?")
+        .bind(&job.job_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+    tx.commit().await?;
+    Ok(Start::Run(attempt))
+}
+
+/// Whether someone asked to cancel this job.
+pub(crate) async fn cancel_requested(db: &SqlitePool, job_id: &str) -> Result<bool> {
+    let v: Option<i64> = sqlx::query("SELECT cancel_requested FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.get(0));
+    Ok(v.unwrap_or(1) != 0)
+}
+
+/// Put a job back in the queue. `refund` gives back the attempt (a release at shutdown is
+/// not the job's fault).
+pub(crate) async fn job_requeued(
+    db: &SqlitePool,
+    job: &TranscodeJob,
+    run_after: i64,
+    error: Option<&str>,
+    refund: bool,
+    now: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "UPDATE jobs SET status = 'queued', run_after = ?, error = COALESCE(?, error), \
+         attempts = attempts - ?, worker_id = NULL, progress = 0, updated_at = ? WHERE id = ?",
+    )
+    .bind(run_after)
+    .bind(error)
+    .bind(if refund { 1 } else { 0 })
+    .bind(now)
+    .bind(&job.job_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE assets SET status = 'queued', progress = 0, updated_at = ? WHERE id = ?",
+    )
+    .bind(now)
+    .bind(&job.asset_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A job ends without output: `status` is failed, cancelled or dead; the asset is failed
+/// with `error` for the user.
+pub(crate) async fn job_ended(
+    db: &SqlitePool,
+    job_id: &str,
+    asset_id: &str,
+    status: &str,
+    error: &str,
+    now: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, run_after = NULL \
+         WHERE id = ?",
+    )
+    .bind(status)
+    .bind(error)
+    .bind(now)
+    .bind(now)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE assets SET status = 'failed', error = ?, updated_at = ? WHERE id = ?")
+        .bind(error)
+        .bind(now)
+        .bind(asset_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Ask a running job to stop; true when the request was recorded.
+pub(crate) async fn request_cancel(db: &SqlitePool, job_id: &str, now: i64) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+    )
+    .bind(now)
+    .bind(job_id)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Reset a finished job for a re-run.
+pub(crate) async fn job_reset(db: &SqlitePool, job_id: &str, asset_id: &str, now: i64) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let n = sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempts = 0, progress = 0, error = NULL, \
+         cancel_requested = 0, run_after = NULL, worker_id = NULL, started_at = NULL, \
+         finished_at = NULL, updated_at = ? \
+         WHERE id = ? AND status IN ('failed', 'cancelled', 'dead')",
+    )
+    .bind(now)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if n == 1 {
         sqlx::query(
-            "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = ? \
+            "UPDATE assets SET status = 'queued', progress = 0, error = NULL, updated_at = ? \
              WHERE id = ?",
         )
         .bind(now)
-        .bind(&job.asset_id)
+        .bind(asset_id)
         .execute(&mut *tx)
         .await?;
-        attempt = Some(
-            sqlx::query("SELECT attempts FROM jobs WHERE id = ?")
-                .bind(&job.job_id)
-                .fetch_one(&mut *tx)
-                .await?
-                .get::<i64, _>(0),
-        );
     }
     tx.commit().await?;
-    Ok(attempt)
+    Ok(n == 1)
 }
 
 pub(crate) async fn job_progress(
@@ -351,32 +550,6 @@ pub(crate) async fn job_succeeded(
     .bind(&job.asset_id)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-pub(crate) async fn job_failed(
-    db: &SqlitePool,
-    job: &TranscodeJob,
-    error: &str,
-    now: i64,
-) -> Result<()> {
-    let mut tx = db.begin().await?;
-    sqlx::query(
-        "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(error)
-    .bind(now)
-    .bind(now)
-    .bind(&job.job_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("UPDATE assets SET status = 'failed', error = ?, updated_at = ? WHERE id = ?")
-        .bind(error)
-        .bind(now)
-        .bind(&job.asset_id)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -191,7 +191,9 @@ impl Engine {
         let path = self.upload_path(asset);
         let key = keys::source(tenant, asset);
         self.inner.storage.put_file_move(&key, &path).await?;
-        let job_id = self.enqueue_transcode(tenant, asset).await?;
+        let job_id = self
+            .enqueue_transcode(tenant, asset, crate::JobClass::Upload)
+            .await?;
         store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
         Ok(())

@@ -122,3 +122,39 @@ pub async fn get_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
     let job = app.engine.get_job(principal(req)?, id).await?;
     Ok(json_response(StatusCode::OK, &job))
 }
+
+/// `GET /v1/jobs?status=…&limit=…`
+pub async fn list_jobs<B>(app: &App, req: &Request<B>) -> ApiResult {
+    let who = principal(req)?;
+    let mut status = None;
+    let mut limit = None;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "status" => status = Some(v.into_owned()),
+            "limit" => {
+                limit = Some(v.parse::<u32>().map_err(|_| {
+                    ApiError::bad_request("limit must be a positive integer")
+                })?)
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let jobs = app.engine.list_jobs(who, status.as_deref(), limit).await?;
+    Ok(json_response(StatusCode::OK, &serde_json::json!({ "jobs": jobs })))
+}
+
+/// `POST /v1/jobs/{id}/cancel`
+pub async fn cancel_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
+    let job = app.engine.cancel_job(principal(req)?, id).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &job))
+}
+
+/// `POST /v1/jobs/{id}/retry`
+pub async fn rerun_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
+    let job = app.engine.rerun_job(principal(req)?, id).await?;
+    Ok(json_response(StatusCode::ACCEPTED, &job))
+}

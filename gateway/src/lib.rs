@@ -155,7 +155,10 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult
         (&Method::POST, ["v1", "assets", id, "playback"]) => {
             admin::create_playback(app, id, req).await
         }
+        (&Method::GET, ["v1", "jobs"]) => admin::list_jobs(app, &req).await,
         (&Method::GET, ["v1", "jobs", id]) => admin::get_job(app, id, &req).await,
+        (&Method::POST, ["v1", "jobs", id, "cancel"]) => admin::cancel_job(app, id, &req).await,
+        (&Method::POST, ["v1", "jobs", id, "retry"]) => admin::rerun_job(app, id, &req).await,
         (&Method::GET | &Method::HEAD, ["v1", "play", tenant, asset, token, rest @ ..])
             if !rest.is_empty() =>
         {

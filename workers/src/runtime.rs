@@ -9,11 +9,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
-use sluice_engine::{Engine, MAX_ATTEMPTS, Rendition, TranscodeJob};
+use sluice_engine::{Engine, Rendition, TranscodeJob};
 use sluice_storage::keys;
 use tokio::sync::watch;
 
@@ -58,11 +58,59 @@ impl From<sluice_storage::Error> for JobError {
 struct Ctx {
     engine: Engine,
     worker_id: String,
-    /// Set at shutdown: running pipelines stop and their jobs go back to the queue.
-    stopping: Arc<AtomicBool>,
+    /// Turns true when running jobs must stop at once (shutdown grace period over).
+    hard_stop: watch::Receiver<bool>,
 }
 
-/// Run transcode workers until `shutdown` turns true.
+/// Why a running job was told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum StopReason {
+    None = 0,
+    Cancelled = 1,
+    Shutdown = 2,
+    Timeout = 3,
+}
+
+/// The stop flag handed to the pipeline, with the reason it was raised.
+#[derive(Default)]
+struct Stop {
+    flag: Arc<AtomicBool>,
+    reason: AtomicU8,
+}
+
+impl Stop {
+    fn raise(&self, reason: StopReason) {
+        let _ = self.reason.compare_exchange(
+            StopReason::None as u8,
+            reason as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    fn reason(&self) -> StopReason {
+        match self.reason.load(Ordering::SeqCst) {
+            1 => StopReason::Cancelled,
+            2 => StopReason::Shutdown,
+            3 => StopReason::Timeout,
+            _ => StopReason::None,
+        }
+    }
+
+    fn check(&self) -> Result<(), JobError> {
+        if self.flag.load(Ordering::SeqCst) {
+            Err(JobError::from(MediaError::Cancelled))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Run transcode workers until `shutdown` turns true. Running jobs then get
+/// `workers.shutdown_grace_s` to finish; after that they are stopped and released back to
+/// the queue without losing an attempt.
 pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
     media::init().map_err(|e| e.to_string())?;
     let worker_id = format!(
@@ -71,11 +119,12 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
         std::process::id()
     );
     let concurrency = engine.config().workers.concurrency;
-    let stopping = Arc::new(AtomicBool::new(false));
+    let grace = Duration::from_secs(engine.config().workers.shutdown_grace_s);
+    let (hard_tx, hard_stop) = watch::channel(false);
     let ctx = Arc::new(Ctx {
         engine: engine.clone(),
         worker_id: worker_id.clone(),
-        stopping: stopping.clone(),
+        hard_stop,
     });
     tracing::info!(worker = %worker_id, concurrency, "transcode worker started");
     let worker = WorkerBuilder::new(worker_id)
@@ -85,7 +134,10 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
         .build(handle);
     let signal = async move {
         let _ = shutdown.wait_for(|s| *s).await;
-        stopping.store(true, Ordering::SeqCst);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = hard_tx.send(true);
+        });
         Ok::<(), std::io::Error>(())
     };
     worker.run_until(signal).await.map_err(|e| e.to_string())
@@ -94,34 +146,100 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
 async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
     let engine = &ctx.engine;
     let Some(attempt) = engine.job_started(&job, &ctx.worker_id).await? else {
-        tracing::info!(job = %job.job_id, "job already finished; skipping redelivery");
+        tracing::info!(job = %job.job_id, "delivery dropped: job finished, cancelled or not due");
         return Ok(());
     };
     let started = Instant::now();
     let scratch = engine.work_dir().join(&job.job_id);
-    let result = run_job(&ctx, &job, &scratch).await;
+    let stop = Arc::new(Stop::default());
+    let (monitor, progress) = spawn_monitor(&ctx, &job, stop.clone());
+    let result = run_job(&ctx, &job, &scratch, &stop, progress).await;
+    monitor.abort();
     let _ = tokio::fs::remove_dir_all(&scratch).await;
     metrics::histogram!("sluice_job_duration_seconds", "kind" => "transcode")
         .record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(()) => Ok(()),
-        Err(JobError::Permanent(msg)) => {
-            tracing::info!(job = %job.job_id, asset = %job.asset_id, "transcode failed: {msg}");
-            engine.job_failed(&job, &msg).await?;
-            Ok(())
+    let max = i64::from(engine.config().workers.max_attempts);
+    let id = &job.job_id;
+    // Interruptions first: the pipeline reports them all as `Cancelled`.
+    let result = match (result, stop.reason()) {
+        (Err(_), StopReason::Cancelled) => {
+            tracing::info!(job = %id, "transcode cancelled");
+            engine.job_cancelled(&job).await?;
+            return Ok(());
         }
-        Err(JobError::Transient(msg)) if attempt >= MAX_ATTEMPTS => {
-            tracing::warn!(job = %job.job_id, attempt, "transcode failed, no attempts left: {msg}");
-            engine
-                .job_failed(&job, &format!("failed after {attempt} attempts: {msg}"))
-                .await?;
-            Ok(())
+        (Err(_), StopReason::Shutdown) => {
+            tracing::info!(job = %id, "released at shutdown; it will run again");
+            engine.job_release(&job).await?;
+            return Ok(());
+        }
+        (Err(_), StopReason::Timeout) => Err(JobError::Transient(format!(
+            "the job exceeded its time limit of {} s",
+            engine.config().workers.job_timeout_s
+        ))),
+        (r, _) => r,
+    };
+    match result {
+        Ok(()) => {}
+        Err(JobError::Permanent(msg)) => {
+            tracing::info!(job = %id, asset = %job.asset_id, "transcode failed: {msg}");
+            engine.job_failed(&job, &msg).await?;
+        }
+        Err(JobError::Transient(msg)) if attempt >= max => {
+            tracing::warn!(job = %id, attempt, "transcode failed, no attempts left: {msg}");
+            let msg = format!("gave up after {attempt} attempts: {msg}");
+            engine.job_dead(&job, &msg).await?;
         }
         Err(JobError::Transient(msg)) => {
-            tracing::warn!(job = %job.job_id, attempt, "transcode failed, will retry: {msg}");
-            Err(msg.into())
+            let delay = engine.job_retry_later(&job, attempt, &msg).await?;
+            tracing::warn!(job = %id, attempt, ?delay, "transcode failed, will retry: {msg}");
         }
     }
+    // apalis never retries by itself: the outcome is recorded above, durably.
+    Ok(())
+}
+
+/// Watches a running job about once a second: stores progress, and raises the stop flag
+/// when the job is cancelled (by any gateway), overruns its time limit, or the process
+/// must stop.
+fn spawn_monitor(
+    ctx: &Arc<Ctx>,
+    job: &TranscodeJob,
+    stop: Arc<Stop>,
+) -> (tokio::task::JoinHandle<()>, watch::Sender<f64>) {
+    let (ptx, mut prx) = watch::channel(0.0f64);
+    let engine = ctx.engine.clone();
+    let job = job.clone();
+    let mut hard_stop = ctx.hard_stop.clone();
+    let deadline = Instant::now() + Duration::from_secs(engine.config().workers.job_timeout_s);
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut stored = -1.0f64;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = hard_stop.wait_for(|s| *s) => {
+                    stop.raise(StopReason::Shutdown);
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                stop.raise(StopReason::Timeout);
+            }
+            match engine.job_cancel_requested(&job).await {
+                Ok(true) => stop.raise(StopReason::Cancelled),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cancel check failed: {e}"),
+            }
+            let p = *prx.borrow_and_update();
+            if p > stored {
+                if let Err(e) = engine.job_progress(&job, p).await {
+                    tracing::warn!("progress update failed: {e}");
+                }
+                stored = p;
+            }
+        }
+    });
+    (handle, ptx)
 }
 
 fn options(engine: &Engine) -> TranscodeOptions {
@@ -134,7 +252,13 @@ fn options(engine: &Engine) -> TranscodeOptions {
     }
 }
 
-async fn run_job(ctx: &Ctx, job: &TranscodeJob, scratch: &Path) -> Result<(), JobError> {
+async fn run_job(
+    ctx: &Ctx,
+    job: &TranscodeJob,
+    scratch: &Path,
+    stop: &Stop,
+    progress: watch::Sender<f64>,
+) -> Result<(), JobError> {
     let engine = &ctx.engine;
     let _ = tokio::fs::remove_dir_all(scratch).await;
     tokio::fs::create_dir_all(scratch)
@@ -168,34 +292,19 @@ async fn run_job(ctx: &Ctx, job: &TranscodeJob, scratch: &Path) -> Result<(), Jo
         .collect();
     let rungs = plan_ladder(&specs, video.width, video.height);
 
-    // Progress: the pipeline thread publishes into a watch channel; this task stores it
-    // at most once a second.
-    let (ptx, mut prx) = watch::channel(0.0f64);
-    let reporter = {
-        let engine = engine.clone();
-        let job = job.clone();
-        tokio::spawn(async move {
-            while prx.changed().await.is_ok() {
-                let p = *prx.borrow_and_update();
-                if let Err(e) = engine.job_progress(&job, p).await {
-                    tracing::warn!("progress update failed: {e}");
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    stop.check()?;
     let out_dir = scratch.join("out");
     let opts = options(engine);
-    let stopping = ctx.stopping.clone();
+    let flag = stop.flag.clone();
     let (src, out, pr) = (source.clone(), out_dir.clone(), probe.clone());
     let output: TranscodeOutput = blocking(move || {
         let mut report = |p: f64| {
-            let _ = ptx.send(p);
+            let _ = progress.send(p);
         };
-        transcode(&src, &out, &pr, &rungs, &opts, &mut report, &stopping)
+        transcode(&src, &out, &pr, &rungs, &opts, &mut report, &flag)
     })
     .await??;
-    reporter.abort();
+    stop.check()?;
 
     publish(engine, job, &out_dir).await?;
     let renditions: Vec<Rendition> = output
