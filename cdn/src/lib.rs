@@ -64,6 +64,9 @@ mod tests {
             CachePolicy::ImmutableSegment.header_value(),
             "public, max-age=31536000, immutable"
         );
-        assert_eq!(CachePolicy::LivePlaylist.header_value(), "public, max-age=1");
+        assert_eq!(
+            CachePolicy::LivePlaylist.header_value(),
+            "public, max-age=1"
+        );
     }
 }

@@ -68,9 +68,7 @@ pub struct UploadConfig {
 
 impl Default for UploadConfig {
     fn default() -> Self {
-        Self {
-            max_size: 20 << 30,
-        }
+        Self { max_size: 20 << 30 }
     }
 }
 
@@ -200,7 +198,9 @@ impl Config {
         }
         for r in &t.ladder {
             if r.height < 16 || r.height > 4320 || r.video_bitrate < 50_000 {
-                return bad("each ladder rung needs 16 <= height <= 4320 and video_bitrate >= 50000");
+                return bad(
+                    "each ladder rung needs 16 <= height <= 4320 and video_bitrate >= 50000",
+                );
             }
             if sluice_storage::keys::validate_relative(&r.name).is_err() || r.name.contains('/') {
                 return bad("ladder rung names may only use [A-Za-z0-9._-]");

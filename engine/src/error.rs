@@ -13,7 +13,9 @@ pub enum Error {
     Forbidden(&'static str),
     #[error("{0}")]
     InvalidInput(String),
-    #[error("upload offset mismatch: the upload is at byte {expected}, the request starts at {got}")]
+    #[error(
+        "upload offset mismatch: the upload is at byte {expected}, the request starts at {got}"
+    )]
     OffsetMismatch { expected: u64, got: u64 },
     #[error("another request is writing to upload {0}; retry after it ends")]
     UploadLocked(String),

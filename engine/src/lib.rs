@@ -23,10 +23,10 @@ use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_sqlite::SqliteStorage;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
 use sluice_cdn::PlaybackSigner;
 use sluice_storage::{Storage, keys};
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
@@ -158,9 +158,7 @@ impl Engine {
         let queue_pool = open_sqlite(&queue_path, 4).await?;
 
         let storage = Storage::local(dir.join("hot"))?;
-        let (secret, _) = load_or_create_secret(&dir.join("playback.secret"), || {
-            random_token(32)
-        })?;
+        let (secret, _) = load_or_create_secret(&dir.join("playback.secret"), || random_token(32))?;
 
         let admin_key_file = dir.join("admin.key");
         let mut report = OpenReport {
@@ -299,7 +297,11 @@ impl Engine {
         &self,
         who: &Principal,
         id: &str,
-    ) -> Result<(Asset, sluice_storage::ObjectInfo, sluice_storage::ByteStream)> {
+    ) -> Result<(
+        Asset,
+        sluice_storage::ObjectInfo,
+        sluice_storage::ByteStream,
+    )> {
         let asset = self.get_asset(who, id).await?;
         if asset.status == AssetStatus::Uploading {
             return Err(Error::Conflict(
@@ -528,7 +530,12 @@ impl Engine {
 
     /// An attempt failed for a reason a retry can fix: back to the queue after an
     /// exponential, jittered delay that is stored with the job (it survives a crash).
-    pub async fn job_retry_later(&self, job: &TranscodeJob, attempt: i64, error: &str) -> Result<Duration> {
+    pub async fn job_retry_later(
+        &self,
+        job: &TranscodeJob,
+        attempt: i64,
+        error: &str,
+    ) -> Result<Duration> {
         let w = &self.inner.config.workers;
         let delay = queue::backoff(
             Duration::from_secs(w.retry_base_s),

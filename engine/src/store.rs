@@ -7,12 +7,11 @@ use crate::model::{Asset, AssetStatus, Job, Rendition, TranscodeJob, UploadState
 use crate::{Result, rfc3339_ms};
 
 pub(crate) async fn tenant_for_key(db: &SqlitePool, key_hash: &str) -> Result<Option<String>> {
-    let row = sqlx::query(
-        "SELECT tenant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
-    )
-    .bind(key_hash)
-    .fetch_optional(db)
-    .await?;
+    let row =
+        sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL")
+            .bind(key_hash)
+            .fetch_optional(db)
+            .await?;
     Ok(row.map(|r| r.get::<String, _>(0)))
 }
 
@@ -69,10 +68,10 @@ fn asset_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Asset> {
 
 pub(crate) async fn get_asset(db: &SqlitePool, tenant: &str, id: &str) -> Result<Option<Asset>> {
     let row = sqlx::query(SELECT_ASSET)
-    .bind(id)
-    .bind(tenant)
-    .fetch_optional(db)
-    .await?;
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(asset_from_row).transpose()
 }
 
@@ -161,14 +160,12 @@ pub(crate) async fn complete_upload(
         .bind(asset)
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "UPDATE assets SET status = 'queued', job_id = ?, updated_at = ? WHERE id = ?",
-    )
-    .bind(job_id)
-    .bind(now)
-    .bind(asset)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE assets SET status = 'queued', job_id = ?, updated_at = ? WHERE id = ?")
+        .bind(job_id)
+        .bind(now)
+        .bind(asset)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -397,13 +394,11 @@ pub(crate) async fn job_requeued(
     .bind(&job.job_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE assets SET status = 'queued', progress = 0, updated_at = ? WHERE id = ?",
-    )
-    .bind(now)
-    .bind(&job.asset_id)
-    .execute(&mut *tx)
-    .await?;
+    sqlx::query("UPDATE assets SET status = 'queued', progress = 0, updated_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(&job.asset_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -454,7 +449,12 @@ pub(crate) async fn request_cancel(db: &SqlitePool, job_id: &str, now: i64) -> R
 }
 
 /// Reset a finished job for a re-run.
-pub(crate) async fn job_reset(db: &SqlitePool, job_id: &str, asset_id: &str, now: i64) -> Result<bool> {
+pub(crate) async fn job_reset(
+    db: &SqlitePool,
+    job_id: &str,
+    asset_id: &str,
+    now: i64,
+) -> Result<bool> {
     let mut tx = db.begin().await?;
     let n = sqlx::query(
         "UPDATE jobs SET status = 'queued', attempts = 0, progress = 0, error = NULL, \

@@ -119,7 +119,9 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::not_found("upload", asset))?;
         if complete || state.offset == state.length {
-            return Err(Error::Conflict(format!("upload {asset} is already complete")));
+            return Err(Error::Conflict(format!(
+                "upload {asset} is already complete"
+            )));
         }
         if offset != state.offset {
             return Err(Error::OffsetMismatch {

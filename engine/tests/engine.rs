@@ -36,7 +36,10 @@ async fn admin_key_is_generated_once_and_keys_authenticate() {
     let dir = tempfile::tempdir().unwrap();
     let (e, _) = engine(dir.path()).await;
     let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
-    assert_eq!(e.authenticate(admin.trim()).await.unwrap(), Principal::Admin);
+    assert_eq!(
+        e.authenticate(admin.trim()).await.unwrap(),
+        Principal::Admin
+    );
     let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
     assert_eq!(
         e.authenticate(&t.api_key).await.unwrap(),
@@ -61,7 +64,10 @@ async fn admin_key_is_generated_once_and_keys_authenticate() {
     };
     let (e2, report) = Engine::open(config, None).await.unwrap();
     assert!(report.generated_admin_key.is_none());
-    assert_eq!(e2.authenticate(admin.trim()).await.unwrap(), Principal::Admin);
+    assert_eq!(
+        e2.authenticate(admin.trim()).await.unwrap(),
+        Principal::Admin
+    );
 }
 
 #[tokio::test]
@@ -90,7 +96,8 @@ async fn upload_survives_a_broken_request_and_completes_exactly() {
 
     // Wrong offset, too many bytes: refused, nothing committed.
     assert!(matches!(
-        e.append_upload(&who, &asset.id, 0, chunks(vec![b"x"])).await,
+        e.append_upload(&who, &asset.id, 0, chunks(vec![b"x"]))
+            .await,
         Err(Error::OffsetMismatch {
             expected: 4,
             got: 0
@@ -122,7 +129,8 @@ async fn upload_survives_a_broken_request_and_completes_exactly() {
     assert!(!dir.path().join("uploads").join(&asset.id).exists());
     // Complete uploads take no more bytes and can't be terminated.
     assert!(matches!(
-        e.append_upload(&who, &asset.id, 12, chunks(vec![b"x"])).await,
+        e.append_upload(&who, &asset.id, 12, chunks(vec![b"x"]))
+            .await,
         Err(Error::Conflict(_))
     ));
     assert!(matches!(
@@ -216,8 +224,14 @@ async fn playback_tokens_expire_with_the_clock() {
         key,
         format!("tenants/{}/assets/{}/hls/720p/seg_00000.ts", t.id, a.id)
     );
-    assert!(e.resolve_playback(&t.id, &a.id, token, "../source").is_err());
-    assert!(e.resolve_playback("other", &a.id, token, "master.m3u8").is_err());
+    assert!(
+        e.resolve_playback(&t.id, &a.id, token, "../source")
+            .is_err()
+    );
+    assert!(
+        e.resolve_playback("other", &a.id, token, "master.m3u8")
+            .is_err()
+    );
     clock.0.store(1_700_000_060_000, Ordering::SeqCst);
     assert!(matches!(
         e.resolve_playback(&t.id, &a.id, token, "master.m3u8"),

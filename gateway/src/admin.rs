@@ -85,7 +85,10 @@ pub async fn get_source<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     let name: String = asset
         .filename
         .unwrap_or_else(|| format!("{}.bin", asset.id))
@@ -132,9 +135,10 @@ pub async fn list_jobs<B>(app: &App, req: &Request<B>) -> ApiResult {
         match k.as_ref() {
             "status" => status = Some(v.into_owned()),
             "limit" => {
-                limit = Some(v.parse::<u32>().map_err(|_| {
-                    ApiError::bad_request("limit must be a positive integer")
-                })?)
+                limit = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| ApiError::bad_request("limit must be a positive integer"))?,
+                )
             }
             other => {
                 return Err(ApiError::bad_request(format!(
@@ -144,7 +148,10 @@ pub async fn list_jobs<B>(app: &App, req: &Request<B>) -> ApiResult {
         }
     }
     let jobs = app.engine.list_jobs(who, status.as_deref(), limit).await?;
-    Ok(json_response(StatusCode::OK, &serde_json::json!({ "jobs": jobs })))
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "jobs": jobs }),
+    ))
 }
 
 /// `POST /v1/jobs/{id}/cancel`

@@ -66,10 +66,7 @@ impl ApiError {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         res
     }
@@ -128,7 +125,10 @@ mod tests {
             got: 3,
         }
         .into();
-        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "offset_mismatch"));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::CONFLICT, "offset_mismatch")
+        );
         let e: ApiError = EngineError::TooLarge { size: 9, max: 1 }.into();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
         let e: ApiError = EngineError::Token(sluice_cdn::TokenError::Expired).into();

@@ -30,9 +30,7 @@ fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
             .map(Some)
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("{name} must be a non-negative integer"))
-            }),
+            .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer"))),
     }
 }
 

@@ -149,9 +149,7 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult
         (_, ["v1", "tenants"]) if m == Method::POST => admin::create_tenant(app, req).await,
         (_, ["v1", "uploads", ..]) => ingest::tus(app, &segs[2..], req).await,
         (&Method::GET, ["v1", "assets", id]) => admin::get_asset(app, id, &req).await,
-        (&Method::GET, ["v1", "assets", id, "source"]) => {
-            admin::get_source(app, id, &req).await
-        }
+        (&Method::GET, ["v1", "assets", id, "source"]) => admin::get_source(app, id, &req).await,
         (&Method::POST, ["v1", "assets", id, "playback"]) => {
             admin::create_playback(app, id, req).await
         }

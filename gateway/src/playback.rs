@@ -170,7 +170,10 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=5-"), 10), RangeReq::Partial(5, 10));
         assert_eq!(parse_range(Some("bytes=-3"), 10), RangeReq::Partial(7, 10));
         assert_eq!(parse_range(Some("bytes=-30"), 10), RangeReq::Partial(0, 10));
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), RangeReq::Partial(8, 10));
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            RangeReq::Partial(8, 10)
+        );
         assert_eq!(parse_range(Some("bytes=10-"), 10), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=x-2"), 10), RangeReq::Unsatisfiable);

@@ -33,13 +33,13 @@ async fn suite(s: &Storage, scratch: &std::path::Path) {
     let big: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
     let f = scratch.join("big.bin");
     std::fs::write(&f, &big).unwrap();
-    let n = s
-        .put_file("tenants/t/assets/a/source", &f)
-        .await
-        .unwrap();
+    let n = s.put_file("tenants/t/assets/a/source", &f).await.unwrap();
     assert_eq!(n, big.len() as u64);
     assert_eq!(
-        s.get_bytes("tenants/t/assets/a/source").await.unwrap().as_ref(),
+        s.get_bytes("tenants/t/assets/a/source")
+            .await
+            .unwrap()
+            .as_ref(),
         &big[..]
     );
     // put_file_move leaves no local file behind.

@@ -17,9 +17,9 @@ use sluice_engine::{Engine, Rendition, TranscodeJob};
 use sluice_storage::keys;
 use tokio::sync::watch;
 
-use crate::media::{self, MediaError};
 use crate::media::ladder::{RungSpec, plan_ladder};
 use crate::media::transcode::{TranscodeOptions, TranscodeOutput, transcode};
+use crate::media::{self, MediaError};
 
 /// Errors of a job run, split by what should happen next.
 #[derive(Debug, thiserror::Error)]
