@@ -108,6 +108,10 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     let engine = open_engine(config).await?;
     let shutdown = shutdown_signal();
 
+    let dispatcher = tokio::spawn(sluice_engine::webhooks::run_dispatcher(
+        engine.clone(),
+        shutdown.clone(),
+    ));
     let workers = in_process.then(|| {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -128,6 +132,7 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     if let Some(w) = workers {
         let _ = w.await;
     }
+    let _ = dispatcher.await;
     Ok(())
 }
 
@@ -135,12 +140,23 @@ async fn worker(common: Common) -> anyhow::Result<()> {
     let config = common.load()?;
     let engine = open_engine(config).await?;
     let shutdown = shutdown_signal();
+    let dispatcher = tokio::spawn(sluice_engine::webhooks::run_dispatcher(
+        engine.clone(),
+        shutdown.clone(),
+    ));
     sluice_workers::run(engine, shutdown)
         .await
-        .map_err(|e| anyhow::anyhow!(e))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let _ = dispatcher.await;
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
+    // One TLS crypto provider for the whole process, installed before anything builds a
+    // rustls config (webhook client today; TLS listener and S3 client later).
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -13,6 +13,7 @@ pub mod model;
 pub mod queue;
 mod store;
 mod uploads;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -490,6 +491,8 @@ impl Engine {
     ) -> Result<()> {
         store::job_succeeded(&self.inner.db, job, renditions, duration_s, self.now_ms()).await?;
         self.count_outcome("succeeded");
+        self.emit_asset(&job.tenant_id, &job.asset_id, "asset.ready")
+            .await;
         Ok(())
     }
 
@@ -509,7 +512,34 @@ impl Engine {
         )
         .await?;
         self.count_outcome(status);
+        self.emit_asset(&job.tenant_id, &job.asset_id, "asset.failed")
+            .await;
+        if status == "dead"
+            && let Ok(Some(j)) = store::get_job(
+                &self.inner.db,
+                None,
+                &job.job_id,
+                self.now_ms(),
+                self.max_attempts(),
+            )
+            .await
+        {
+            let data = serde_json::to_value(j).unwrap_or_default();
+            self.emit(&job.tenant_id, "job.dead", data).await;
+        }
         Ok(())
+    }
+
+    /// Emit an event carrying the asset JSON as it is now.
+    async fn emit_asset(&self, tenant: &str, asset: &str, event: &'static str) {
+        match store::get_asset(&self.inner.db, tenant, asset).await {
+            Ok(Some(a)) => {
+                let data = serde_json::to_value(a).unwrap_or_default();
+                self.emit(tenant, event, data).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(asset, event, "could not load asset for event: {e}"),
+        }
     }
 
     /// The input is at fault: the job is `failed`, the asset failed with the message.
@@ -572,10 +602,13 @@ impl Engine {
     /// its worker stops the pipeline within about a second.
     pub async fn cancel_job(&self, who: &Principal, id: &str) -> Result<Job> {
         let job = self.get_job(who, id).await?;
+        let (tenant_id, asset_id, _, _) = store::job_head(&self.inner.db, id)
+            .await?
+            .ok_or_else(|| Error::not_found("job", id))?;
         let tj = TranscodeJob {
             job_id: job.id.clone(),
-            tenant_id: String::new(),
-            asset_id: job.asset_id.clone(),
+            tenant_id,
+            asset_id,
         };
         match job.status.as_str() {
             "queued" => self.job_cancelled(&tj).await?,

@@ -165,3 +165,36 @@ pub async fn rerun_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
     let job = app.engine.rerun_job(principal(req)?, id).await?;
     Ok(json_response(StatusCode::ACCEPTED, &job))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWebhookReq {
+    url: String,
+    events: Option<Vec<String>>,
+}
+
+/// `POST /v1/webhooks` → 201 with the signing secret (shown once).
+pub async fn create_webhook(app: &App, req: Request<Incoming>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let body: NewWebhookReq = read_json(req, false)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
+    let hook = app
+        .engine
+        .create_webhook(&who, &body.url, body.events)
+        .await?;
+    Ok(json_response(StatusCode::CREATED, &hook))
+}
+
+pub async fn list_webhooks<B>(app: &App, req: &Request<B>) -> ApiResult {
+    let hooks = app.engine.list_webhooks(principal(req)?).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "webhooks": hooks }),
+    ))
+}
+
+pub async fn delete_webhook<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
+    app.engine.delete_webhook(principal(req)?, id).await?;
+    Ok(crate::status_only(StatusCode::NO_CONTENT))
+}

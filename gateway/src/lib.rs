@@ -86,6 +86,7 @@ fn route_label(method: &Method, segs: &[&str]) -> &'static str {
         ["v1", "assets", _, "playback"] => "asset_playback",
         ["v1", "assets", ..] => "assets",
         ["v1", "jobs", ..] => "jobs",
+        ["v1", "webhooks", ..] => "webhooks",
         ["v1", "play", .., last] if last.ends_with(".m3u8") => "play_playlist",
         ["v1", "play", ..] => "play_segment",
         _ => "other",
@@ -153,6 +154,9 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult
         (&Method::POST, ["v1", "assets", id, "playback"]) => {
             admin::create_playback(app, id, req).await
         }
+        (&Method::POST, ["v1", "webhooks"]) => admin::create_webhook(app, req).await,
+        (&Method::GET, ["v1", "webhooks"]) => admin::list_webhooks(app, &req).await,
+        (&Method::DELETE, ["v1", "webhooks", id]) => admin::delete_webhook(app, id, &req).await,
         (&Method::GET, ["v1", "jobs"]) => admin::list_jobs(app, &req).await,
         (&Method::GET, ["v1", "jobs", id]) => admin::get_job(app, id, &req).await,
         (&Method::POST, ["v1", "jobs", id, "cancel"]) => admin::cancel_job(app, id, &req).await,
