@@ -238,3 +238,64 @@ async fn playback_tokens_expire_with_the_clock() {
         Err(Error::Token(sluice_cdn::TokenError::Expired))
     ));
 }
+
+/// Fairness through the real queue: a tenant's backlog does not delay another tenant's
+/// single job by more than one job slot; priorities are honoured by apalis's fetch order.
+#[tokio::test]
+async fn a_backlog_does_not_starve_another_tenant() {
+    use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+    use std::sync::Mutex;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(dir.path()).await;
+    let a = e.create_tenant(&Principal::Admin, "busy").await.unwrap();
+    let b = e.create_tenant(&Principal::Admin, "quiet").await.unwrap();
+    let busy = Principal::Tenant {
+        tenant_id: a.id.clone(),
+    };
+    let quiet = Principal::Tenant {
+        tenant_id: b.id.clone(),
+    };
+    // Each completed upload queues one transcode.
+    async fn upload(e: &Engine, who: &Principal) {
+        let asset = e.create_upload(who, 1, None).await.unwrap();
+        e.append_upload(who, &asset.id, 0, chunks(vec![b"x"]))
+            .await
+            .unwrap();
+    }
+    for _ in 0..30 {
+        upload(&e, &busy).await;
+    }
+    upload(&e, &quiet).await;
+
+    type Order = Arc<Mutex<Vec<String>>>;
+    let order: Order = Arc::default();
+    async fn record(
+        job: sluice_engine::TranscodeJob,
+        order: Data<Order>,
+    ) -> Result<(), BoxDynError> {
+        order.lock().unwrap().push(job.tenant_id);
+        Ok(())
+    }
+    let worker = WorkerBuilder::new("fairness")
+        .backend(e.transcode_queue())
+        .concurrency(1)
+        .data(order.clone())
+        .build(record);
+    let watch = order.clone();
+    let done = async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while watch.lock().unwrap().len() < 31 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+    worker.run_until(done).await.unwrap();
+    let order = order.lock().unwrap().clone();
+    assert_eq!(order.len(), 31, "every job ran once");
+    let pos = order.iter().position(|t| *t == b.id).unwrap();
+    assert!(
+        pos <= 1,
+        "the quiet tenant's job ran at position {pos}: {order:?}"
+    );
+}
