@@ -116,6 +116,10 @@ pub struct TranscodeConfig {
     /// The ladder; rungs above the source resolution are skipped. Default
     /// 1080p/720p/480p/360p.
     pub ladder: Vec<RungConfig>,
+    /// Longest source accepted, seconds. Default 21600 (6 h).
+    pub max_duration_s: f64,
+    /// Largest source frame accepted, pixels (width × height). Default 8192 × 4320.
+    pub max_pixels: u64,
 }
 
 impl Default for TranscodeConfig {
@@ -136,6 +140,8 @@ impl Default for TranscodeConfig {
                 rung("480p", 480, 1_400_000),
                 rung("360p", 360, 800_000),
             ],
+            max_duration_s: 6.0 * 3600.0,
+            max_pixels: 8192 * 4320,
         }
     }
 }
@@ -192,6 +198,9 @@ impl Config {
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {
             return bad("transcode.segment_duration_s must be between 0.5 and 30");
+        }
+        if t.max_duration_s <= 0.0 || t.max_pixels == 0 {
+            return bad("transcode.max_duration_s and max_pixels must be positive");
         }
         if t.ladder.is_empty() {
             return bad("transcode.ladder must have at least one rung");

@@ -6,7 +6,7 @@ import os
 import pytest
 import requests
 
-from conftest import make_clip
+from conftest import Sluice, make_clip
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +73,14 @@ def test_video_only_input(server, tenant, workdir):
     a = upload_and_wait(server, tenant, clip)
     assert a["status"] == "ready", a
     assert all(r["codecs"].startswith("avc1.") and "mp4a" not in r["codecs"] for r in a["renditions"])
+
+
+def test_duration_beyond_the_limit(workdir):
+    s = Sluice(workdir / "data-limits", config_text="[transcode]\nmax_duration_s = 3\n")
+    try:
+        t = s.tenant("limits")
+        clip = make_clip(workdir / "too-long.mp4", seconds=5, size="320x240")
+        a = upload_and_wait(s, t, clip)
+        assert_failed_cleanly(s, a, "longer than the 3 s")
+    finally:
+        s.stop()

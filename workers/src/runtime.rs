@@ -279,6 +279,13 @@ async fn run_job(
         .video
         .as_ref()
         .ok_or_else(|| JobError::from(MediaError::NoVideo))?;
+    check_limits(
+        video.width,
+        video.height,
+        probe.duration_s,
+        &engine.config().transcode,
+    )
+    .map_err(JobError::Permanent)?;
     let specs: Vec<RungSpec> = engine
         .config()
         .transcode
@@ -321,6 +328,33 @@ async fn run_job(
     let duration_s = (output.duration_s * 1000.0).round() / 1000.0;
     engine.job_succeeded(job, &renditions, duration_s).await?;
     tracing::info!(job = %job.job_id, asset = %job.asset_id, variants = renditions.len(), "asset ready");
+    Ok(())
+}
+
+/// Refuse sources beyond the configured limits before spending a decode on them: a header
+/// can claim any size, and a 16384×16384 frame would exhaust memory across the ladder.
+fn check_limits(
+    width: u32,
+    height: u32,
+    duration_s: f64,
+    limits: &sluice_engine::config::TranscodeConfig,
+) -> Result<(), String> {
+    let pixels = u64::from(width) * u64::from(height);
+    if width == 0 || height == 0 {
+        return Err(format!("the video stream has no usable size ({width}x{height})"));
+    }
+    if pixels > limits.max_pixels {
+        return Err(format!(
+            "the video is {width}x{height}, larger than the {} pixels per frame this server accepts",
+            limits.max_pixels
+        ));
+    }
+    if duration_s > limits.max_duration_s {
+        return Err(format!(
+            "the video lasts {duration_s:.0} s, longer than the {:.0} s this server accepts",
+            limits.max_duration_s
+        ));
+    }
     Ok(())
 }
 
@@ -394,4 +428,26 @@ async fn publish(engine: &Engine, job: &TranscodeJob, out_dir: &Path) -> Result<
     }
     storage.delete_prefix(&staging).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_limits;
+    use sluice_engine::config::TranscodeConfig;
+
+    #[test]
+    fn source_limits() {
+        let l = TranscodeConfig::default();
+        assert_eq!(check_limits(1920, 1080, 60.0, &l), Ok(()));
+        assert_eq!(check_limits(8192, 4320, 60.0, &l), Ok(()));
+        assert_eq!(
+            check_limits(16384, 16384, 10.0, &l),
+            Err("the video is 16384x16384, larger than the 35389440 pixels per frame this server accepts".into())
+        );
+        assert_eq!(
+            check_limits(1280, 720, 30_000.0, &l),
+            Err("the video lasts 30000 s, longer than the 21600 s this server accepts".into())
+        );
+        assert!(check_limits(0, 720, 1.0, &l).is_err());
+    }
 }
