@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything Sluice needs on a fresh Debian 12 machine, skipping what is already
-# there: system packages (GStreamer 1.22 + plugins, ffmpeg for validation), the Python test
-# clients in .venv, and the build. Safe to run again.
+# there: system packages (GStreamer 1.22 + plugins, ffmpeg for validation, PostgreSQL for
+# the scale-out tests), the Python and Node test clients, and the build. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +13,7 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
-  ffmpeg python3-venv
+  ffmpeg python3-venv postgresql
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

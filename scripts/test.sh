@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Second README command: set everything up, then run the whole test suite: formatting and
-# lints, unit and integration tests of every crate, and the black-box tests that spawn the
-# real `sluice` binary and talk to it with real clients (tuspy, tus-js-client, ffprobe).
+# lints, unit and integration tests of every crate (on SQLite and on a real PostgreSQL that
+# this script starts), and the black-box tests that spawn the real `sluice` binary and talk
+# to it with real clients (tuspy, tus-js-client, ffprobe, ffmpeg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 SLUICE_SETUP_TEST_CLIENTS=1 scripts/setup.sh
+
+# A private PostgreSQL on loopback for the scale-out half of the tests; stopped on exit.
+pg_dir=$(mktemp -d /tmp/sluice-test-pg.XXXXXX)
+pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+trap 'scripts/pg.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+echo "==> starting PostgreSQL on 127.0.0.1:$pg_port"
+SLUICE_TEST_PG_URL=$(scripts/pg.sh start "$pg_dir" "$pg_port")
+export SLUICE_TEST_PG_URL
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

@@ -15,10 +15,14 @@ pub struct Config {
     pub addr: SocketAddr,
     /// Data directory: metadata, queue, hot tier, upload scratch. Default `./sluice-data`.
     pub data_dir: PathBuf,
+    /// Metadata and queue database. Unset: SQLite files in the data dir (embedded default).
+    /// `postgres://…`: one PostgreSQL database shared by every gateway and worker.
+    pub database_url: Option<String>,
     /// Base URL put in front of playback and upload URLs. Default: derived from the
     /// request's `Host` header (http).
     pub public_url: Option<String>,
     pub gateway: GatewayConfig,
+    pub storage: StorageConfig,
     pub uploads: UploadConfig,
     pub playback: PlaybackConfig,
     pub transcode: TranscodeConfig,
@@ -30,8 +34,10 @@ impl Default for Config {
         Self {
             addr: "127.0.0.1:8080".parse().expect("valid default address"),
             data_dir: PathBuf::from("./sluice-data"),
+            database_url: None,
             public_url: None,
             gateway: GatewayConfig::default(),
+            storage: StorageConfig::default(),
             uploads: UploadConfig::default(),
             playback: PlaybackConfig::default(),
             transcode: TranscodeConfig::default(),
@@ -57,6 +63,17 @@ impl Default for GatewayConfig {
             shutdown_grace_s: 10,
         }
     }
+}
+
+/// Where bytes live. Scale-out processes on one host (or on a shared filesystem) point
+/// these at the same directories.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The local hot tier. Default `{data_dir}/hot`.
+    pub hot_dir: Option<PathBuf>,
+    /// Bytes of uploads in progress. Default `{data_dir}/uploads`.
+    pub uploads_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +212,11 @@ impl Config {
     /// Check values that parse but make no sense.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return bad("database_url must be a postgres:// URL (or unset for SQLite)");
+        }
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {
             return bad("transcode.segment_duration_s must be between 0.5 and 30");

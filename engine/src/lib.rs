@@ -15,19 +15,21 @@ mod store;
 mod uploads;
 pub mod webhooks;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use sluice_cdn::PlaybackSigner;
 use sluice_storage::{Storage, keys};
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
+use sqlx::{AnyPool, Executor};
 
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
@@ -38,8 +40,29 @@ pub use queue::JobClass;
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
 pub const TRANSCODE_QUEUE: &str = "sluice.transcode";
 
-/// The queue backend type workers consume.
-pub type TranscodeQueue = SqliteStorage<TranscodeJob>;
+/// The transcode queue: apalis on SQLite (embedded default) or on PostgreSQL (scale-out).
+/// Workers match on it to build their apalis worker.
+#[derive(Clone)]
+pub enum TranscodeQueue {
+    Sqlite(SqliteStorage<TranscodeJob>),
+    Postgres(PostgresStorage<TranscodeJob>),
+}
+
+impl TranscodeQueue {
+    async fn push(&mut self, task: apalis::prelude::Task<TranscodeJob>) -> Result<()> {
+        let res = match self {
+            TranscodeQueue::Sqlite(q) => q.push_task(task).await.map_err(|e| e.to_string()),
+            TranscodeQueue::Postgres(q) => q.push_task(task).await.map_err(|e| e.to_string()),
+        };
+        res.map_err(Error::Queue)
+    }
+}
+
+/// The queue's database.
+enum QueuePool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
 
 /// What `Engine::open` found or created, for the binary to report once.
 #[derive(Debug, Default)]
@@ -57,15 +80,13 @@ pub struct Engine {
 
 struct Inner {
     config: Config,
-    db: SqlitePool,
-    queue_pool: SqlitePool,
+    db: AnyPool,
+    queue_pool: QueuePool,
     storage: Storage,
     signer: PlaybackSigner,
     admin_key_hash: [u8; 32],
     uploads_dir: PathBuf,
     work_dir: PathBuf,
-    /// Uploads with a PATCH in flight in this process (tus: one writer at a time).
-    upload_locks: Mutex<HashSet<String>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -108,8 +129,8 @@ fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Result<(
     Ok((value, true))
 }
 
-async fn open_sqlite(path: &Path, max_connections: u32) -> Result<SqlitePool> {
-    let opts = SqliteConnectOptions::new()
+fn sqlite_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
@@ -117,11 +138,68 @@ async fn open_sqlite(path: &Path, max_connections: u32) -> Result<SqlitePool> {
         // OS crash can lose the last few.
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
-    Ok(SqlitePoolOptions::new()
+        .foreign_keys(true)
+}
+
+async fn open_sqlite(path: &Path, max_connections: u32) -> Result<SqlitePool> {
+    Ok(sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(max_connections)
-        .connect_with(opts)
+        .connect_with(sqlite_options(path))
         .await?)
+}
+
+/// Metadata on SQLite through the `Any` driver (queries are shared with PostgreSQL).
+async fn open_sqlite_metadata(path: &Path) -> Result<AnyPool> {
+    sqlx::any::install_default_drivers();
+    // Create the file with the right pragmas first; the Any pool re-applies the
+    // per-connection ones on every connection.
+    open_sqlite(path, 1).await?.close().await;
+    let url = format!("sqlite://{}", path.display());
+    let pool = AnyPoolOptions::new()
+        .max_connections(8)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await?;
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Scale-out: metadata and queue on one PostgreSQL database. Sluice's tables live in the
+/// `sluice` schema with their own migration history; apalis keeps its own in `public`, so
+/// the two migrators never see each other's versions.
+async fn open_postgres(url: &str) -> Result<(AnyPool, PgPool)> {
+    sqlx::any::install_default_drivers();
+    let pg = PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await?;
+    PostgresStorage::setup(&pg)
+        .await
+        .map_err(|e| Error::Queue(e.to_string()))?;
+    pg.execute("CREATE SCHEMA IF NOT EXISTS sluice").await?;
+    let meta = AnyPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("SET search_path TO sluice").await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    sqlx::migrate!("./migrations/postgres").run(&meta).await?;
+    Ok((meta, pg))
 }
 
 impl Engine {
@@ -137,29 +215,44 @@ impl Engine {
     ) -> Result<(Self, OpenReport)> {
         config.validate()?;
         let dir = config.data_dir.clone();
-        let uploads_dir = dir.join("uploads");
+        let uploads_dir = config
+            .storage
+            .uploads_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("uploads"));
+        let hot_dir = config
+            .storage
+            .hot_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("hot"));
         let work_dir = dir.join("work");
         for d in [&dir, &uploads_dir, &work_dir] {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
 
-        let db = open_sqlite(&dir.join("meta.db"), 8).await?;
-        sqlx::migrate!("./migrations").run(&db).await?;
+        let (db, queue_pool) = match config.database_url.as_deref() {
+            None => {
+                let db = open_sqlite_metadata(&dir.join("meta.db")).await?;
+                // apalis's setup() switches its connection to synchronous=OFF: run it on a
+                // throwaway pool, then open the queue pool with durable settings.
+                let queue_path = dir.join("queue.db");
+                let setup_pool = open_sqlite(&queue_path, 1).await?;
+                SqliteStorage::setup(&setup_pool)
+                    .await
+                    .map_err(|e| Error::Queue(e.to_string()))?;
+                setup_pool.close().await;
+                (db, QueuePool::Sqlite(open_sqlite(&queue_path, 4).await?))
+            }
+            Some(url) => {
+                let (db, pg) = open_postgres(url).await?;
+                (db, QueuePool::Postgres(pg))
+            }
+        };
 
-        // apalis's setup() switches its connection to synchronous=OFF: run it on a
-        // throwaway pool, then open the queue pool with durable settings.
-        let queue_path = dir.join("queue.db");
-        {
-            let setup_pool = open_sqlite(&queue_path, 1).await?;
-            SqliteStorage::setup(&setup_pool)
-                .await
-                .map_err(|e| Error::Queue(e.to_string()))?;
-            setup_pool.close().await;
-        }
-        let queue_pool = open_sqlite(&queue_path, 4).await?;
-
-        let storage = Storage::local(dir.join("hot"))?;
-        let (secret, _) = load_or_create_secret(&dir.join("playback.secret"), || random_token(32))?;
+        let storage = Storage::local(&hot_dir)?;
+        // The playback secret lives in the database: every gateway signs and verifies
+        // with the same one.
+        let secret = store::setting_or_insert(&db, "playback_secret", &random_token(32)).await?;
 
         let admin_key_file = dir.join("admin.key");
         let mut report = OpenReport {
@@ -189,7 +282,6 @@ impl Engine {
                 admin_key_hash: hash_key(&admin_key),
                 uploads_dir,
                 work_dir,
-                upload_locks: Mutex::new(HashSet::new()),
                 clock,
             }),
         };
@@ -215,19 +307,36 @@ impl Engine {
 
     /// The transcode queue backend, configured for this deployment. Workers consume it.
     pub fn transcode_queue(&self) -> TranscodeQueue {
-        let cfg = apalis_sqlite::Config::default()
-            .queue(TRANSCODE_QUEUE)
-            .batch_size(1)
-            .heartbeat_interval(Duration::from_secs(self.inner.config.workers.heartbeat_s));
-        SqliteStorage::new(&self.inner.queue_pool).with_config(cfg)
+        let heartbeat = Duration::from_secs(self.inner.config.workers.heartbeat_s);
+        match &self.inner.queue_pool {
+            QueuePool::Sqlite(pool) => {
+                let cfg = apalis_sqlite::Config::default()
+                    .queue(TRANSCODE_QUEUE)
+                    .batch_size(1)
+                    .heartbeat_interval(heartbeat);
+                TranscodeQueue::Sqlite(SqliteStorage::new(pool).with_config(cfg))
+            }
+            QueuePool::Postgres(pool) => {
+                let cfg = apalis_postgres::Config::default()
+                    .queue(TRANSCODE_QUEUE)
+                    .batch_size(1)
+                    .heartbeat_interval(heartbeat);
+                TranscodeQueue::Postgres(PostgresStorage::new(pool).with_config(cfg))
+            }
+        }
     }
 
     /// 200 on `/readyz`: metadata, queue and hot tier all answer.
     pub async fn readiness(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.inner.db).await?;
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.queue_pool)
-            .await?;
+        match &self.inner.queue_pool {
+            QueuePool::Sqlite(p) => {
+                p.execute("SELECT 1").await?;
+            }
+            QueuePool::Postgres(p) => {
+                p.execute("SELECT 1").await?;
+            }
+        }
         self.inner.storage.check().await?;
         Ok(())
     }
@@ -415,10 +524,7 @@ impl Engine {
         if !delay.is_zero() {
             task = task.run_after(delay);
         }
-        self.transcode_queue()
-            .push_task(task.build())
-            .await
-            .map_err(|e| Error::Queue(e.to_string()))
+        self.transcode_queue().push(task.build()).await
     }
 
     /// Record a transcode job for an asset and put it on the queue.

@@ -1,14 +1,14 @@
 //! SQL for the metadata store. Every query lives here, so a second backend (PostgreSQL)
 //! has one file to mirror.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use crate::model::{Asset, AssetStatus, Job, Rendition, TranscodeJob, UploadState};
 use crate::{Result, rfc3339_ms};
 
-pub(crate) async fn tenant_for_key(db: &SqlitePool, key_hash: &str) -> Result<Option<String>> {
+pub(crate) async fn tenant_for_key(db: &AnyPool, key_hash: &str) -> Result<Option<String>> {
     let row =
-        sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL")
+        sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
             .bind(key_hash)
             .fetch_optional(db)
             .await?;
@@ -16,21 +16,21 @@ pub(crate) async fn tenant_for_key(db: &SqlitePool, key_hash: &str) -> Result<Op
 }
 
 pub(crate) async fn insert_tenant(
-    db: &SqlitePool,
+    db: &AnyPool,
     id: &str,
     name: &str,
     key_hash: &str,
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(id)
         .bind(name)
         .bind(now)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
-        "INSERT INTO api_keys (key_hash, tenant_id, kind, created_at) VALUES (?, ?, 'tenant', ?)",
+        "INSERT INTO api_keys (key_hash, tenant_id, kind, created_at) VALUES ($1, $2, 'tenant', $3)",
     )
     .bind(key_hash)
     .bind(id)
@@ -43,9 +43,9 @@ pub(crate) async fn insert_tenant(
 
 const SELECT_ASSET: &str = "SELECT id, tenant_id, status, progress, duration_s, error, \
     filename, size, job_id, renditions, probe, created_at, updated_at FROM assets \
-    WHERE id = ? AND tenant_id = ?";
+    WHERE id = $1 AND tenant_id = $2";
 
-fn asset_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Asset> {
+fn asset_from_row(r: &sqlx::any::AnyRow) -> Result<Asset> {
     let status: String = r.try_get("status")?;
     let renditions: String = r.try_get("renditions")?;
     let probe: Option<String> = r.try_get("probe")?;
@@ -66,7 +66,7 @@ fn asset_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Asset> {
     })
 }
 
-pub(crate) async fn get_asset(db: &SqlitePool, tenant: &str, id: &str) -> Result<Option<Asset>> {
+pub(crate) async fn get_asset(db: &AnyPool, tenant: &str, id: &str) -> Result<Option<Asset>> {
     let row = sqlx::query(SELECT_ASSET)
         .bind(id)
         .bind(tenant)
@@ -77,7 +77,7 @@ pub(crate) async fn get_asset(db: &SqlitePool, tenant: &str, id: &str) -> Result
 
 /// Create an asset in `uploading` and its upload session, atomically.
 pub(crate) async fn insert_upload(
-    db: &SqlitePool,
+    db: &AnyPool,
     tenant: &str,
     asset: &str,
     length: u64,
@@ -88,7 +88,7 @@ pub(crate) async fn insert_upload(
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO assets (id, tenant_id, status, filename, size, created_at, updated_at) \
-         VALUES (?, ?, 'uploading', ?, ?, ?, ?)",
+         VALUES ($1, $2, 'uploading', $3, $4, $5, $6)",
     )
     .bind(asset)
     .bind(tenant)
@@ -100,7 +100,7 @@ pub(crate) async fn insert_upload(
     .await?;
     sqlx::query(
         "INSERT INTO uploads (asset_id, tenant_id, length, \"offset\", metadata, created_at) \
-         VALUES (?, ?, ?, 0, ?, ?)",
+         VALUES ($1, $2, $3, 0, $4, $5)",
     )
     .bind(asset)
     .bind(tenant)
@@ -115,13 +115,13 @@ pub(crate) async fn insert_upload(
 
 /// The upload's state, and whether it is complete.
 pub(crate) async fn get_upload(
-    db: &SqlitePool,
+    db: &AnyPool,
     tenant: &str,
     asset: &str,
 ) -> Result<Option<(UploadState, bool)>> {
     let row = sqlx::query(
         "SELECT length, \"offset\", metadata, completed_at FROM uploads \
-         WHERE asset_id = ? AND tenant_id = ?",
+         WHERE asset_id = $1 AND tenant_id = $2",
     )
     .bind(asset)
     .bind(tenant)
@@ -138,8 +138,8 @@ pub(crate) async fn get_upload(
     )))
 }
 
-pub(crate) async fn set_upload_offset(db: &SqlitePool, asset: &str, offset: u64) -> Result<()> {
-    sqlx::query("UPDATE uploads SET \"offset\" = ? WHERE asset_id = ?")
+pub(crate) async fn set_upload_offset(db: &AnyPool, asset: &str, offset: u64) -> Result<()> {
+    sqlx::query("UPDATE uploads SET \"offset\" = $1 WHERE asset_id = $2")
         .bind(offset as i64)
         .bind(asset)
         .execute(db)
@@ -149,18 +149,18 @@ pub(crate) async fn set_upload_offset(db: &SqlitePool, asset: &str, offset: u64)
 
 /// The last byte is stored: close the upload, queue the asset and record its job.
 pub(crate) async fn complete_upload(
-    db: &SqlitePool,
+    db: &AnyPool,
     asset: &str,
     job_id: &str,
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE uploads SET completed_at = ? WHERE asset_id = ?")
+    sqlx::query("UPDATE uploads SET completed_at = $1 WHERE asset_id = $2")
         .bind(now)
         .bind(asset)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE assets SET status = 'queued', job_id = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE assets SET status = 'queued', job_id = $1, updated_at = $2 WHERE id = $3")
         .bind(job_id)
         .bind(now)
         .bind(asset)
@@ -171,13 +171,13 @@ pub(crate) async fn complete_upload(
 }
 
 /// Terminate an unfinished upload: the asset and its session disappear.
-pub(crate) async fn delete_upload(db: &SqlitePool, asset: &str) -> Result<()> {
+pub(crate) async fn delete_upload(db: &AnyPool, asset: &str) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("DELETE FROM uploads WHERE asset_id = ?")
+    sqlx::query("DELETE FROM uploads WHERE asset_id = $1")
         .bind(asset)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM assets WHERE id = ? AND status = 'uploading'")
+    sqlx::query("DELETE FROM assets WHERE id = $1 AND status = 'uploading'")
         .bind(asset)
         .execute(&mut *tx)
         .await?;
@@ -186,7 +186,7 @@ pub(crate) async fn delete_upload(db: &SqlitePool, asset: &str) -> Result<()> {
 }
 
 pub(crate) async fn insert_job(
-    db: &SqlitePool,
+    db: &AnyPool,
     id: &str,
     tenant: &str,
     asset: &str,
@@ -196,7 +196,7 @@ pub(crate) async fn insert_job(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, priority, created_at, \
-         updated_at) VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+         updated_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
     )
     .bind(id)
     .bind(tenant)
@@ -211,19 +211,20 @@ pub(crate) async fn insert_job(
 }
 
 /// Jobs of a tenant waiting in the queue (for fair priorities).
-pub(crate) async fn count_waiting(db: &SqlitePool, tenant: &str) -> Result<usize> {
-    let n: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE tenant_id = ? AND status = 'queued'")
-        .bind(tenant)
-        .fetch_one(db)
-        .await?
-        .get(0);
+pub(crate) async fn count_waiting(db: &AnyPool, tenant: &str) -> Result<usize> {
+    let n: i64 =
+        sqlx::query("SELECT COUNT(*) FROM jobs WHERE tenant_id = $1 AND status = 'queued'")
+            .bind(tenant)
+            .fetch_one(db)
+            .await?
+            .get(0);
     Ok(n as usize)
 }
 
 const JOB_COLS: &str = "id, tenant_id, asset_id, kind, status, progress, attempts, priority, \
     worker_id, error, run_after, cancel_requested, created_at, started_at, finished_at";
 
-fn job_from_row(r: &sqlx::sqlite::SqliteRow, now: i64, max_attempts: i64) -> Result<Job> {
+fn job_from_row(r: &sqlx::any::AnyRow, now: i64, max_attempts: i64) -> Result<Job> {
     let status: String = r.try_get("status")?;
     let progress: f64 = r.try_get("progress")?;
     let started: Option<i64> = r.try_get("started_at")?;
@@ -255,13 +256,13 @@ fn job_from_row(r: &sqlx::sqlite::SqliteRow, now: i64, max_attempts: i64) -> Res
 }
 
 pub(crate) async fn get_job(
-    db: &SqlitePool,
+    db: &AnyPool,
     tenant: Option<&str>,
     id: &str,
     now: i64,
     max_attempts: i64,
 ) -> Result<Option<Job>> {
-    let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?");
+    let sql = format!("SELECT {JOB_COLS} FROM jobs WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(db)
@@ -276,7 +277,7 @@ pub(crate) async fn get_job(
 
 /// Jobs of a tenant (all tenants for `None`), newest first.
 pub(crate) async fn list_jobs(
-    db: &SqlitePool,
+    db: &AnyPool,
     tenant: Option<&str>,
     status: Option<&str>,
     limit: i64,
@@ -284,8 +285,8 @@ pub(crate) async fn list_jobs(
     max_attempts: i64,
 ) -> Result<Vec<Job>> {
     let sql = format!(
-        "SELECT {JOB_COLS} FROM jobs WHERE (?1 IS NULL OR tenant_id = ?1) \
-         AND (?2 IS NULL OR status = ?2) ORDER BY created_at DESC, id DESC LIMIT ?3"
+        "SELECT {JOB_COLS} FROM jobs WHERE ($1 IS NULL OR tenant_id = $1) \
+         AND ($2 IS NULL OR status = $2) ORDER BY created_at DESC, id DESC LIMIT $3"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
@@ -300,10 +301,10 @@ pub(crate) async fn list_jobs(
 
 /// The job's tenant, asset, status and priority, for lifecycle changes.
 pub(crate) async fn job_head(
-    db: &SqlitePool,
+    db: &AnyPool,
     id: &str,
 ) -> Result<Option<(String, String, String, i64)>> {
-    let row = sqlx::query("SELECT tenant_id, asset_id, status, priority FROM jobs WHERE id = ?")
+    let row = sqlx::query("SELECT tenant_id, asset_id, status, priority FROM jobs WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await?;
@@ -321,17 +322,17 @@ pub(crate) enum Start {
 /// Mark a job running. A delivery of a job that is finished, or whose retry is not due yet
 /// (a stale duplicate), is skipped; a job cancelled while queued ends here.
 pub(crate) async fn job_started(
-    db: &SqlitePool,
+    db: &AnyPool,
     job: &TranscodeJob,
     worker: &str,
     now: i64,
 ) -> Result<Start> {
     let mut tx = db.begin().await?;
     let n = sqlx::query(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = ?, \
-         progress = 0, started_at = ?, updated_at = ?, run_after = NULL \
-         WHERE id = ? AND status IN ('queued', 'running') AND cancel_requested = 0 \
-         AND (run_after IS NULL OR run_after <= ? + 1000)",
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = $1, \
+         progress = 0, started_at = $2, updated_at = $3, run_after = NULL \
+         WHERE id = $4 AND status IN ('queued', 'running') AND cancel_requested = 0 \
+         AND (run_after IS NULL OR run_after <= $5 + 1000)",
     )
     .bind(worker)
     .bind(now)
@@ -346,14 +347,14 @@ pub(crate) async fn job_started(
         return Ok(Start::Skip);
     }
     sqlx::query(
-        "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = ? \
-         WHERE id = ?",
+        "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = $1 \
+         WHERE id = $2",
     )
     .bind(now)
     .bind(&job.asset_id)
     .execute(&mut *tx)
     .await?;
-    let attempt: i64 = sqlx::query("SELECT attempts FROM jobs WHERE id = ?")
+    let attempt: i64 = sqlx::query("SELECT attempts FROM jobs WHERE id = $1")
         .bind(&job.job_id)
         .fetch_one(&mut *tx)
         .await?
@@ -363,8 +364,8 @@ pub(crate) async fn job_started(
 }
 
 /// Whether someone asked to cancel this job.
-pub(crate) async fn cancel_requested(db: &SqlitePool, job_id: &str) -> Result<bool> {
-    let v: Option<i64> = sqlx::query("SELECT cancel_requested FROM jobs WHERE id = ?")
+pub(crate) async fn cancel_requested(db: &AnyPool, job_id: &str) -> Result<bool> {
+    let v: Option<i64> = sqlx::query("SELECT cancel_requested FROM jobs WHERE id = $1")
         .bind(job_id)
         .fetch_optional(db)
         .await?
@@ -375,7 +376,7 @@ pub(crate) async fn cancel_requested(db: &SqlitePool, job_id: &str) -> Result<bo
 /// Put a job back in the queue. `refund` gives back the attempt (a release at shutdown is
 /// not the job's fault).
 pub(crate) async fn job_requeued(
-    db: &SqlitePool,
+    db: &AnyPool,
     job: &TranscodeJob,
     run_after: i64,
     error: Option<&str>,
@@ -384,17 +385,17 @@ pub(crate) async fn job_requeued(
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "UPDATE jobs SET status = 'queued', run_after = ?, error = COALESCE(?, error), \
-         attempts = attempts - ?, worker_id = NULL, progress = 0, updated_at = ? WHERE id = ?",
+        "UPDATE jobs SET status = 'queued', run_after = $1, error = COALESCE($2, error), \
+         attempts = attempts - $3, worker_id = NULL, progress = 0, updated_at = $4 WHERE id = $5",
     )
     .bind(run_after)
     .bind(error)
-    .bind(if refund { 1 } else { 0 })
+    .bind(if refund { 1i64 } else { 0i64 })
     .bind(now)
     .bind(&job.job_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE assets SET status = 'queued', progress = 0, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE assets SET status = 'queued', progress = 0, updated_at = $1 WHERE id = $2")
         .bind(now)
         .bind(&job.asset_id)
         .execute(&mut *tx)
@@ -406,7 +407,7 @@ pub(crate) async fn job_requeued(
 /// A job ends without output: `status` is failed, cancelled or dead; the asset is failed
 /// with `error` for the user.
 pub(crate) async fn job_ended(
-    db: &SqlitePool,
+    db: &AnyPool,
     job_id: &str,
     asset_id: &str,
     status: &str,
@@ -415,8 +416,8 @@ pub(crate) async fn job_ended(
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, run_after = NULL \
-         WHERE id = ?",
+        "UPDATE jobs SET status = $1, error = $2, finished_at = $3, updated_at = $4, run_after = NULL \
+         WHERE id = $5",
     )
     .bind(status)
     .bind(error)
@@ -425,7 +426,7 @@ pub(crate) async fn job_ended(
     .bind(job_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE assets SET status = 'failed', error = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE assets SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3")
         .bind(error)
         .bind(now)
         .bind(asset_id)
@@ -436,9 +437,9 @@ pub(crate) async fn job_ended(
 }
 
 /// Ask a running job to stop; true when the request was recorded.
-pub(crate) async fn request_cancel(db: &SqlitePool, job_id: &str, now: i64) -> Result<bool> {
+pub(crate) async fn request_cancel(db: &AnyPool, job_id: &str, now: i64) -> Result<bool> {
     let n = sqlx::query(
-        "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ? AND status = 'running'",
+        "UPDATE jobs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'running'",
     )
     .bind(now)
     .bind(job_id)
@@ -450,7 +451,7 @@ pub(crate) async fn request_cancel(db: &SqlitePool, job_id: &str, now: i64) -> R
 
 /// Reset a finished job for a re-run.
 pub(crate) async fn job_reset(
-    db: &SqlitePool,
+    db: &AnyPool,
     job_id: &str,
     asset_id: &str,
     now: i64,
@@ -459,8 +460,8 @@ pub(crate) async fn job_reset(
     let n = sqlx::query(
         "UPDATE jobs SET status = 'queued', attempts = 0, progress = 0, error = NULL, \
          cancel_requested = 0, run_after = NULL, worker_id = NULL, started_at = NULL, \
-         finished_at = NULL, updated_at = ? \
-         WHERE id = ? AND status IN ('failed', 'cancelled', 'dead')",
+         finished_at = NULL, updated_at = $1 \
+         WHERE id = $2 AND status IN ('failed', 'cancelled', 'dead')",
     )
     .bind(now)
     .bind(job_id)
@@ -469,8 +470,8 @@ pub(crate) async fn job_reset(
     .rows_affected();
     if n == 1 {
         sqlx::query(
-            "UPDATE assets SET status = 'queued', progress = 0, error = NULL, updated_at = ? \
-             WHERE id = ?",
+            "UPDATE assets SET status = 'queued', progress = 0, error = NULL, updated_at = $1 \
+             WHERE id = $2",
         )
         .bind(now)
         .bind(asset_id)
@@ -481,21 +482,18 @@ pub(crate) async fn job_reset(
     Ok(n == 1)
 }
 
-pub(crate) async fn job_progress(
-    db: &SqlitePool,
-    job: &TranscodeJob,
-    p: f64,
-    now: i64,
-) -> Result<()> {
+pub(crate) async fn job_progress(db: &AnyPool, job: &TranscodeJob, p: f64, now: i64) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ? AND status = 'running'")
-        .bind(p)
-        .bind(now)
-        .bind(&job.job_id)
-        .execute(&mut *tx)
-        .await?;
     sqlx::query(
-        "UPDATE assets SET progress = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
+        "UPDATE jobs SET progress = $1, updated_at = $2 WHERE id = $3 AND status = 'running'",
+    )
+    .bind(p)
+    .bind(now)
+    .bind(&job.job_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE assets SET progress = $1, updated_at = $2 WHERE id = $3 AND status = 'processing'",
     )
     .bind(p)
     .bind(now)
@@ -507,13 +505,13 @@ pub(crate) async fn job_progress(
 }
 
 pub(crate) async fn asset_probed(
-    db: &SqlitePool,
+    db: &AnyPool,
     job: &TranscodeJob,
     duration_s: f64,
     probe: &serde_json::Value,
     now: i64,
 ) -> Result<()> {
-    sqlx::query("UPDATE assets SET duration_s = ?, probe = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE assets SET duration_s = $1, probe = $2, updated_at = $3 WHERE id = $4")
         .bind(duration_s)
         .bind(probe.to_string())
         .bind(now)
@@ -524,7 +522,7 @@ pub(crate) async fn asset_probed(
 }
 
 pub(crate) async fn job_succeeded(
-    db: &SqlitePool,
+    db: &AnyPool,
     job: &TranscodeJob,
     renditions: &[Rendition],
     duration_s: f64,
@@ -532,8 +530,8 @@ pub(crate) async fn job_succeeded(
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query(
-        "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = ?, \
-         updated_at = ? WHERE id = ?",
+        "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $1, \
+         updated_at = $2 WHERE id = $3",
     )
     .bind(now)
     .bind(now)
@@ -541,8 +539,8 @@ pub(crate) async fn job_succeeded(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE assets SET status = 'ready', progress = 1, error = NULL, duration_s = ?, \
-         renditions = ?, updated_at = ? WHERE id = ?",
+        "UPDATE assets SET status = 'ready', progress = 1, error = NULL, duration_s = $1, \
+         renditions = $2, updated_at = $3 WHERE id = $4",
     )
     .bind(duration_s)
     .bind(serde_json::to_string(renditions).unwrap_or_else(|_| "[]".into()))
@@ -551,5 +549,54 @@ pub(crate) async fn job_succeeded(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// A shared setting, created with `value` by whichever process asks first.
+pub(crate) async fn setting_or_insert(db: &AnyPool, key: &str, value: &str) -> Result<String> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(key)
+        .bind(value)
+        .execute(db)
+        .await?;
+    Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_one(db)
+        .await?
+        .get(0))
+}
+
+/// Take (or renew) the write lease of an upload for `owner` until `until`. False when
+/// another writer holds an unexpired lease.
+pub(crate) async fn lease_upload(
+    db: &AnyPool,
+    asset: &str,
+    owner: &str,
+    now: i64,
+    until: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE uploads SET lock_owner = $1, lock_until = $2 WHERE asset_id = $3 \
+         AND (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4)",
+    )
+    .bind(owner)
+    .bind(until)
+    .bind(asset)
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Give the lease back (only if still ours).
+pub(crate) async fn release_upload(db: &AnyPool, asset: &str, owner: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE uploads SET lock_owner = NULL, lock_until = NULL WHERE asset_id = $1 AND lock_owner = $2",
+    )
+    .bind(asset)
+    .bind(owner)
+    .execute(db)
+    .await?;
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! source and a transcode job is queued.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -17,16 +18,47 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use crate::model::{Asset, Principal, UploadState, upload_metadata_filename};
 use crate::{Engine, Error, Result, store};
 
-/// Removes the in-process write lock of an upload when the request ends, however it ends.
-struct UploadLock<'a> {
-    engine: &'a Engine,
+/// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
+const LEASE: Duration = Duration::from_secs(60);
+const LEASE_RENEW: Duration = Duration::from_secs(15);
+
+/// The write lease of one upload, held in the metadata store so that it excludes writers
+/// in every gateway process. Released when dropped, however the request ends.
+struct UploadLease {
+    engine: Engine,
     asset: String,
+    owner: String,
 }
 
-impl Drop for UploadLock<'_> {
+impl UploadLease {
+    /// Release now, so the client's next request (usually immediate) finds it free.
+    async fn release(mut self) -> Result<()> {
+        let owner = std::mem::take(&mut self.owner);
+        store::release_upload(&self.engine.inner.db, &self.asset, &owner).await
+    }
+}
+
+impl Drop for UploadLease {
+    /// Fallback for requests that end without `release` (a dropped connection cancels the
+    /// handler mid-await): release in the background; the lease would expire anyway.
     fn drop(&mut self) {
-        if let Ok(mut set) = self.engine.inner.upload_locks.lock() {
-            set.remove(&self.asset);
+        if self.owner.is_empty() {
+            return;
+        }
+        let (engine, asset, owner) = (
+            self.engine.clone(),
+            std::mem::take(&mut self.asset),
+            std::mem::take(&mut self.owner),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store::release_upload(&engine.inner.db, &asset, &owner).await {
+                    tracing::warn!(
+                        asset,
+                        "could not release upload lease (it expires anyway): {e}"
+                    );
+                }
+            });
         }
     }
 }
@@ -36,19 +68,33 @@ impl Engine {
         self.inner.uploads_dir.join(asset)
     }
 
-    fn lock_upload(&self, asset: &str) -> Result<UploadLock<'_>> {
-        let mut set = self
-            .inner
-            .upload_locks
-            .lock()
-            .map_err(|_| Error::UploadLocked(asset.to_string()))?;
-        if !set.insert(asset.to_string()) {
-            return Err(Error::UploadLocked(asset.to_string()));
+    /// Take the write lease of an upload: 423 while another request (in any gateway)
+    /// holds it, 404 when there is no such upload.
+    async fn lease_upload(&self, tenant: &str, asset: &str) -> Result<UploadLease> {
+        let owner = crate::random_token(12);
+        let now = self.now_ms();
+        let until = now + LEASE.as_millis() as i64;
+        if !store::lease_upload(&self.inner.db, asset, &owner, now, until).await? {
+            return match store::get_upload(&self.inner.db, tenant, asset).await? {
+                Some(_) => Err(Error::UploadLocked(asset.to_string())),
+                None => Err(Error::not_found("upload", asset)),
+            };
         }
-        Ok(UploadLock {
-            engine: self,
+        Ok(UploadLease {
+            engine: self.clone(),
             asset: asset.to_string(),
+            owner,
         })
+    }
+
+    async fn renew_lease(&self, lease: &UploadLease) -> Result<()> {
+        let now = self.now_ms();
+        let until = now + LEASE.as_millis() as i64;
+        if store::lease_upload(&self.inner.db, &lease.asset, &lease.owner, now, until).await? {
+            Ok(())
+        } else {
+            Err(Error::UploadLocked(lease.asset.clone()))
+        }
     }
 
     /// tus creation: a new asset in `uploading` with an empty upload of `length` bytes.
@@ -114,8 +160,30 @@ impl Engine {
         E: std::fmt::Display,
     {
         let tenant = self.tenant_of(who)?.to_string();
-        let _lock = self.lock_upload(asset)?;
-        let (state, complete) = store::get_upload(&self.inner.db, &tenant, asset)
+        let lease = self.lease_upload(&tenant, asset).await?;
+        let result = self
+            .append_leased(&tenant, asset, offset, &mut body, &lease)
+            .await;
+        // Released on every path, before answering: clients PATCH again immediately.
+        let released = lease.release().await;
+        let state = result?;
+        released?;
+        Ok(state)
+    }
+
+    async fn append_leased<S, E>(
+        &self,
+        tenant: &str,
+        asset: &str,
+        offset: u64,
+        body: &mut S,
+        lease: &UploadLease,
+    ) -> Result<UploadState>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (state, complete) = store::get_upload(&self.inner.db, tenant, asset)
             .await?
             .ok_or_else(|| Error::not_found("upload", asset))?;
         if complete || state.offset == state.length {
@@ -145,7 +213,16 @@ impl Engine {
         let mut written = state.offset;
         let mut body_error = None;
         let mut too_long = false;
+        let mut renewed = std::time::Instant::now();
         while let Some(chunk) = body.next().await {
+            if renewed.elapsed() >= LEASE_RENEW {
+                // Still ours? If not, nothing of this request is committed.
+                if let Err(e) = self.renew_lease(lease).await {
+                    file.set_len(state.offset).await.map_err(io)?;
+                    return Err(e);
+                }
+                renewed = std::time::Instant::now();
+            }
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
@@ -179,7 +256,7 @@ impl Engine {
             tracing::info!(asset, offset = written, "upload request ended early: {e}");
         }
         if written == state.length {
-            self.finish_upload(&tenant, asset).await?;
+            self.finish_upload(tenant, asset).await?;
         }
         Ok(UploadState {
             offset: written,
@@ -204,16 +281,18 @@ impl Engine {
     /// tus termination: drop an unfinished upload and its asset.
     pub async fn terminate_upload(&self, who: &Principal, asset: &str) -> Result<()> {
         let tenant = self.tenant_of(who)?;
-        let _lock = self.lock_upload(asset)?;
-        let (_, complete) = store::get_upload(&self.inner.db, tenant, asset)
+        let lease = self.lease_upload(tenant, asset).await?;
+        let complete = store::get_upload(&self.inner.db, tenant, asset)
             .await?
-            .ok_or_else(|| Error::not_found("upload", asset))?;
+            .is_some_and(|(_, complete)| complete);
         if complete {
+            lease.release().await?;
             return Err(Error::Conflict(format!(
                 "upload {asset} is complete; it can no longer be terminated"
             )));
         }
         store::delete_upload(&self.inner.db, asset).await?;
+        lease.release().await?; // a no-op once the row is gone
         let path = self.upload_path(asset);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),

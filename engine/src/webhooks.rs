@@ -97,7 +97,7 @@ impl Engine {
         let now = self.now_ms();
         sqlx::query(
             "INSERT INTO webhooks (id, tenant_id, url, secret, events, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(tenant)
@@ -119,7 +119,7 @@ impl Engine {
     pub async fn list_webhooks(&self, who: &Principal) -> Result<Vec<Webhook>> {
         let tenant = self.tenant_of(who)?;
         let rows = sqlx::query(
-            "SELECT id, url, events, created_at FROM webhooks WHERE tenant_id = ? ORDER BY id",
+            "SELECT id, url, events, created_at FROM webhooks WHERE tenant_id = $1 ORDER BY id",
         )
         .bind(tenant)
         .fetch_all(&self.inner.db)
@@ -138,7 +138,7 @@ impl Engine {
 
     pub async fn delete_webhook(&self, who: &Principal, id: &str) -> Result<()> {
         let tenant = self.tenant_of(who)?;
-        let n = sqlx::query("DELETE FROM webhooks WHERE id = ? AND tenant_id = ?")
+        let n = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2")
             .bind(id)
             .bind(tenant)
             .execute(&self.inner.db)
@@ -159,7 +159,7 @@ impl Engine {
     }
 
     async fn try_emit(&self, tenant: &str, event: &str, data: serde_json::Value) -> Result<()> {
-        let hooks = sqlx::query("SELECT id, events FROM webhooks WHERE tenant_id = ?")
+        let hooks = sqlx::query("SELECT id, events FROM webhooks WHERE tenant_id = $1")
             .bind(tenant)
             .fetch_all(&self.inner.db)
             .await?;
@@ -179,7 +179,7 @@ impl Engine {
             .to_string();
             sqlx::query(
                 "INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event, payload, \
-                 status, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                 status, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
             )
             .bind(&id)
             .bind(h.get::<String, _>(0))
@@ -204,9 +204,9 @@ impl Engine {
         let rows = sqlx::query(
             "SELECT d.id, w.url, w.secret, d.payload, d.attempts FROM webhook_deliveries d \
              JOIN webhooks w ON w.id = d.webhook_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= ? \
-             AND (d.locked_until IS NULL OR d.locked_until < ?) \
-             ORDER BY d.next_attempt_at LIMIT ?",
+             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
+             AND (d.locked_until IS NULL OR d.locked_until < $2) \
+             ORDER BY d.next_attempt_at LIMIT $3",
         )
         .bind(now)
         .bind(now)
@@ -217,8 +217,8 @@ impl Engine {
         for r in rows {
             let id: String = r.get(0);
             let n = sqlx::query(
-                "UPDATE webhook_deliveries SET locked_until = ? WHERE id = ? \
-                 AND (locked_until IS NULL OR locked_until < ?)",
+                "UPDATE webhook_deliveries SET locked_until = $1 WHERE id = $2 \
+                 AND (locked_until IS NULL OR locked_until < $3)",
             )
             .bind(now + CLAIM.as_millis() as i64)
             .bind(&id)
@@ -264,9 +264,9 @@ impl Engine {
             }
         };
         sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, attempts = ?, last_status = ?, \
-             last_error = ?, next_attempt_at = ?, locked_until = NULL, \
-             delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE NULL END WHERE id = ?",
+            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status = $3, \
+             last_error = $4, next_attempt_at = $5, locked_until = NULL, \
+             delivered_at = CASE WHEN $6 = 'delivered' THEN $7 ELSE NULL END WHERE id = $8",
         )
         .bind(status)
         .bind(attempts)

@@ -14,12 +14,71 @@ impl Clock for FakeClock {
     }
 }
 
-async fn engine(dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
-    let clock = Arc::new(FakeClock(AtomicI64::new(1_700_000_000_000)));
-    let config = Config {
-        data_dir: dir.to_path_buf(),
-        ..Config::default()
+/// Every test runs twice: on the embedded SQLite store and on PostgreSQL.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database on the test PostgreSQL server. The test scripts start one
+/// (`scripts/pg.sh`) and export its URL; without it this fails rather than skips.
+async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let admin = std::env::var("SLUICE_TEST_PG_URL").expect(
+        "SLUICE_TEST_PG_URL must name a PostgreSQL server for the PostgreSQL half of these \
+         tests: scripts/test.sh starts one with scripts/pg.sh",
+    );
+    let name = format!("t_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+async fn config_for(backend: Backend, dir: &std::path::Path) -> Config {
+    let database_url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(fresh_pg_database().await),
     };
+    Config {
+        data_dir: dir.to_path_buf(),
+        database_url,
+        ..Config::default()
+    }
+}
+
+/// Generates `mod name { sqlite(), postgres() }` for an `async fn name(Backend)`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both!(
+    admin_key_is_generated_once_and_keys_authenticate,
+    upload_survives_a_broken_request_and_completes_exactly,
+    limits_and_termination,
+    playback_tokens_expire_with_the_clock,
+    a_backlog_does_not_starve_another_tenant,
+    one_writer_per_upload_across_processes,
+);
+
+async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
+    let clock = Arc::new(FakeClock(AtomicI64::new(1_700_000_000_000)));
+    let config = config_for(backend, dir).await;
     let (e, report) = Engine::open_with_clock(config, None, clock.clone())
         .await
         .unwrap();
@@ -31,10 +90,9 @@ fn chunks(parts: Vec<&'static [u8]>) -> impl futures::Stream<Item = Result<Bytes
     stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p))))
 }
 
-#[tokio::test]
-async fn admin_key_is_generated_once_and_keys_authenticate() {
+async fn admin_key_is_generated_once_and_keys_authenticate(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (e, _) = engine(dir.path()).await;
+    let (e, _) = engine(backend, dir.path()).await;
     let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
     assert_eq!(
         e.authenticate(admin.trim()).await.unwrap(),
@@ -56,12 +114,13 @@ async fn admin_key_is_generated_once_and_keys_authenticate() {
         e.create_tenant(&tenant, "x").await,
         Err(Error::Forbidden(_))
     ));
-    drop(e);
-    // A second start keeps the key and does not print it again.
     let config = Config {
         data_dir: dir.path().to_path_buf(),
+        database_url: e.config().database_url.clone(),
         ..Config::default()
     };
+    drop(e);
+    // A second start keeps the key and does not print it again.
     let (e2, report) = Engine::open(config, None).await.unwrap();
     assert!(report.generated_admin_key.is_none());
     assert_eq!(
@@ -70,10 +129,9 @@ async fn admin_key_is_generated_once_and_keys_authenticate() {
     );
 }
 
-#[tokio::test]
-async fn upload_survives_a_broken_request_and_completes_exactly() {
+async fn upload_survives_a_broken_request_and_completes_exactly(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (e, _) = engine(dir.path()).await;
+    let (e, _) = engine(backend, dir.path()).await;
     let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
     let who = Principal::Tenant {
         tenant_id: t.id.clone(),
@@ -152,10 +210,9 @@ async fn upload_survives_a_broken_request_and_completes_exactly() {
     ));
 }
 
-#[tokio::test]
-async fn limits_and_termination() {
+async fn limits_and_termination(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (e, _) = engine(dir.path()).await;
+    let (e, _) = engine(backend, dir.path()).await;
     let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
     let who = Principal::Tenant { tenant_id: t.id };
     assert!(matches!(
@@ -182,10 +239,9 @@ async fn limits_and_termination() {
     ));
 }
 
-#[tokio::test]
-async fn playback_tokens_expire_with_the_clock() {
+async fn playback_tokens_expire_with_the_clock(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (e, clock) = engine(dir.path()).await;
+    let (e, clock) = engine(backend, dir.path()).await;
     let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
     let who = Principal::Tenant {
         tenant_id: t.id.clone(),
@@ -241,13 +297,12 @@ async fn playback_tokens_expire_with_the_clock() {
 
 /// Fairness through the real queue: a tenant's backlog does not delay another tenant's
 /// single job by more than one job slot; priorities are honoured by apalis's fetch order.
-#[tokio::test]
-async fn a_backlog_does_not_starve_another_tenant() {
+async fn a_backlog_does_not_starve_another_tenant(backend: Backend) {
     use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
     use std::sync::Mutex;
 
     let dir = tempfile::tempdir().unwrap();
-    let (e, _) = engine(dir.path()).await;
+    let (e, _) = engine(backend, dir.path()).await;
     let a = e.create_tenant(&Principal::Admin, "busy").await.unwrap();
     let b = e.create_tenant(&Principal::Admin, "quiet").await.unwrap();
     let busy = Principal::Tenant {
@@ -277,11 +332,6 @@ async fn a_backlog_does_not_starve_another_tenant() {
         order.lock().unwrap().push(job.tenant_id);
         Ok(())
     }
-    let worker = WorkerBuilder::new("fairness")
-        .backend(e.transcode_queue())
-        .concurrency(1)
-        .data(order.clone())
-        .build(record);
     let watch = order.clone();
     let done = async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -290,7 +340,22 @@ async fn a_backlog_does_not_starve_another_tenant() {
         }
         Ok::<(), std::io::Error>(())
     };
-    worker.run_until(done).await.unwrap();
+    macro_rules! consume {
+        ($q:expr) => {
+            WorkerBuilder::new("fairness")
+                .backend($q)
+                .concurrency(1)
+                .data(order.clone())
+                .build(record)
+                .run_until(done)
+                .await
+                .unwrap()
+        };
+    }
+    match e.transcode_queue() {
+        sluice_engine::TranscodeQueue::Sqlite(q) => consume!(q),
+        sluice_engine::TranscodeQueue::Postgres(q) => consume!(q),
+    }
     let order = order.lock().unwrap().clone();
     assert_eq!(order.len(), 31, "every job ran once");
     let pos = order.iter().position(|t| *t == b.id).unwrap();
@@ -298,4 +363,60 @@ async fn a_backlog_does_not_starve_another_tenant() {
         pos <= 1,
         "the quiet tenant's job ran at position {pos}: {order:?}"
     );
+}
+
+/// Two engines on one database (two gateway processes): while one writes an upload, the
+/// other is refused (423), and can continue the upload once the first request ends.
+async fn one_writer_per_upload_across_processes(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e1, clock) = engine(backend, dir.path()).await;
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database_url: e1.config().database_url.clone(),
+        ..Config::default()
+    };
+    let (e2, _) = Engine::open_with_clock(config, None, clock).await.unwrap();
+    let t = e1.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant { tenant_id: t.id };
+    let a = e1.create_upload(&who, 6, None).await.unwrap();
+
+    // A slow body: one chunk now, the rest when we say so.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(1);
+    tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+    let body = tokio_stream_from(rx);
+    let (e1c, whoc, id) = (e1.clone(), who.clone(), a.id.clone());
+    let first = tokio::spawn(async move { e1c.append_upload(&whoc, &id, 0, body).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(matches!(
+        e2.append_upload(&who, &a.id, 0, chunks(vec![b"xyz"])).await,
+        Err(Error::UploadLocked(_))
+    ));
+    assert!(matches!(
+        e2.terminate_upload(&who, &a.id).await,
+        Err(Error::UploadLocked(_))
+    ));
+    drop(tx); // the first request ends after 3 bytes
+    assert_eq!(first.await.unwrap().unwrap().offset, 3);
+    // The lease is released in the background when the request ends.
+    let mut done = None;
+    for _ in 0..50 {
+        match e2.append_upload(&who, &a.id, 3, chunks(vec![b"def"])).await {
+            Err(Error::UploadLocked(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await
+            }
+            other => {
+                done = Some(other.unwrap());
+                break;
+            }
+        }
+    }
+    assert_eq!(done.unwrap().offset, 6);
+    let a = e1.get_asset(&who, &a.id).await.unwrap();
+    assert_eq!(a.status, AssetStatus::Queued);
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+) -> impl futures::Stream<Item = Result<Bytes, String>> + Unpin {
+    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }

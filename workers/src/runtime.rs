@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
-use sluice_engine::{Engine, Rendition, TranscodeJob};
+use sluice_engine::{Engine, Rendition, TranscodeJob, TranscodeQueue};
 use sluice_storage::keys;
 use tokio::sync::watch;
 
@@ -127,11 +127,6 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
         hard_stop,
     });
     tracing::info!(worker = %worker_id, concurrency, "transcode worker started");
-    let worker = WorkerBuilder::new(worker_id)
-        .backend(engine.transcode_queue())
-        .concurrency(concurrency)
-        .data(ctx)
-        .build(handle);
     let signal = async move {
         let _ = shutdown.wait_for(|s| *s).await;
         tokio::spawn(async move {
@@ -140,7 +135,23 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
         });
         Ok::<(), std::io::Error>(())
     };
-    worker.run_until(signal).await.map_err(|e| e.to_string())
+    // One apalis worker over whichever backend the deployment uses.
+    macro_rules! run_on {
+        ($backend:expr) => {
+            WorkerBuilder::new(worker_id)
+                .backend($backend)
+                .concurrency(concurrency)
+                .data(ctx)
+                .build(handle)
+                .run_until(signal)
+                .await
+        };
+    }
+    let result = match engine.transcode_queue() {
+        TranscodeQueue::Sqlite(q) => run_on!(q),
+        TranscodeQueue::Postgres(q) => run_on!(q),
+    };
+    result.map_err(|e| e.to_string())
 }
 
 async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
@@ -249,6 +260,7 @@ fn options(engine: &Engine) -> TranscodeOptions {
         x264_preset: t.x264_preset.clone(),
         audio_bitrate: t.audio_bitrate,
         stall_timeout: Duration::from_secs(t.stall_timeout_s),
+        // Not configurable yet: the default suits seek-bar previews at every length.
     }
 }
 
@@ -341,7 +353,9 @@ fn check_limits(
 ) -> Result<(), String> {
     let pixels = u64::from(width) * u64::from(height);
     if width == 0 || height == 0 {
-        return Err(format!("the video stream has no usable size ({width}x{height})"));
+        return Err(format!(
+            "the video stream has no usable size ({width}x{height})"
+        ));
     }
     if pixels > limits.max_pixels {
         return Err(format!(
