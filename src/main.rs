@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use sluice_engine::{Config, Engine};
 use tokio::sync::watch;
 
+mod upload;
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Video ingest and streaming engine")]
 struct Cli {
@@ -24,6 +26,8 @@ enum Command {
     Serve(Common),
     /// A worker-only process for scale-out (same config file).
     Worker(Common),
+    /// Upload files to a Sluice server with tus (resumable, parallel, with progress).
+    Upload(upload::UploadArgs),
 }
 
 #[derive(Args)]
@@ -172,6 +176,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(c) => serve(c).await,
             Command::Worker(c) => worker(c).await,
+            Command::Upload(a) => Ok(upload::run(a).await?),
         }
     })
 }
