@@ -6,6 +6,7 @@
 //! gateway turns HTTP into engine calls; the workers pull [`TranscodeJob`]s from the queue
 //! and report back through the `job_*` methods.
 
+pub mod checksum;
 pub mod clock;
 pub mod config;
 pub mod error;

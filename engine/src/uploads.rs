@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use sluice_storage::keys;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use crate::checksum::Checksum;
 use crate::model::{Asset, Principal, UploadState, upload_metadata_filename};
 use crate::{Engine, Error, Result, store};
 
@@ -153,7 +154,25 @@ impl Engine {
         who: &Principal,
         asset: &str,
         offset: u64,
+        body: S,
+    ) -> Result<UploadState>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.append_upload_checked(who, asset, offset, body, None)
+            .await
+    }
+
+    /// Like [`Engine::append_upload`], keeping the body only if it matches `checksum`
+    /// (tus checksum extension). A body cut short cannot be verified and is discarded.
+    pub async fn append_upload_checked<S, E>(
+        &self,
+        who: &Principal,
+        asset: &str,
+        offset: u64,
         mut body: S,
+        checksum: Option<&Checksum>,
     ) -> Result<UploadState>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -162,7 +181,7 @@ impl Engine {
         let tenant = self.tenant_of(who)?.to_string();
         let lease = self.lease_upload(&tenant, asset).await?;
         let result = self
-            .append_leased(&tenant, asset, offset, &mut body, &lease)
+            .append_leased(&tenant, asset, offset, &mut body, &lease, checksum)
             .await;
         // Released on every path, before answering: clients PATCH again immediately.
         let released = lease.release().await;
@@ -178,6 +197,7 @@ impl Engine {
         offset: u64,
         body: &mut S,
         lease: &UploadLease,
+        checksum: Option<&Checksum>,
     ) -> Result<UploadState>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -214,6 +234,7 @@ impl Engine {
         let mut body_error = None;
         let mut too_long = false;
         let mut renewed = std::time::Instant::now();
+        let mut hasher = checksum.map(Checksum::hasher);
         while let Some(chunk) = body.next().await {
             if renewed.elapsed() >= LEASE_RENEW {
                 // Still ours? If not, nothing of this request is committed.
@@ -235,6 +256,9 @@ impl Engine {
                 break;
             }
             file.write_all(&chunk).await.map_err(io)?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&chunk);
+            }
             written += chunk.len() as u64;
         }
         if too_long {
@@ -244,6 +268,21 @@ impl Engine {
                 "the body runs past Upload-Length ({} bytes)",
                 state.length
             )));
+        }
+        if let (Some(h), Some(c)) = (hasher, checksum) {
+            let verdict = match &body_error {
+                Some(e) => Some(Error::Body(format!(
+                    "the request ended early ({e}) so its checksum cannot be verified; \
+                     nothing of it was stored"
+                ))),
+                None if !h.matches(&c.expected) => Some(Error::ChecksumMismatch),
+                None => None,
+            };
+            if let Some(err) = verdict {
+                file.set_len(state.offset).await.map_err(io)?;
+                metrics::counter!("sluice_upload_checksum_failures_total").increment(1);
+                return Err(err);
+            }
         }
         file.flush().await.map_err(io)?;
         file.sync_data().await.map_err(io)?;

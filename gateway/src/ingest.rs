@@ -7,12 +7,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::BodyStream;
 use hyper::body::Incoming;
 
+use sluice_engine::checksum::Checksum;
+
 use crate::body::Body;
 use crate::error::ApiError;
 use crate::{ApiResult, App, base_url, principal, status_only};
 
 const TUS_VERSION: &str = "1.0.0";
-const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination";
+const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum";
 const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 
 fn tus_headers(res: &mut Response<Body>) {
@@ -57,6 +59,10 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResul
         let h = res.headers_mut();
         h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
         h.insert("tus-extension", HeaderValue::from_static(TUS_EXTENSIONS));
+        h.insert(
+            "tus-checksum-algorithm",
+            HeaderValue::from_static(sluice_engine::checksum::ALGORITHMS),
+        );
         h.insert(
             "tus-max-size",
             HeaderValue::from(app.engine.config().uploads.max_size),
@@ -127,11 +133,19 @@ async fn append(
     offset: u64,
     req: Request<Incoming>,
 ) -> Result<sluice_engine::UploadState, ApiError> {
+    let checksum = match req.headers().get("upload-checksum") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Upload-Checksum must be ASCII"))
+                .and_then(|s| Checksum::parse(s).map_err(ApiError::bad_request))?,
+        ),
+        None => None,
+    };
     let body = BodyStream::new(req.into_body())
         .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok())));
     Ok(app
         .engine
-        .append_upload(who, id, offset, Box::pin(body))
+        .append_upload_checked(who, id, offset, Box::pin(body), checksum.as_ref())
         .await?)
 }
 

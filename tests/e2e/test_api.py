@@ -1,6 +1,7 @@
 """The HTTP contract around the media: credentials, error shape, tus protocol details,
 health and metrics, and tus-js-client as a second real client."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -153,3 +154,52 @@ def test_playback_before_ready_is_refused(server, tenant):
     asset_id = r.headers["Location"].rsplit("/", 1)[1]
     r = requests.post(f"{server.url}/v1/assets/{asset_id}/playback", headers=auth(tenant["api_key"]), timeout=5)
     assert_error(r, 409, "conflict")
+
+
+def test_tus_checksum_extension(server, tenant, workdir):
+    import base64
+    import hashlib
+
+    base = f"{server.url}/v1/uploads/"
+    o = requests.options(base, timeout=5)
+    assert "checksum" in o.headers["Tus-Extension"].split(",")
+    assert set(o.headers["Tus-Checksum-Algorithm"].split(",")) >= {"sha1", "md5"}
+    h = {**auth(tenant["api_key"]), "Tus-Resumable": "1.0.0"}
+    pt = {**h, "Content-Type": "application/offset+octet-stream"}
+    data = bytes(range(256)) * 16
+    loc = requests.post(base, headers={**h, "Upload-Length": str(len(data))}, timeout=5).headers["Location"]
+
+    def digest(algo, chunk):
+        return f"{algo} " + base64.b64encode(hashlib.new(algo, chunk).digest()).decode()
+
+    # A corrupted chunk: 460, and nothing of it is kept.
+    r = requests.patch(loc, headers={**pt, "Upload-Offset": "0", "Upload-Checksum": digest("sha1", data[:2000])},
+                       data=b"\xff" + data[1:2000], timeout=5)
+    assert r.status_code == 460 and r.json()["error"]["code"] == "checksum_mismatch"
+    assert requests.head(loc, headers=h, timeout=5).headers["Upload-Offset"] == "0"
+    # Unsupported algorithm: 400.
+    r = requests.patch(loc, headers={**pt, "Upload-Offset": "0", "Upload-Checksum": "crc32 AAAAAA=="},
+                       data=data[:10], timeout=5)
+    assert r.status_code == 400
+    # Correct sha1 then md5 chunks are stored.
+    r = requests.patch(loc, headers={**pt, "Upload-Offset": "0", "Upload-Checksum": digest("sha1", data[:2000])},
+                       data=data[:2000], timeout=5)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == "2000"
+    r = requests.patch(loc, headers={**pt, "Upload-Offset": "2000", "Upload-Checksum": digest("md5", data[2000:])},
+                       data=data[2000:], timeout=5)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data))
+    asset_id = loc.rsplit("/", 1)[1]
+    src = requests.get(f"{server.url}/v1/assets/{asset_id}/source", headers=auth(tenant["api_key"]), timeout=5)
+    assert src.content == data
+
+    # tuspy with its own checksum mode (sends Upload-Checksum: sha1 on every PATCH).
+    from tusclient import client
+
+    p = workdir / "tuspy-checksum.bin"
+    p.write_bytes(os.urandom(700_000))
+    c = client.TusClient(base, headers=auth(tenant["api_key"]))
+    up = c.uploader(str(p), chunk_size=128 * 1024, upload_checksum=True)
+    up.upload()
+    aid = up.url.rsplit("/", 1)[1]
+    src = requests.get(f"{server.url}/v1/assets/{aid}/source", headers=auth(tenant["api_key"]), timeout=10)
+    assert sha256(src.content) == sha256(p)
