@@ -117,7 +117,8 @@ def test_sigkill_mid_transcode_is_redone_and_published_once(workdir, long_clip):
         # No staging leftovers, and exactly one published ladder.
         hot = data / "hot" / "tenants" / t["id"] / "assets" / asset_id
         assert not (hot / "staging").exists() or not any((hot / "staging").rglob("*"))
-        assert sorted(p.name for p in (hot / "hls").iterdir()) == ["360p", "480p", "master.m3u8"]
+        assert sorted(p.name for p in (hot / "hls").iterdir()) == [
+            "360p", "480p", "master.m3u8", "poster.jpg", "storyboard.jpg", "storyboard.vtt"]
     finally:
         s2.stop()
 

@@ -164,6 +164,15 @@ def test_hls_playback_checked_by_ffprobe(server, ready_asset, workdir):
         assert durations[n] == durations[names[0]]
         for a_start, b_start in zip(starts[names[0]], starts[n]):
             assert abs(a_start - b_start) < 0.034, (names[0], n, a_start, b_start)
+    # Thumbnails from the same decode, served beside the playlists.
+    base = url.rsplit("/", 1)[0]
+    poster = requests.get(f"{base}/poster.jpg", timeout=10)
+    assert poster.status_code == 200 and poster.headers["Content-Type"] == "image/jpeg"
+    assert poster.content[:2] == b"\xff\xd8"
+    vtt = requests.get(f"{base}/storyboard.vtt", timeout=10)
+    assert vtt.status_code == 200 and vtt.text.startswith("WEBVTT")
+    assert vtt.text.count("storyboard.jpg#xywh=") == CLIP_SECONDS // 2
+    assert requests.get(f"{base}/storyboard.jpg", timeout=10).content[:2] == b"\xff\xd8"
     # Segment boundaries at the configured duration (all but the last are 2 s).
     assert all(abs(d - SEGMENT_S) < 0.05 for d in durations[names[0]][:-1])
 

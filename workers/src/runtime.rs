@@ -261,6 +261,7 @@ fn options(engine: &Engine) -> TranscodeOptions {
         audio_bitrate: t.audio_bitrate,
         stall_timeout: Duration::from_secs(t.stall_timeout_s),
         // Not configurable yet: the default suits seek-bar previews at every length.
+        storyboard_interval: crate::media::thumbs::DEFAULT_STORYBOARD_INTERVAL,
     }
 }
 

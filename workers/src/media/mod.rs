@@ -9,7 +9,9 @@
 //! * [`probe`](mod@probe): what is in a file, through `gstreamer_pbutils::Discoverer`,
 //!   after a quick structural check of MP4/MOV files that catches interrupted uploads (I/O);
 //! * [`transcode`](mod@transcode): one decode, a tee per rendition, one AAC encode (I/O,
-//!   blocking).
+//!   blocking);
+//! * [`thumbs`]: poster, storyboard sprite sheet and its WebVTT index, from one more branch
+//!   of the same pipeline (sizes, grid, cue text and frame choice are pure).
 //!
 //! Everything here is blocking: async callers run it on `spawn_blocking`.
 
@@ -18,6 +20,7 @@ mod isobmff;
 pub mod ladder;
 pub mod playlist;
 pub mod probe;
+pub mod thumbs;
 pub mod transcode;
 
 #[cfg(test)]
@@ -29,6 +32,7 @@ pub use error::MediaError;
 pub use ladder::{AAC_LC_CODEC, Rung, RungSpec, default_ladder, h264_codec_string, plan_ladder};
 pub use playlist::{Segment, Variant, master_playlist, media_playlist};
 pub use probe::{AudioInfo, ProbeInfo, VideoInfo, probe};
+pub use thumbs::Thumbnails;
 pub use transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode};
 
 /// Initialises GStreamer once per process.

@@ -313,6 +313,173 @@ fn verify_output(
     starts
 }
 
+/// Width and height of an image or video as ffprobe sees it, with its codec.
+fn picture_facts(path: &Path) -> (String, u64, u64) {
+    let v = ffprobe_json(&["-show_entries", "stream=codec_name,width,height"], path);
+    let s = &v["streams"][0];
+    (
+        s["codec_name"].as_str().expect("codec_name").to_owned(),
+        s["width"].as_u64().expect("width"),
+        s["height"].as_u64().expect("height"),
+    )
+}
+
+/// Parses `HH:MM:SS.mmm` into milliseconds.
+fn vtt_ms(ts: &str) -> u64 {
+    let (hms, ms) = ts.split_once('.').expect("milliseconds");
+    let parts: Vec<u64> = hms.split(':').map(|p| p.parse().expect("number")).collect();
+    assert_eq!(parts.len(), 3, "{ts}");
+    assert_eq!(ms.len(), 3, "{ts}");
+    ((parts[0] * 60 + parts[1]) * 60 + parts[2]) * 1000 + ms.parse::<u64>().expect("ms")
+}
+
+/// One storyboard cue: start and end in ms, and the tile rectangle.
+#[derive(Debug)]
+struct Cue {
+    start: u64,
+    end: u64,
+    rect: [u64; 4],
+}
+
+fn parse_storyboard_vtt(text: &str, image: &str) -> Vec<Cue> {
+    let mut blocks = text.split("\n\n");
+    assert_eq!(blocks.next(), Some("WEBVTT"), "{text}");
+    blocks
+        .map(|block| {
+            let mut lines = block.lines();
+            let times = lines.next().expect("timing line");
+            let (start, end) = times.split_once(" --> ").expect("cue timing");
+            let payload = lines.next().expect("payload");
+            assert!(lines.next().is_none(), "extra line in {block:?}");
+            let xywh = payload
+                .strip_prefix(&format!("{image}#xywh="))
+                .unwrap_or_else(|| panic!("payload {payload:?}"));
+            let rect: Vec<u64> = xywh
+                .split(',')
+                .map(|v| v.parse().expect("integer"))
+                .collect();
+            Cue {
+                start: vtt_ms(start),
+                end: vtt_ms(end),
+                rect: rect.try_into().expect("four numbers"),
+            }
+        })
+        .collect()
+}
+
+/// Mean absolute difference of two pictures of the same size and format.
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x.abs_diff(*y)))
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+/// The frame of `path` at `at_s` seconds, through `filter`, as packed RGB decoded by ffmpeg.
+/// RGB, not grey: both sides then go through the same YCbCr → RGB step whatever their
+/// range (video is limited range, JPEG full range).
+fn frame_rgb_at(path: &Path, at_s: f64, filter: &str, pixels: usize) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(path)
+        .args([
+            "-vf",
+            &format!("select='gte(t,{at_s})',{filter}"),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg is required for the media tests");
+    assert!(
+        out.status.success(),
+        "ffmpeg decode of {} failed",
+        path.display()
+    );
+    assert_eq!(out.stdout.len(), pixels * 3, "{} at {at_s}", path.display());
+    out.stdout
+}
+
+/// Checks the thumbnails against the files: JPEGs of the announced sizes, one cue per tile
+/// from 0 to the end of the video without gaps, every tile inside the sheet. Returns the
+/// thumbnails and the cues.
+fn verify_thumbnails(
+    out_dir: &Path,
+    output: &TranscodeOutput,
+    poster_size: (u64, u64),
+    tile_size: (u32, u32),
+    tiles: u32,
+) -> (Thumbnails, Vec<Cue>) {
+    let t = output.thumbnails.clone().expect("thumbnails were made");
+    assert_eq!(
+        (
+            t.poster.as_str(),
+            t.storyboard.as_str(),
+            t.storyboard_vtt.as_str()
+        ),
+        ("poster.jpg", "storyboard.jpg", "storyboard.vtt")
+    );
+    assert_eq!(
+        (t.tile_width, t.tile_height, t.tiles),
+        (tile_size.0, tile_size.1, tiles)
+    );
+
+    let (codec, w, h) = picture_facts(&out_dir.join(&t.poster));
+    assert_eq!(codec, "mjpeg");
+    assert_eq!((w, h), poster_size, "poster size");
+
+    let columns = tiles.min(10);
+    let rows = tiles.div_ceil(columns);
+    let (codec, sheet_w, sheet_h) = picture_facts(&out_dir.join(&t.storyboard));
+    assert_eq!(codec, "mjpeg");
+    assert_eq!(
+        (sheet_w, sheet_h),
+        (
+            u64::from(columns * tile_size.0),
+            u64::from(rows * tile_size.1)
+        ),
+        "sprite size"
+    );
+
+    let vtt = std::fs::read_to_string(out_dir.join(&t.storyboard_vtt)).expect("storyboard.vtt");
+    let cues = parse_storyboard_vtt(&vtt, &t.storyboard);
+    assert_eq!(cues.len(), tiles as usize, "{vtt}");
+    assert_eq!(cues[0].start, 0);
+    for pair in cues.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start, "gap or overlap in {vtt}");
+    }
+    for (i, cue) in cues.iter().enumerate() {
+        assert!(cue.end > cue.start, "{cue:?}");
+        if i + 1 < cues.len() {
+            assert_eq!(
+                cue.end - cue.start,
+                (t.interval_s * 1000.0).round() as u64,
+                "{cue:?}"
+            );
+        }
+        let [x, y, w, h] = cue.rect;
+        assert_eq!((w, h), (u64::from(tile_size.0), u64::from(tile_size.1)));
+        assert!(
+            x + w <= sheet_w && y + h <= sheet_h,
+            "{cue:?} outside {sheet_w}x{sheet_h}"
+        );
+    }
+    let last_end = cues.last().map_or(0, |c| c.end);
+    assert_close(
+        last_end as f64 / 1000.0,
+        output.duration_s,
+        0.001,
+        "end of the last cue",
+    );
+    (t, cues)
+}
+
 #[test]
 fn transcodes_audio_and_video_into_an_aligned_ladder() {
     let dir = TestDir::new("av");
@@ -381,6 +548,42 @@ fn transcodes_audio_and_video_into_an_aligned_ladder() {
     }
     assert!(output.variants[0].bandwidth > output.variants[1].bandwidth);
 
+    // Thumbnails from the same pipeline: 5 s every 2 s is three tiles on one row.
+    let (thumbs, cues) = verify_thumbnails(&out_dir, &output, (640, 360), (160, 90), 3);
+    assert_eq!(thumbs.interval_s, 2.0);
+    assert_eq!(
+        cues.iter().map(|c| (c.start, c.end)).collect::<Vec<_>>(),
+        vec![(0, 2000), (2000, 4000), (4000, 5000)]
+    );
+    // The poster is the frame at 10% (0.5 s), not the first one: the test pattern moves.
+    let poster = frame_rgb_at(&out_dir.join("poster.jpg"), 0.0, "null", 640 * 360);
+    let at_half = frame_rgb_at(&src, 0.5, "null", 640 * 360);
+    let first = frame_rgb_at(&src, 0.0, "null", 640 * 360);
+    let (d_half, d_first) = (
+        mean_abs_diff(&poster, &at_half),
+        mean_abs_diff(&poster, &first),
+    );
+    eprintln!("poster vs source at 0.5 s: {d_half:.2}, at 0 s: {d_first:.2}");
+    assert!(
+        d_half < 4.0 && d_half < d_first,
+        "poster is not the 0.5 s frame"
+    );
+    // Each tile shows its own moment: tile 1 is the frame at 2 s.
+    let tile = frame_rgb_at(
+        &out_dir.join("storyboard.jpg"),
+        0.0,
+        "crop=160:90:160:0",
+        160 * 90,
+    );
+    let at_two = frame_rgb_at(&src, 2.0, "scale=160:90", 160 * 90);
+    let at_four = frame_rgb_at(&src, 4.0, "scale=160:90", 160 * 90);
+    let (d_two, d_four) = (
+        mean_abs_diff(&tile, &at_two),
+        mean_abs_diff(&tile, &at_four),
+    );
+    eprintln!("tile 1 vs source at 2 s: {d_two:.2}, at 4 s: {d_four:.2}");
+    assert!(d_two < 8.0 && d_two < d_four, "tile 1 is not the 2 s frame");
+
     eprintln!("progress reports: {reports:?}");
     assert!(!reports.is_empty());
     assert!(
@@ -404,9 +607,115 @@ fn video_only_input_transcodes_without_an_audio_branch() {
     let rungs = plan_ladder(&[spec("180p", 180, 300_000)], 640, 360);
 
     let out_dir = dir.path().join("out");
-    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts());
+    // A shorter storyboard interval than the default: one tile per second.
+    let opts = TranscodeOptions {
+        storyboard_interval: Duration::from_secs(1),
+        ..opts()
+    };
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts);
     let output = result.expect("transcode");
     verify_output(&out_dir, &output, false, 30.0, &[2.0, 1.0]);
+    let (thumbs, _) = verify_thumbnails(&out_dir, &output, (640, 360), (160, 90), 3);
+    assert_eq!(thumbs.interval_s, 1.0);
+}
+
+#[test]
+fn one_second_clip_gets_its_first_frame_as_poster_and_one_tile() {
+    let dir = TestDir::new("one-second");
+    let src = dir.path().join("src.mp4");
+    make_av(&src, "1", &[]);
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(&[spec("180p", 180, 300_000)], 640, 360);
+    let out_dir = dir.path().join("out");
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts());
+    let output = result.expect("transcode");
+    verify_output(&out_dir, &output, true, 30.0, &[1.0]);
+    let (_, cues) = verify_thumbnails(&out_dir, &output, (640, 360), (160, 90), 1);
+    assert_eq!((cues[0].start, cues[0].end), (0, 1000));
+    let poster = frame_rgb_at(&out_dir.join("poster.jpg"), 0.0, "null", 640 * 360);
+    let first = frame_rgb_at(&src, 0.0, "null", 640 * 360);
+    assert!(
+        mean_abs_diff(&poster, &first) < 4.0,
+        "poster is not the first frame"
+    );
+}
+
+#[test]
+fn long_video_gets_a_capped_storyboard_that_covers_it_all() {
+    // 4 minutes at 5 fps (cheap to make and transcode): 2 s tiles would be 120, so the
+    // interval widens to 2.4 s and exactly 100 tiles fill a 10 x 10 sheet.
+    let dir = TestDir::new("long");
+    let src = dir.path().join("src.mp4");
+    // Brightness rises with time, so frames far apart are easy to tell apart.
+    make_video_only(
+        &src,
+        "240",
+        "5",
+        &["-vf", "eq=brightness='(t-120)/240':eval=frame"],
+    );
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(&[spec("180p", 180, 300_000)], 640, 360);
+    let out_dir = dir.path().join("out");
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts());
+    let output = result.expect("transcode");
+    assert_close(output.duration_s, 240.0, 0.2 + 1e-6, "output duration");
+    let (thumbs, cues) = verify_thumbnails(&out_dir, &output, (640, 360), (160, 90), 100);
+    assert_eq!(thumbs.interval_s, 2.4);
+    assert_eq!(cues[99].rect, [1440, 810, 160, 90]);
+    assert_eq!(cues[99].start, 237_600);
+    // The poster is the frame 10% in (24 s).
+    let poster = frame_rgb_at(&out_dir.join("poster.jpg"), 0.0, "null", 640 * 360);
+    let at_24 = frame_rgb_at(&src, 24.0, "null", 640 * 360);
+    let at_0 = frame_rgb_at(&src, 0.0, "null", 640 * 360);
+    let (d_24, d_0) = (
+        mean_abs_diff(&poster, &at_24),
+        mean_abs_diff(&poster, &at_0),
+    );
+    eprintln!("long poster vs source at 24 s: {d_24:.2}, at 0 s: {d_0:.2}");
+    assert!(d_24 < 4.0 && d_24 < d_0, "poster is not the 24 s frame");
+}
+
+#[test]
+fn long_segments_do_not_hold_up_the_thumbnail_branch() {
+    // splitmuxsink holds a whole GOP (6 s here, twice the thumbnail queue's 3 s) before it
+    // writes anything: the thumbnail branch must keep up on its own and never make the tee
+    // wait for it.
+    let dir = TestDir::new("long-gop");
+    let src = dir.path().join("src.mp4");
+    make_video_only(&src, "8", "30", &[]);
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(&[spec("180p", 180, 300_000)], 640, 360);
+    let out_dir = dir.path().join("out");
+    let opts = TranscodeOptions {
+        segment_duration: Duration::from_secs(6),
+        stall_timeout: Duration::from_secs(10),
+        ..opts()
+    };
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts);
+    let output = result.expect("transcode");
+    verify_output(&out_dir, &output, false, 30.0, &[6.0, 2.0]);
+    verify_thumbnails(&out_dir, &output, (640, 360), (160, 90), 4);
+}
+
+#[test]
+fn thumbnail_failure_does_not_fail_the_transcode() {
+    let dir = TestDir::new("thumbs-fail");
+    let src = dir.path().join("src.mp4");
+    make_video_only(&src, "2", "30", &[]);
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(&[spec("180p", 180, 300_000)], 640, 360);
+    let out_dir = dir.path().join("out");
+    // A directory where the sprite's temporary file goes: the sheet cannot be written.
+    std::fs::create_dir_all(out_dir.join("storyboard.jpg.tmp")).expect("mkdir");
+    // Files of an earlier attempt must not survive next to the new ladder.
+    std::fs::write(out_dir.join("storyboard.vtt"), "WEBVTT\n").expect("stale vtt");
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts());
+    let output = result.expect("transcode");
+    verify_output(&out_dir, &output, false, 30.0, &[2.0]);
+    assert_eq!(output.thumbnails, None);
+    for name in ["poster.jpg", "storyboard.jpg", "storyboard.vtt"] {
+        assert!(!out_dir.join(name).exists(), "{name} left behind");
+    }
 }
 
 #[test]
@@ -428,6 +737,8 @@ fn ntsc_frame_rate_keeps_whole_gops_per_segment() {
     let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts());
     let output = result.expect("transcode");
     let starts = verify_output(&out_dir, &output, false, NTSC_FPS, &[2.002, 2.002, 1.001]);
+    // The storyboard follows the video's own clock: the last cue ends at 5.005 s.
+    verify_thumbnails(&out_dir, &output, (640, 360), (160, 90), 3);
     assert_eq!(starts[0].len(), starts[1].len());
     for (a, b) in starts[0].iter().zip(&starts[1]) {
         assert_close(*a, *b, 0.001, "segment start across renditions");
@@ -491,6 +802,8 @@ fn rotated_video_is_planned_and_encoded_upright() {
     let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts());
     let output = result.expect("transcode");
     verify_output(&out_dir, &output, false, 30.0, &[1.0]);
+    // Thumbnails are upright too: portrait poster and tiles.
+    verify_thumbnails(&out_dir, &output, (360, 640), (160, 284), 1);
 
     // Same picture as ffmpeg's own auto-rotated decode of the source.
     let ours = first_frame_gray(
@@ -865,4 +1178,51 @@ fn interlaced_input_is_deinterlaced() {
         &segment,
     );
     assert_eq!(v["streams"][0]["field_order"], "progressive", "{v}");
+}
+
+/// Wall time of a 10 s 1280×720@30 audio+video transcode to 720p + 360p, for before/after
+/// comparisons of pipeline changes. Ignored by default (it measures, it does not check):
+/// `cargo test -p sluice-workers media::tests::wall_time_720p -- --ignored --nocapture`.
+#[test]
+#[ignore = "benchmark"]
+fn wall_time_720p() {
+    let dir = TestDir::new("bench-720p");
+    let src = dir.path().join("src.mp4");
+    let src_str = src.to_str().expect("utf-8");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=30",
+        "-f",
+        "lavfi",
+        "-i",
+        AUDIO_SRC,
+        "-t",
+        "10",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        src_str,
+    ]);
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(
+        &[spec("720p", 720, 2_800_000), spec("360p", 360, 800_000)],
+        1280,
+        720,
+    );
+    let out_dir = dir.path().join("out");
+    let started = Instant::now();
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts());
+    let elapsed = started.elapsed();
+    result.expect("transcode");
+    eprintln!(
+        "BENCH 720p+360p transcode of 10 s: {:.3} s",
+        elapsed.as_secs_f64()
+    );
 }

@@ -4,17 +4,19 @@
 //! ```text
 //! filesrc ─ decodebin3 ─┬─ videoconvert ─ deinterlace ─ videoflip(auto) ─ videorate ─ caps(I420, fixed fps) ─ tee
 //!                       │      tee ─┬─ queue ─ videoscale ─ caps(W×H) ─ x264enc ─ caps(high) ─ h264parse ─ splitmuxsink[i].video
-//!                       │           └─ … one branch per rung
+//!                       │           ├─ … one branch per rung
+//!                       │           └─ queue ─ appsink (poster + storyboard, see [`thumbs`](super::thumbs))
 //!                       └─ audioconvert ─ audioresample ─ caps(48 kHz, ≤2 ch) ─ AAC ─ aacparse ─ tee
 //!                                   tee ─┬─ queue ─ splitmuxsink[i].audio_0
 //!                                        └─ … one branch per rung
 //! ```
 //!
 //! Decoding, frame-rate conversion and the AAC encode happen once; only scaling and the
-//! H.264 encode are per rendition. Keyframes line up across renditions because every encoder
-//! sees the same frames and uses the same fixed, closed GOP (`key-int-max` = `min-keyint` =
-//! fps × segment seconds, `scenecut=0`): `splitmuxsink` then cuts each rendition at the same
-//! keyframes, without keyframe requests that could hit the encoders at different frames.
+//! H.264 encode are per rendition, and the thumbnails reuse the decoded frames. Keyframes
+//! line up across renditions because every encoder sees the same frames and uses the same
+//! fixed, closed GOP (`key-int-max` = `min-keyint` = fps × segment seconds, `scenecut=0`):
+//! `splitmuxsink` then cuts each rendition at the same keyframes, without keyframe requests
+//! that could hit the encoders at different frames.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use super::playlist::{
     target_duration,
 };
 use super::probe::{ProbeInfo, check_structure};
+use super::thumbs::{self, DEFAULT_STORYBOARD_INTERVAL, Thumbnails};
 
 /// Tuning knobs of a transcode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +48,15 @@ pub struct TranscodeOptions {
     pub audio_bitrate: u32,
     /// Fail when the slowest rendition has not advanced for this long.
     pub stall_timeout: Duration,
+    /// Time between two storyboard tiles (widened for long videos, so that at most
+    /// [`thumbs::MAX_TILES`] tiles cover the whole video). Between 1 s and 10 min.
+    #[serde(default = "default_storyboard_interval")]
+    pub storyboard_interval: Duration,
+}
+
+/// Options serialised before the storyboard existed still deserialise.
+fn default_storyboard_interval() -> Duration {
+    DEFAULT_STORYBOARD_INTERVAL
 }
 
 impl Default for TranscodeOptions {
@@ -54,6 +66,7 @@ impl Default for TranscodeOptions {
             x264_preset: "veryfast".to_owned(),
             audio_bitrate: 128_000,
             stall_timeout: Duration::from_secs(30),
+            storyboard_interval: DEFAULT_STORYBOARD_INTERVAL,
         }
     }
 }
@@ -82,6 +95,9 @@ pub struct TranscodeOutput {
     pub variants: Vec<VariantOutput>,
     /// Seconds of video produced (sum of the first rendition's segment durations).
     pub duration_s: f64,
+    /// Poster, storyboard sprite sheet and its WebVTT index, also in `out_dir`. `None` when
+    /// they could not be made: thumbnails never fail an otherwise good transcode.
+    pub thumbnails: Option<Thumbnails>,
 }
 
 /// x264 speed presets accepted in [`TranscodeOptions::x264_preset`].
@@ -126,8 +142,9 @@ const DEFAULT_FPS: (i32, i32) = (30, 1);
 /// Transcodes `input` into an HLS ladder under `out_dir`.
 ///
 /// Blocking; run it on a blocking thread. Writes `{out_dir}/{rung}/seg_NNNNN.ts`,
-/// `{out_dir}/{rung}/index.m3u8` and `{out_dir}/master.m3u8` (playlists last, so a playlist
-/// never names a missing segment). Stale files from an earlier attempt in the same
+/// `{out_dir}/{rung}/index.m3u8`, the thumbnails (`{out_dir}/poster.jpg`,
+/// `storyboard.jpg`, `storyboard.vtt`) and `{out_dir}/master.m3u8` (playlists last, so a
+/// playlist never names a missing segment). Stale files from an earlier attempt in the same
 /// directories are removed first. On failure, partial segments may remain: the caller owns
 /// `out_dir` and should discard it.
 ///
@@ -179,6 +196,7 @@ pub fn transcode(
         gop,
         frame_ns,
         audio_channels: probe.audio.as_ref().map(|a| a.channels.clamp(1, 2) as i32),
+        duration_s: probe.duration_s,
     };
     let built = build_pipeline(&plan)?;
     // From here on every return path sets the pipeline to NULL (the guard's Drop), after the
@@ -248,10 +266,25 @@ pub fn transcode(
         .map_or(0.0, |v| v.segments.iter().map(|s| s.duration).sum());
     check_complete(duration_s, probe.duration_s)?;
 
+    // Before the playlists: once master.m3u8 exists the asset may be published, and the
+    // thumbnails should be there with it.
+    let thumbnails = built
+        .thumbs
+        .and_then(|branch| match branch.finish(out_dir, duration_s) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("transcode continues without thumbnails: {e}");
+                if let Err(e) = thumbs::remove_files(out_dir) {
+                    tracing::warn!("could not remove partial thumbnails: {e}");
+                }
+                None
+            }
+        });
+
     for v in &variants {
         write_atomically(
             &out_dir.join(&v.rung.name).join("index.m3u8"),
-            &media_playlist(&v.segments),
+            media_playlist(&v.segments),
         )?;
     }
     let master: Vec<Variant> = variants
@@ -266,12 +299,13 @@ pub fn transcode(
             frame_rate: v.frame_rate,
         })
         .collect();
-    write_atomically(&out_dir.join("master.m3u8"), &master_playlist(&master))?;
+    write_atomically(&out_dir.join("master.m3u8"), master_playlist(&master))?;
 
     progress(1.0);
     Ok(TranscodeOutput {
         variants,
         duration_s,
+        thumbnails,
     })
 }
 
@@ -328,6 +362,14 @@ fn validate(rungs: &[Rung], opts: &TranscodeOptions) -> Result<(), MediaError> {
     if opts.stall_timeout.is_zero() {
         return bad("the stall timeout must be positive".into());
     }
+    if !(thumbs::MIN_STORYBOARD_INTERVAL..=thumbs::MAX_STORYBOARD_INTERVAL)
+        .contains(&opts.storyboard_interval)
+    {
+        return bad(format!(
+            "storyboard interval must be between 1 s and 10 min, got {:?}",
+            opts.storyboard_interval
+        ));
+    }
     Ok(())
 }
 
@@ -379,6 +421,7 @@ pub(crate) fn gop_frames(fps_num: i32, fps_den: i32, segment: Duration) -> u32 {
 fn prepare_output_dirs(out_dir: &Path, rungs: &[Rung]) -> Result<(), MediaError> {
     std::fs::create_dir_all(out_dir)?;
     remove_if_exists(&out_dir.join("master.m3u8"))?;
+    thumbs::remove_files(out_dir)?;
     for rung in rungs {
         let dir = out_dir.join(&rung.name);
         std::fs::create_dir_all(&dir)?;
@@ -402,7 +445,10 @@ fn remove_if_exists(path: &Path) -> Result<(), std::io::Error> {
 }
 
 /// Writes via a temporary file and a rename, so a web server never serves half a playlist.
-fn write_atomically(path: &Path, contents: &str) -> Result<(), std::io::Error> {
+pub(crate) fn write_atomically(
+    path: &Path,
+    contents: impl AsRef<[u8]>,
+) -> Result<(), std::io::Error> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -433,6 +479,8 @@ struct PipelinePlan<'a> {
     /// Output channel count, `None` when the probe found no audio (no audio branch at all:
     /// a branch that never receives data makes every `splitmuxsink` wait forever).
     audio_channels: Option<i32>,
+    /// Probed duration in seconds: places the poster and spreads the storyboard.
+    duration_s: f64,
 }
 
 /// Per-rendition handles kept for the bus loop and the final report.
@@ -448,6 +496,8 @@ struct Branch {
 struct BuiltPipeline {
     pipeline: gst::Pipeline,
     branches: Vec<Branch>,
+    /// `None` when the thumbnail branch could not be set up (the transcode goes on).
+    thumbs: Option<thumbs::ThumbnailBranch>,
 }
 
 /// Sets the pipeline to NULL when dropped, whatever the return path.
@@ -472,7 +522,7 @@ fn make(factory: &str, name: &str) -> Result<gst::Element, MediaError> {
 
 /// Sets a property after checking it exists with a compatible type: `set_property` panics
 /// otherwise, and element versions differ.
-fn set(
+pub(crate) fn set(
     el: &gst::Element,
     name: &str,
     value: impl Into<gst::glib::Value>,
@@ -565,7 +615,7 @@ fn static_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
         .ok_or_else(|| MediaError::Pipeline(format!("{} has no {name} pad", el.name())))
 }
 
-fn time_queue(name: &str, max_time: Duration) -> Result<gst::Element, MediaError> {
+pub(crate) fn time_queue(name: &str, max_time: Duration) -> Result<gst::Element, MediaError> {
     let q = make("queue", name)?;
     set(&q, "max-size-time", max_time.as_nanos() as u64)?;
     set(&q, "max-size-bytes", 0u32)?;
@@ -771,13 +821,35 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
         });
     }
 
+    // Off the same tee, after the fixed-rate videorate: regular timestamps, no second
+    // decode. Its queue is bounded by time like the renditions' and is nearly always empty:
+    // the appsink releases every frame at once except one per storyboard interval, which
+    // it scales down in a few milliseconds.
+    let thumbs = match thumbs::attach(
+        &pipeline,
+        &vtee,
+        plan.duration_s,
+        plan.opts.storyboard_interval,
+        VIDEO_QUEUE_TIME,
+    ) {
+        Ok(branch) => Some(branch),
+        Err(e) => {
+            tracing::warn!("transcode continues without thumbnails: {e}");
+            None
+        }
+    };
+
     connect_decoder_pads(
         &decodebin,
         &pipeline,
         static_pad(&vconvert, "sink")?,
         audio.map(|(pad, _)| pad),
     );
-    Ok(BuiltPipeline { pipeline, branches })
+    Ok(BuiltPipeline {
+        pipeline,
+        branches,
+        thumbs,
+    })
 }
 
 /// Records the running time at which the last encoded frame ends.
@@ -1178,6 +1250,16 @@ mod tests {
     }
 
     #[test]
+    fn options_without_a_storyboard_interval_still_deserialise() {
+        let mut json = serde_json::to_value(TranscodeOptions::default()).expect("serialise");
+        json.as_object_mut()
+            .expect("object")
+            .remove("storyboard_interval");
+        let back: TranscodeOptions = serde_json::from_value(json).expect("deserialise");
+        assert_eq!(back, TranscodeOptions::default());
+    }
+
+    #[test]
     fn locations_escape_printf_percent() {
         assert_eq!(escape_location("/tmp/100%/x"), "/tmp/100%%/x");
         assert_eq!(escape_location("/tmp/plain"), "/tmp/plain");
@@ -1220,5 +1302,21 @@ mod tests {
             ..ok.clone()
         };
         assert!(validate(std::slice::from_ref(&rung), &short).is_err());
+        for (interval, valid) in [
+            (500, false),
+            (1000, true),
+            (600_000, true),
+            (600_001, false),
+        ] {
+            let o = TranscodeOptions {
+                storyboard_interval: Duration::from_millis(interval),
+                ..ok.clone()
+            };
+            assert_eq!(
+                validate(std::slice::from_ref(&rung), &o).is_ok(),
+                valid,
+                "storyboard interval {interval} ms"
+            );
+        }
     }
 }
