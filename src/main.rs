@@ -116,6 +116,7 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         engine.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(sweep_expired_uploads(engine.clone(), shutdown.clone()));
     let workers = in_process.then(|| {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -138,6 +139,20 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     }
     let _ = dispatcher.await;
     Ok(())
+}
+
+/// Delete abandoned uploads (tus expiration) every `uploads.sweep_interval_s`.
+async fn sweep_expired_uploads(engine: Engine, mut shutdown: watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(engine.config().uploads.sweep_interval_s.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = engine.sweep_expired_uploads().await {
+            tracing::warn!("upload sweep failed: {e}");
+        }
+    }
 }
 
 async fn worker(common: Common) -> anyhow::Result<()> {

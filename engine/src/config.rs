@@ -81,11 +81,20 @@ pub struct StorageConfig {
 pub struct UploadConfig {
     /// Largest accepted upload, bytes. Default 20 GiB.
     pub max_size: u64,
+    /// An unfinished upload expires this long after its last byte arrived (tus
+    /// `Upload-Expires`), seconds. Default 86400 (24 h).
+    pub expire_after_s: u64,
+    /// How often the sweeper deletes expired uploads, seconds. Default 60.
+    pub sweep_interval_s: u64,
 }
 
 impl Default for UploadConfig {
     fn default() -> Self {
-        Self { max_size: 20 << 30 }
+        Self {
+            max_size: 20 << 30,
+            expire_after_s: 24 * 3600,
+            sweep_interval_s: 60,
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub enum Error {
     UploadLocked(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("upload {0} expired and was abandoned; start a new upload")]
+    Expired(String),
     #[error("the body does not match its Upload-Checksum; nothing of it was stored")]
     ChecksumMismatch,
     #[error("upload of {size} bytes exceeds the maximum of {max} bytes")]

@@ -130,6 +130,8 @@ pub struct UploadState {
     pub offset: u64,
     pub length: u64,
     pub metadata: Option<String>,
+    /// When an unfinished upload expires (unix ms); `None` once complete.
+    pub expires_at: Option<i64>,
 }
 
 /// The message on the queue: a description of work, executed by `sluice-workers`.

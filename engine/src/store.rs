@@ -84,6 +84,7 @@ pub(crate) async fn insert_upload(
     metadata: Option<&str>,
     filename: Option<&str>,
     now: i64,
+    expires_at: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query(
@@ -99,14 +100,15 @@ pub(crate) async fn insert_upload(
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "INSERT INTO uploads (asset_id, tenant_id, length, \"offset\", metadata, created_at) \
-         VALUES ($1, $2, $3, 0, $4, $5)",
+        "INSERT INTO uploads (asset_id, tenant_id, length, \"offset\", metadata, created_at, \
+         expires_at) VALUES ($1, $2, $3, 0, $4, $5, $6)",
     )
     .bind(asset)
     .bind(tenant)
     .bind(length as i64)
     .bind(metadata)
     .bind(now)
+    .bind(expires_at)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -120,7 +122,7 @@ pub(crate) async fn get_upload(
     asset: &str,
 ) -> Result<Option<(UploadState, bool)>> {
     let row = sqlx::query(
-        "SELECT length, \"offset\", metadata, completed_at FROM uploads \
+        "SELECT length, \"offset\", metadata, completed_at, expires_at FROM uploads \
          WHERE asset_id = $1 AND tenant_id = $2",
     )
     .bind(asset)
@@ -133,14 +135,21 @@ pub(crate) async fn get_upload(
             length: r.try_get::<i64, _>("length")? as u64,
             offset: r.try_get::<i64, _>("offset")? as u64,
             metadata: r.try_get("metadata")?,
+            expires_at: r.try_get("expires_at")?,
         },
         r.try_get::<Option<i64>, _>("completed_at")?.is_some(),
     )))
 }
 
-pub(crate) async fn set_upload_offset(db: &AnyPool, asset: &str, offset: u64) -> Result<()> {
-    sqlx::query("UPDATE uploads SET \"offset\" = $1 WHERE asset_id = $2")
+pub(crate) async fn set_upload_offset(
+    db: &AnyPool,
+    asset: &str,
+    offset: u64,
+    expires_at: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE uploads SET \"offset\" = $1, expires_at = $2 WHERE asset_id = $3")
         .bind(offset as i64)
+        .bind(expires_at)
         .bind(asset)
         .execute(db)
         .await?;
@@ -155,7 +164,7 @@ pub(crate) async fn complete_upload(
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE uploads SET completed_at = $1 WHERE asset_id = $2")
+    sqlx::query("UPDATE uploads SET completed_at = $1, expires_at = NULL WHERE asset_id = $2")
         .bind(now)
         .bind(asset)
         .execute(&mut *tx)
@@ -599,4 +608,21 @@ pub(crate) async fn release_upload(db: &AnyPool, asset: &str, owner: &str) -> Re
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// Unfinished uploads past their expiry: (asset, tenant).
+pub(crate) async fn expired_uploads(
+    db: &AnyPool,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query(
+        "SELECT asset_id, tenant_id FROM uploads WHERE completed_at IS NULL \
+         AND expires_at IS NOT NULL AND expires_at < $1 ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

@@ -65,6 +65,47 @@ impl Drop for UploadLease {
 }
 
 impl Engine {
+    /// When an upload touched now expires.
+    fn upload_expiry(&self) -> i64 {
+        self.now_ms() + (self.inner.config.uploads.expire_after_s as i64).saturating_mul(1000)
+    }
+
+    /// The upload's state, refusing expired ones (they are swept soon).
+    async fn live_upload(&self, tenant: &str, asset: &str) -> Result<(UploadState, bool)> {
+        let (state, complete) = store::get_upload(&self.inner.db, tenant, asset)
+            .await?
+            .ok_or_else(|| Error::not_found("upload", asset))?;
+        if !complete && state.expires_at.is_some_and(|e| e < self.now_ms()) {
+            return Err(Error::Expired(asset.to_string()));
+        }
+        Ok((state, complete))
+    }
+
+    /// Delete expired unfinished uploads: their bytes, session and asset. Returns how many.
+    pub async fn sweep_expired_uploads(&self) -> Result<usize> {
+        let mut swept = 0;
+        for (asset, tenant) in store::expired_uploads(&self.inner.db, self.now_ms(), 100).await? {
+            // A request writing it right now holds the lease: leave it for the next sweep.
+            let Ok(lease) = self.lease_upload(&tenant, &asset).await else {
+                continue;
+            };
+            store::delete_upload(&self.inner.db, &asset).await?;
+            lease.release().await?;
+            let path = self.upload_path(&asset);
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+            tracing::info!(asset, tenant, "expired upload swept");
+            swept += 1;
+        }
+        if swept > 0 {
+            metrics::counter!("sluice_uploads_expired_total").increment(swept as u64);
+        }
+        Ok(swept)
+    }
+
     fn upload_path(&self, asset: &str) -> PathBuf {
         self.inner.uploads_dir.join(asset)
     }
@@ -132,6 +173,7 @@ impl Engine {
             metadata.filter(|m| !m.trim().is_empty()),
             filename.as_deref(),
             self.now_ms(),
+            self.upload_expiry(),
         )
         .await?;
         metrics::counter!("sluice_uploads_created_total").increment(1);
@@ -141,10 +183,7 @@ impl Engine {
     /// tus HEAD: the committed offset.
     pub async fn upload_state(&self, who: &Principal, asset: &str) -> Result<UploadState> {
         let tenant = self.tenant_of(who)?;
-        store::get_upload(&self.inner.db, tenant, asset)
-            .await?
-            .map(|(s, _)| s)
-            .ok_or_else(|| Error::not_found("upload", asset))
+        Ok(self.live_upload(tenant, asset).await?.0)
     }
 
     /// tus PATCH: append the body at `offset`. Bytes received before a broken connection
@@ -203,9 +242,7 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let (state, complete) = store::get_upload(&self.inner.db, tenant, asset)
-            .await?
-            .ok_or_else(|| Error::not_found("upload", asset))?;
+        let (state, complete) = self.live_upload(tenant, asset).await?;
         if complete || state.offset == state.length {
             return Err(Error::Conflict(format!(
                 "upload {asset} is already complete"
@@ -287,8 +324,9 @@ impl Engine {
         file.flush().await.map_err(io)?;
         file.sync_data().await.map_err(io)?;
         drop(file);
+        let expires_at = self.upload_expiry();
         if written != state.offset {
-            store::set_upload_offset(&self.inner.db, asset, written).await?;
+            store::set_upload_offset(&self.inner.db, asset, written, expires_at).await?;
             metrics::counter!("sluice_upload_bytes_total").increment(written - state.offset);
         }
         if let Some(e) = body_error {
@@ -299,6 +337,11 @@ impl Engine {
         }
         Ok(UploadState {
             offset: written,
+            expires_at: (written < state.length).then_some(if written != state.offset {
+                expires_at
+            } else {
+                state.expires_at.unwrap_or(expires_at)
+            }),
             ..state
         })
     }

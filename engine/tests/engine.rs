@@ -74,6 +74,7 @@ on_both!(
     playback_tokens_expire_with_the_clock,
     a_backlog_does_not_starve_another_tenant,
     one_writer_per_upload_across_processes,
+    abandoned_uploads_expire_and_are_swept,
 );
 
 async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
@@ -419,4 +420,44 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
 ) -> impl futures::Stream<Item = Result<Bytes, String>> + Unpin {
     Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+/// tus expiration on the injected clock: an upload untouched for `expire_after_s` answers
+/// `Expired`, and the sweep deletes its bytes, session and asset; activity extends it.
+async fn abandoned_uploads_expire_and_are_swept(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant { tenant_id: t.id };
+    let day = 24 * 3600 * 1000;
+    let idle = e.create_upload(&who, 10, None).await.unwrap();
+    let busy = e.create_upload(&who, 10, None).await.unwrap();
+    let s = e.upload_state(&who, &idle.id).await.unwrap();
+    assert_eq!(s.expires_at, Some(1_700_000_000_000 + day));
+
+    clock.0.fetch_add(day - 1000, Ordering::SeqCst);
+    // Activity on `busy` pushes its expiry a day further.
+    let s = e
+        .append_upload(&who, &busy.id, 0, chunks(vec![b"abc"]))
+        .await
+        .unwrap();
+    assert_eq!(s.expires_at, Some(1_700_000_000_000 + 2 * day - 1000));
+    assert_eq!(e.sweep_expired_uploads().await.unwrap(), 0);
+
+    clock.0.fetch_add(2000, Ordering::SeqCst);
+    assert!(matches!(
+        e.upload_state(&who, &idle.id).await,
+        Err(Error::Expired(_))
+    ));
+    assert!(matches!(
+        e.append_upload(&who, &idle.id, 0, chunks(vec![b"x"])).await,
+        Err(Error::Expired(_))
+    ));
+    assert_eq!(e.sweep_expired_uploads().await.unwrap(), 1);
+    assert!(matches!(
+        e.get_asset(&who, &idle.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!dir.path().join("uploads").join(&idle.id).exists());
+    assert_eq!(e.upload_state(&who, &busy.id).await.unwrap().offset, 3);
 }

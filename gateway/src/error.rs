@@ -87,6 +87,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::UploadLocked(_) => Self::new(StatusCode::LOCKED, "upload_locked", msg),
             EngineError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            EngineError::Expired(_) => Self::new(StatusCode::GONE, "upload_expired", msg),
             // tus checksum extension: 460 Checksum Mismatch.
             EngineError::ChecksumMismatch => Self::new(
                 StatusCode::from_u16(460).unwrap_or(StatusCode::BAD_REQUEST),

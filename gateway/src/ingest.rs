@@ -14,13 +14,23 @@ use crate::error::ApiError;
 use crate::{ApiResult, App, base_url, principal, status_only};
 
 const TUS_VERSION: &str = "1.0.0";
-const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum";
+const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
 const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 
 fn tus_headers(res: &mut Response<Body>) {
     let h = res.headers_mut();
     h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// `Upload-Expires` (an HTTP date) for an unfinished upload.
+fn set_expires(res: &mut Response<Body>, state: &sluice_engine::UploadState) {
+    if let Some(ms) = state.expires_at {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(t)) {
+            res.headers_mut().insert("upload-expires", v);
+        }
+    }
 }
 
 fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
@@ -92,9 +102,14 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResul
             let h = res.headers_mut();
             h.insert("upload-offset", HeaderValue::from(s.offset));
             h.insert("upload-length", HeaderValue::from(s.length));
-            if let Some(m) = s.metadata.and_then(|m| HeaderValue::from_str(&m).ok()) {
+            if let Some(m) = s
+                .metadata
+                .as_ref()
+                .and_then(|m| HeaderValue::from_str(m).ok())
+            {
                 h.insert("upload-metadata", m);
             }
+            set_expires(&mut res, &s);
             Ok(res)
         }
         (Method::PATCH, [id]) => {
@@ -112,6 +127,7 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResul
             let mut res = status_only(StatusCode::NO_CONTENT);
             res.headers_mut()
                 .insert("upload-offset", HeaderValue::from(s.offset));
+            set_expires(&mut res, &s);
             Ok(res)
         }
         (Method::DELETE, [id]) => {
@@ -173,12 +189,16 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<Incoming
         .create_upload(who, length, metadata.as_deref())
         .await?;
     let mut res = status_only(StatusCode::CREATED);
-    if with_body {
+    let state = if with_body {
         // creation-with-upload: the first chunk rides on the POST.
         let s = append(app, who, &asset.id, 0, req).await?;
         res.headers_mut()
             .insert("upload-offset", HeaderValue::from(s.offset));
-    }
+        s
+    } else {
+        app.engine.upload_state(who, &asset.id).await?
+    };
+    set_expires(&mut res, &state);
     let loc = HeaderValue::from_str(&format!("{location}{}", asset.id))
         .map_err(|_| ApiError::bad_request("invalid Host header"))?;
     res.headers_mut().insert(header::LOCATION, loc);

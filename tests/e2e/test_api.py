@@ -203,3 +203,43 @@ def test_tus_checksum_extension(server, tenant, workdir):
     aid = up.url.rsplit("/", 1)[1]
     src = requests.get(f"{server.url}/v1/assets/{aid}/source", headers=auth(tenant["api_key"]), timeout=10)
     assert sha256(src.content) == sha256(p)
+
+
+def test_tus_expiration_and_sweep(workdir):
+    from email.utils import parsedate_to_datetime
+    import time
+
+    from conftest import Sluice
+
+    s = Sluice(workdir / "data-expiry", config_text="[uploads]\nexpire_after_s = 2\nsweep_interval_s = 1\n")
+    try:
+        t = s.tenant("expiry")
+        h = {**auth(t["api_key"]), "Tus-Resumable": "1.0.0"}
+        assert "expiration" in requests.options(f"{s.url}/v1/uploads/", timeout=5).headers["Tus-Extension"]
+        r = requests.post(f"{s.url}/v1/uploads/", headers={**h, "Upload-Length": "100"}, timeout=5)
+        expires = parsedate_to_datetime(r.headers["Upload-Expires"]).timestamp()
+        assert 0 < expires - time.time() <= 3
+        loc = r.headers["Location"]
+        asset_id = loc.rsplit("/", 1)[1]
+        r = requests.patch(loc, headers={**h, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"},
+                           data=b"x" * 40, timeout=5)
+        assert r.status_code == 204 and "Upload-Expires" in r.headers
+        assert (s.data_dir / "uploads" / asset_id).exists()
+        # Abandoned: after expiry it answers 410 (or 404 once swept), and the sweeper removes
+        # the bytes, the session and the asset.
+        deadline = time.time() + 15
+        while time.time() < deadline and (s.data_dir / "uploads" / asset_id).exists():
+            time.sleep(0.2)
+        assert not (s.data_dir / "uploads" / asset_id).exists()
+        assert requests.head(loc, headers=h, timeout=5).status_code in (404, 410)
+        r = requests.get(f"{s.url}/v1/assets/{asset_id}", headers=auth(t["api_key"]), timeout=5)
+        assert r.status_code == 404
+        # A finished upload never expires.
+        r = requests.post(f"{s.url}/v1/uploads/", headers={**h, "Upload-Length": "10",
+                          "Content-Type": "application/offset+octet-stream"}, data=b"y" * 10, timeout=5)
+        assert r.status_code == 201 and "Upload-Expires" not in r.headers
+        done_id = r.headers["Location"].rsplit("/", 1)[1]
+        time.sleep(3.5)
+        assert requests.get(f"{s.url}/v1/assets/{done_id}", headers=auth(t["api_key"]), timeout=5).status_code == 200
+    finally:
+        s.stop()
