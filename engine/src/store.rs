@@ -75,17 +75,28 @@ pub(crate) async fn get_asset(db: &AnyPool, tenant: &str, id: &str) -> Result<Op
     row.as_ref().map(asset_from_row).transpose()
 }
 
+/// A new upload session and its asset.
+pub(crate) struct NewUpload<'a> {
+    pub tenant: &'a str,
+    pub asset: &'a str,
+    pub length: u64,
+    pub metadata: Option<&'a str>,
+    pub filename: Option<&'a str>,
+    pub now: i64,
+    pub expires_at: i64,
+}
+
 /// Create an asset in `uploading` and its upload session, atomically.
-pub(crate) async fn insert_upload(
-    db: &AnyPool,
-    tenant: &str,
-    asset: &str,
-    length: u64,
-    metadata: Option<&str>,
-    filename: Option<&str>,
-    now: i64,
-    expires_at: i64,
-) -> Result<()> {
+pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> {
+    let NewUpload {
+        tenant,
+        asset,
+        length,
+        metadata,
+        filename,
+        now,
+        expires_at,
+    } = u;
     let mut tx = db.begin().await?;
     sqlx::query(
         "INSERT INTO assets (id, tenant_id, status, filename, size, created_at, updated_at) \

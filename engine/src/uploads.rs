@@ -20,8 +20,8 @@ use crate::model::{Asset, Principal, UploadState, upload_metadata_filename};
 use crate::{Engine, Error, Result, store};
 
 /// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
-const LEASE: Duration = Duration::from_secs(60);
-const LEASE_RENEW: Duration = Duration::from_secs(15);
+const LEASE: Duration = Duration::from_secs(10);
+const LEASE_RENEW: Duration = Duration::from_secs(3);
 
 /// The write lease of one upload, held in the metadata store so that it excludes writers
 /// in every gateway process. Released when dropped, however the request ends.
@@ -167,13 +167,15 @@ impl Engine {
             .map_err(|e| Error::io(&path, e))?;
         store::insert_upload(
             &self.inner.db,
-            tenant,
-            &id,
-            length,
-            metadata.filter(|m| !m.trim().is_empty()),
-            filename.as_deref(),
-            self.now_ms(),
-            self.upload_expiry(),
+            store::NewUpload {
+                tenant,
+                asset: &id,
+                length,
+                metadata: metadata.filter(|m| !m.trim().is_empty()),
+                filename: filename.as_deref(),
+                now: self.now_ms(),
+                expires_at: self.upload_expiry(),
+            },
         )
         .await?;
         metrics::counter!("sluice_uploads_created_total").increment(1);

@@ -119,8 +119,11 @@ const TICK: Duration = Duration::from_millis(200);
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
 /// Raw-video queue after the tee, per rendition. Bounded by time: the 10 MB default holds
 /// only three 1080p frames, too little to decouple the branches; unbounded would buffer
-/// the whole file when one encoder is slower than decoding. The slowest branch's queue is the one that
-/// fills, so memory is about this much *source-resolution* video (≈ 280 MB at 1080p30).
+/// the whole file when one encoder is slower than decoding. The slowest branch's queue is
+/// the one that fills (tee'd buffers are shared), so memory is about this much
+/// *source-resolution* video (≈ 280 MB at 1080p30). Measured on the 4-rung 1080p benchmark:
+/// 3 s → 881 MiB peak, 0.5 s → 659 MiB at the same wall time, but 0.5 s and 1 s stall a
+/// 5 fps source (too few frames queued), so 3 s stays until a frame-count bound is proven.
 const VIDEO_QUEUE_TIME: Duration = Duration::from_secs(3);
 /// Encoded-AAC queue before each `splitmuxsink`. AAC is ~16 kB/s, so this can be long; it
 /// must be, because `splitmuxsink` holds audio back until its own video catches up, and a
@@ -615,6 +618,19 @@ fn static_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
         .ok_or_else(|| MediaError::Pipeline(format!("{} has no {name} pad", el.name())))
 }
 
+/// x264's own `rc_lookahead` for each speed preset (x264's preset table).
+fn preset_lookahead(preset: &str) -> i32 {
+    match preset {
+        "ultrafast" | "superfast" => 0,
+        "veryfast" => 10,
+        "faster" => 20,
+        "fast" => 30,
+        "medium" => 40,
+        "slow" => 50,
+        _ => 60, // slower, veryslow, placebo
+    }
+}
+
 pub(crate) fn time_queue(name: &str, max_time: Duration) -> Result<gst::Element, MediaError> {
     let q = make("queue", name)?;
     set(&q, "max-size-time", max_time.as_nanos() as u64)?;
@@ -740,6 +756,14 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
         set(&enc, "bitrate", (rung.video_bitrate / 1000).max(1))?;
         set_enum(&enc, "speed-preset", &plan.opts.x264_preset)?;
         set(&enc, "key-int-max", plan.gop)?;
+        // x264enc applies its own rc-lookahead (40) over the preset's; use the preset's value
+        // as libx264 does, or a 1080p encoder holds ~30 extra raw frames for no gain at
+        // fast presets.
+        set(
+            &enc,
+            "rc-lookahead",
+            preset_lookahead(&plan.opts.x264_preset),
+        )?;
         set(&enc, "bframes", BFRAMES)?;
         set(&enc, "vbv-buf-capacity", VBV_BUFFER_MS)?;
         // Fixed, closed GOPs: with scene-cut detection off, keyframes fall exactly every
@@ -1174,6 +1198,17 @@ pub(crate) fn check_complete(produced_s: f64, expected_s: f64) -> Result<(), Med
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod lookahead_tests {
+    #[test]
+    fn lookahead_follows_x264_presets() {
+        assert_eq!(super::preset_lookahead("veryfast"), 10);
+        assert_eq!(super::preset_lookahead("ultrafast"), 0);
+        assert_eq!(super::preset_lookahead("medium"), 40);
+        assert_eq!(super::preset_lookahead("veryslow"), 60);
+    }
 }
 
 #[cfg(test)]
