@@ -296,19 +296,7 @@ fn verify_output(
     }
 
     let master = std::fs::read_to_string(out_dir.join("master.m3u8")).expect("master.m3u8");
-    let variants: Vec<Variant> = output
-        .variants
-        .iter()
-        .map(|v| Variant {
-            uri: format!("{}/index.m3u8", v.rung.name),
-            bandwidth: v.bandwidth,
-            average_bandwidth: v.average_bandwidth,
-            width: v.rung.width,
-            height: v.rung.height,
-            codecs: v.codecs.clone(),
-            frame_rate: v.frame_rate,
-        })
-        .collect();
+    let variants: Vec<Variant> = output.variants.iter().map(Variant::from).collect();
     assert_eq!(master, master_playlist(&variants));
     starts
 }

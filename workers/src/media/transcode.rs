@@ -290,18 +290,7 @@ pub fn transcode(
             media_playlist(&v.segments),
         )?;
     }
-    let master: Vec<Variant> = variants
-        .iter()
-        .map(|v| Variant {
-            uri: format!("{}/index.m3u8", v.rung.name),
-            bandwidth: v.bandwidth,
-            average_bandwidth: v.average_bandwidth,
-            width: v.rung.width,
-            height: v.rung.height,
-            codecs: v.codecs.clone(),
-            frame_rate: v.frame_rate,
-        })
-        .collect();
+    let master: Vec<Variant> = variants.iter().map(Variant::from).collect();
     write_atomically(&out_dir.join("master.m3u8"), master_playlist(&master))?;
 
     progress(1.0);
@@ -1001,6 +990,21 @@ pub(crate) fn segments_from_fragments(
             )
         })
         .collect()
+}
+
+/// The master-playlist entry of a rendition: its playlist sits at `{name}/index.m3u8`.
+impl From<&VariantOutput> for Variant {
+    fn from(v: &VariantOutput) -> Self {
+        Variant {
+            uri: format!("{}/index.m3u8", v.rung.name),
+            bandwidth: v.bandwidth,
+            average_bandwidth: v.average_bandwidth,
+            width: v.rung.width,
+            height: v.rung.height,
+            codecs: v.codecs.clone(),
+            frame_rate: v.frame_rate,
+        }
+    }
 }
 
 /// Runs the pipeline to EOS, collecting each sink's fragments, reporting progress and
