@@ -297,10 +297,6 @@ impl Engine {
         &self.inner.storage
     }
 
-    pub fn clock(&self) -> &dyn Clock {
-        self.inner.clock.as_ref()
-    }
-
     /// Scratch directory for job work files.
     pub fn work_dir(&self) -> &Path {
         &self.inner.work_dir
