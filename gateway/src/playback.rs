@@ -5,7 +5,7 @@
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use sluice_cdn::CachePolicy;
 
-use crate::body::{Body, empty, full, stream};
+use crate::body::{Body, empty, stream};
 use crate::error::ApiError;
 use crate::{ApiResult, App};
 
@@ -78,7 +78,18 @@ pub async fn serve<B>(
     let key = app.engine.resolve_playback(tenant, asset, token, rel)?;
     let storage = app.engine.storage();
     let head = req.method() == Method::HEAD;
-    let info = storage.head(&key).await?;
+    let range_header = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    // The common case — a whole-object GET — opens the object once: the stream carries its
+    // metadata. HEAD and ranged requests need the size first.
+    let (info, whole) = if head || range_header.is_some() {
+        (storage.head(&key).await?, None)
+    } else {
+        let (info, s) = storage.get_stream(&key, None).await?;
+        (info, Some(s))
+    };
     let etag = info
         .etag
         .as_ref()
@@ -107,13 +118,7 @@ pub async fn serve<B>(
         }
     }
 
-    let range = parse_range(
-        req.headers()
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok()),
-        info.size,
-    );
-    let (status, span) = match range {
+    let (status, span) = match parse_range(range_header, info.size) {
         RangeReq::Full => (StatusCode::OK, None),
         RangeReq::Partial(s, e) => (StatusCode::PARTIAL_CONTENT, Some((s, e))),
         RangeReq::Unsatisfiable => {
@@ -143,17 +148,9 @@ pub async fn serve<B>(
     if head {
         return Ok(res);
     }
-    let body: Body = if rel.ends_with(".m3u8") {
-        // Playlists are small: one read.
-        let bytes = storage.get_bytes(&key).await?;
-        let bytes = match span {
-            Some((s, e)) => bytes.slice(s as usize..e as usize),
-            None => bytes,
-        };
-        full(bytes)
-    } else {
-        let (_, s) = storage.get_stream(&key, span.map(|(s, e)| s..e)).await?;
-        stream(s)
+    let body: Body = match (whole, span) {
+        (Some(s), None) => stream(s),
+        (_, span) => stream(storage.get_stream(&key, span.map(|(s, e)| s..e)).await?.1),
     };
     let (parts, _) = res.into_parts();
     Ok(Response::from_parts(parts, body))
