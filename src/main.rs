@@ -117,6 +117,7 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     tokio::spawn(sweep_expired_uploads(engine.clone(), shutdown.clone()));
+    tokio::spawn(sweep_live_streams(engine.clone(), shutdown.clone()));
     let workers = in_process.then(|| {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -151,6 +152,20 @@ async fn sweep_expired_uploads(engine: Engine, mut shutdown: watch::Receiver<boo
         }
         if let Err(e) = engine.sweep_expired_uploads().await {
             tracing::warn!("upload sweep failed: {e}");
+        }
+    }
+}
+
+/// End idle live streams (they become VOD assets) every `live.sweep_interval_s`.
+async fn sweep_live_streams(engine: Engine, mut shutdown: watch::Receiver<bool>) {
+    let every = std::time::Duration::from_secs(engine.config().live.sweep_interval_s.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = engine.sweep_live().await {
+            tracing::warn!("live sweep failed: {e}");
         }
     }
 }

@@ -36,6 +36,17 @@ impl CachePolicy {
         }
     }
 
+    /// The policy for a playback path: `live/…` playlists change with every segment;
+    /// other playlists are VOD; everything else is an immutable segment (live segments
+    /// are named by a sequence the engine never reuses).
+    pub fn for_playback_path(rel: &str) -> Self {
+        if rel.starts_with("live/") && rel.ends_with(".m3u8") {
+            CachePolicy::LivePlaylist
+        } else {
+            Self::for_vod_path(rel)
+        }
+    }
+
     /// The policy for a file of a published VOD rendition, from its name.
     pub fn for_vod_path(rel: &str) -> Self {
         if rel.ends_with(".m3u8") {
@@ -58,6 +69,18 @@ mod tests {
         );
         assert_eq!(
             CachePolicy::for_vod_path("master.m3u8"),
+            CachePolicy::VodPlaylist
+        );
+        assert_eq!(
+            CachePolicy::for_playback_path("live/index.m3u8"),
+            CachePolicy::LivePlaylist
+        );
+        assert_eq!(
+            CachePolicy::for_playback_path("live/seg/00000007.ts"),
+            CachePolicy::ImmutableSegment
+        );
+        assert_eq!(
+            CachePolicy::for_playback_path("master.m3u8"),
             CachePolicy::VodPlaylist
         );
         assert_eq!(

@@ -27,6 +27,7 @@ pub struct Config {
     pub playback: PlaybackConfig,
     pub transcode: TranscodeConfig,
     pub workers: WorkerConfig,
+    pub live: LiveConfig,
 }
 
 impl Default for Config {
@@ -42,6 +43,43 @@ impl Default for Config {
             playback: PlaybackConfig::default(),
             transcode: TranscodeConfig::default(),
             workers: WorkerConfig::default(),
+            live: LiveConfig::default(),
+        }
+    }
+}
+
+/// Live HLS push (`POST /v1/live`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// How much of a live stream viewers can seek back (the DVR window) when the stream is
+    /// created without its own, seconds. Default 300.
+    pub dvr_window_s: u64,
+    /// Largest DVR window a stream may ask for, seconds. Default 6 h.
+    pub max_dvr_window_s: u64,
+    /// With no request for this long, a stream is reported `stalled`, seconds. Default 10.
+    pub stall_after_s: u64,
+    /// With no request for this long, a stream ends and becomes a VOD asset, seconds.
+    /// Default 60.
+    pub idle_timeout_s: u64,
+    /// Largest accepted segment (or init segment), bytes. Default 64 MiB.
+    pub max_segment_bytes: u64,
+    /// Largest accepted playlist, bytes. Default 1 MiB.
+    pub max_playlist_bytes: u64,
+    /// How often the live sweeper ends idle streams, seconds. Default 2.
+    pub sweep_interval_s: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            dvr_window_s: 300,
+            max_dvr_window_s: 6 * 3600,
+            stall_after_s: 10,
+            idle_timeout_s: 60,
+            max_segment_bytes: 64 << 20,
+            max_playlist_bytes: 1 << 20,
+            sweep_interval_s: 2,
         }
     }
 }
@@ -256,6 +294,18 @@ impl Config {
         if self.playback.default_ttl_s == 0 || self.playback.default_ttl_s > self.playback.max_ttl_s
         {
             return bad("playback.default_ttl_s must be between 1 and playback.max_ttl_s");
+        }
+        let l = &self.live;
+        if l.sweep_interval_s == 0 || l.stall_after_s == 0 || l.idle_timeout_s < l.stall_after_s {
+            return bad(
+                "live.sweep_interval_s and stall_after_s must be >= 1, idle_timeout_s >= stall_after_s",
+            );
+        }
+        if l.dvr_window_s == 0 || l.dvr_window_s > l.max_dvr_window_s {
+            return bad("live.dvr_window_s must be between 1 and live.max_dvr_window_s");
+        }
+        if l.max_segment_bytes < 1024 || l.max_playlist_bytes < 1024 {
+            return bad("live.max_segment_bytes and max_playlist_bytes must be at least 1024");
         }
         Ok(())
     }

@@ -27,6 +27,8 @@ pub enum Error {
     ChecksumMismatch,
     #[error("upload of {size} bytes exceeds the maximum of {max} bytes")]
     TooLarge { size: u64, max: u64 },
+    #[error("{0}")]
+    UnsupportedMedia(String),
     #[error("playback token rejected: {0}")]
     Token(#[from] sluice_cdn::TokenError),
     #[error("configuration error: {0}")]

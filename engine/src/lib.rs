@@ -10,6 +10,7 @@ pub mod checksum;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod live;
 pub mod model;
 pub mod queue;
 mod store;
@@ -437,6 +438,17 @@ impl Engine {
                 asset.status.as_str()
             )));
         }
+        self.sign_playback(&asset.tenant_id, &asset.id, "master.m3u8", ttl_s)
+    }
+
+    /// A signed `/v1/play/...` path to `entry` of an asset, and its expiry (unix s).
+    pub(crate) fn sign_playback(
+        &self,
+        tenant: &str,
+        asset: &str,
+        entry: &str,
+        ttl_s: Option<u64>,
+    ) -> Result<(String, u64)> {
         let cfg = &self.inner.config.playback;
         let ttl = ttl_s.unwrap_or(cfg.default_ttl_s);
         if ttl == 0 || ttl > cfg.max_ttl_s {
@@ -446,9 +458,9 @@ impl Engine {
             )));
         }
         let expires = (self.now_ms() / 1000) as u64 + ttl;
-        let resource = format!("{}/{}", asset.tenant_id, asset.id);
+        let resource = format!("{tenant}/{asset}");
         let token = self.inner.signer.sign(&resource, expires);
-        Ok((format!("/v1/play/{resource}/{token}/master.m3u8"), expires))
+        Ok((format!("/v1/play/{resource}/{token}/{entry}"), expires))
     }
 
     /// Check a playback request and return the object key it names. No database access:
@@ -464,7 +476,7 @@ impl Engine {
         self.inner
             .signer
             .verify(&resource, token, (self.now_ms() / 1000) as u64)?;
-        Ok(keys::hls_object(tenant, asset, rel)?)
+        Ok(keys::playback_object(tenant, asset, rel)?)
     }
 
     // ---- jobs ---------------------------------------------------------------------------

@@ -75,6 +75,7 @@ on_both!(
     a_backlog_does_not_starve_another_tenant,
     one_writer_per_upload_across_processes,
     abandoned_uploads_expire_and_are_swept,
+    live_push_is_recorded_windowed_and_ends_idle,
 );
 
 async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
@@ -460,4 +461,125 @@ async fn abandoned_uploads_expire_and_are_swept(backend: Backend) {
     ));
     assert!(!dir.path().join("uploads").join(&idle.id).exists());
     assert_eq!(e.upload_state(&who, &busy.id).await.unwrap().offset, 3);
+}
+
+/// A fake TS segment: `n` packets with the sync byte, tagged so segments differ.
+fn ts(tag: u8, n: usize) -> Bytes {
+    let mut v = vec![tag; 188 * n];
+    for p in 0..n {
+        v[p * 188] = 0x47;
+    }
+    Bytes::from(v)
+}
+
+async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "cam").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let s = e.create_live(&who, Some("door"), Some(2)).await.unwrap();
+    let path = s.ingest_path.clone().unwrap();
+    let token = path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.state, "idle");
+    let viewer = |e: &Engine| {
+        let key = format!("tenants/{}/assets/{}/live/index.m3u8", t.id, s.asset_id);
+        let storage = e.storage().clone();
+        async move { String::from_utf8(storage.get_bytes(&key).await.unwrap().to_vec()).unwrap() }
+    };
+    let playlist = |first: u64, n: u64, end: bool| {
+        let mut p = format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
+        for i in first..first + n {
+            p += &format!("#EXTINF:1.0,\nseg{i}.ts\n");
+        }
+        if end {
+            p += "#EXT-X-ENDLIST\n";
+        }
+        Bytes::from(p)
+    };
+    let seg = |i: u8| stream::iter(vec![Ok::<_, String>(ts(i, 2))]);
+
+    // Wrong token: not found; nothing recorded.
+    assert!(matches!(
+        e.live_put_segment(&s.id, "nope", "seg0.ts", seg(0)).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Playlist first, then the segments out of order.
+    e.live_put_playlist(&s.id, &token, "index.m3u8", playlist(0, 3, false))
+        .await
+        .unwrap();
+    assert!(!viewer(&e).await.contains("#EXTINF"));
+    e.live_put_segment(&s.id, &token, "seg1.ts", seg(1))
+        .await
+        .unwrap();
+    assert!(!viewer(&e).await.contains("#EXTINF"));
+    e.live_put_segment(&s.id, &token, "seg0.ts", seg(0))
+        .await
+        .unwrap();
+    e.live_put_segment(&s.id, &token, "seg2.ts", seg(2))
+        .await
+        .unwrap();
+    let v = viewer(&e).await;
+    // DVR window 2 s: the last two segments; the first one scrolled out.
+    assert!(v.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{v}");
+    assert_eq!(v.matches("#EXTINF").count(), 2, "{v}");
+    assert!(
+        v.contains("seg/00000002.ts") && v.contains("seg/00000003.ts"),
+        "{v}"
+    );
+    assert!(!v.contains("#EXT-X-ENDLIST"));
+
+    // Refused requests are counted and explained.
+    let garbage = stream::iter(vec![Ok::<_, String>(Bytes::from_static(b"<html></html>"))]);
+    assert!(matches!(
+        e.live_put_segment(&s.id, &token, "seg3.ts", garbage).await,
+        Err(Error::UnsupportedMedia(_))
+    ));
+    assert!(matches!(
+        e.live_put_playlist(
+            &s.id,
+            &token,
+            "index.m3u8",
+            Bytes::from_static(b"#EXTM3U\nx.ts\n")
+        )
+        .await,
+        Err(Error::InvalidInput(_))
+    ));
+    let st = e.get_live(&who, &s.id).await.unwrap();
+    assert_eq!(st.state, "rejected");
+    assert_eq!(st.rejected_requests, 2);
+    assert_eq!(st.segments_received, 3);
+    assert_eq!(st.last_error.unwrap()["code"], "invalid_request");
+
+    // Silence past the idle timeout: the sweeper ends it and queues the recording.
+    let idle = e.config().live.idle_timeout_s as i64 * 1000;
+    clock.0.fetch_add(idle + 1000, Ordering::SeqCst);
+    assert_eq!(e.sweep_live().await.unwrap(), 1);
+    assert_eq!(e.sweep_live().await.unwrap(), 0);
+    let st = e.get_live(&who, &s.id).await.unwrap();
+    assert_eq!(
+        (st.state.as_str(), st.end_reason.as_deref()),
+        ("ended", Some("idle"))
+    );
+    assert!(viewer(&e).await.ends_with("#EXT-X-ENDLIST\n"));
+    let asset = e.get_asset(&who, &s.asset_id).await.unwrap();
+    assert_eq!(asset.status, AssetStatus::Queued);
+    let source = format!("tenants/{}/assets/{}/source", t.id, s.asset_id);
+    let mut expected = ts(0, 2).to_vec();
+    expected.extend_from_slice(&ts(1, 2));
+    expected.extend_from_slice(&ts(2, 2));
+    assert_eq!(
+        e.storage().get_bytes(&source).await.unwrap().to_vec(),
+        expected
+    );
+    assert!(matches!(
+        e.live_put_segment(&s.id, &token, "seg4.ts", seg(4)).await,
+        Err(Error::Conflict(_))
+    ));
 }

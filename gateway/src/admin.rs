@@ -13,7 +13,7 @@ use crate::{ApiResult, App, base_url, principal};
 /// Largest JSON request body accepted by the API.
 const MAX_JSON: usize = 64 * 1024;
 
-async fn read_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     req: Request<Incoming>,
     allow_empty: bool,
 ) -> Result<Option<T>, ApiError> {
@@ -44,7 +44,10 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-fn json_response(status: StatusCode, value: &impl serde::Serialize) -> Response<crate::Body> {
+pub(crate) fn json_response(
+    status: StatusCode,
+    value: &impl serde::Serialize,
+) -> Response<crate::Body> {
     let mut res = Response::new(json(value));
     *res.status_mut() = status;
     res.headers_mut().insert(

@@ -97,6 +97,9 @@ impl From<EngineError> for ApiError {
             EngineError::TooLarge { .. } => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
             }
+            EngineError::UnsupportedMedia(_) => {
+                Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", msg)
+            }
             EngineError::Token(TokenError::Expired) => {
                 Self::new(StatusCode::FORBIDDEN, "token_expired", msg)
             }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod ingest;
+pub mod live;
 pub mod playback;
 
 use std::convert::Infallible;
@@ -87,6 +88,8 @@ fn route_label(method: &Method, segs: &[&str]) -> &'static str {
         ["v1", "assets", ..] => "assets",
         ["v1", "jobs", ..] => "jobs",
         ["v1", "webhooks", ..] => "webhooks",
+        ["v1", "live", _, "ingest", ..] => "live_ingest",
+        ["v1", "live", ..] => "live",
         ["v1", "play", .., last] if last.ends_with(".m3u8") => "play_playlist",
         ["v1", "play", ..] => "play_segment",
         _ => "other",
@@ -101,7 +104,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let label = route_label(&method, &segs);
     // Uploads and media streams run as long as their bodies; everything else has a deadline.
     let deadline = match label {
-        "tus_patch" | "tus_create" | "asset_source" | "play_segment" => None,
+        "tus_patch" | "tus_create" | "asset_source" | "play_segment" | "live_ingest" => None,
         _ => Some(Duration::from_secs(
             app.engine.config().gateway.request_timeout_s,
         )),
@@ -161,6 +164,14 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult
         (&Method::GET, ["v1", "jobs", id]) => admin::get_job(app, id, &req).await,
         (&Method::POST, ["v1", "jobs", id, "cancel"]) => admin::cancel_job(app, id, &req).await,
         (&Method::POST, ["v1", "jobs", id, "retry"]) => admin::rerun_job(app, id, &req).await,
+        (&Method::POST, ["v1", "live"]) => live::create(app, req).await,
+        (&Method::GET, ["v1", "live"]) => live::list(app, &req).await,
+        (&Method::GET, ["v1", "live", id]) => live::get(app, id, &req).await,
+        (&Method::POST, ["v1", "live", id, "end"]) => live::end(app, id, &req).await,
+        (&Method::POST, ["v1", "live", id, "playback"]) => live::playback(app, id, req).await,
+        (_, ["v1", "live", id, "ingest", token, rest @ ..]) if !rest.is_empty() => {
+            live::ingest(app, id, token, &rest.join("/"), req).await
+        }
         (&Method::GET | &Method::HEAD, ["v1", "play", tenant, asset, token, rest @ ..])
             if !rest.is_empty() =>
         {
@@ -215,6 +226,7 @@ pub fn service(
             Method::HEAD,
             Method::POST,
             Method::PATCH,
+            Method::PUT,
             Method::DELETE,
             Method::OPTIONS,
         ])
@@ -269,7 +281,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let grace = Duration::from_secs(app.engine.config().gateway.shutdown_grace_s);
     let svc = service(app);
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Encoders pushing live HLS (ffmpeg `-method PUT`) send the last chunk of a body and
+    // close their socket without waiting for the answer. Without half-close hyper would
+    // take that EOF as a cancelled request and drop the handler mid-way.
+    builder.http1().half_close(true);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {

@@ -103,7 +103,7 @@ pub async fn serve<B>(
     );
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_static(CachePolicy::for_vod_path(rel).header_value()),
+        HeaderValue::from_static(CachePolicy::for_playback_path(rel).header_value()),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Some(e) = etag.as_ref().and_then(|e| HeaderValue::from_str(e).ok()) {

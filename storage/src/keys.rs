@@ -5,6 +5,8 @@
 //! tenants/{tenant}/assets/{asset}/hls/master.m3u8        published output (master written last)
 //! tenants/{tenant}/assets/{asset}/hls/{rendition}/...    variant playlists and segments
 //! tenants/{tenant}/assets/{asset}/staging/{job}/...      a job's output before publication
+//! tenants/{tenant}/assets/{asset}/live/...               a live stream: viewer playlists and
+//!                                                        segments named by our sequence
 //! ```
 //!
 //! Ids are ULIDs chosen by the engine, never user input, but every key is still validated so
@@ -39,6 +41,22 @@ pub fn staging_prefix(tenant: &str, asset: &str, job: &str) -> String {
 pub fn hls_object(tenant: &str, asset: &str, rel: &str) -> Result<String, Error> {
     validate_relative(rel)?;
     Ok(format!("{}{rel}", hls_prefix(tenant, asset)))
+}
+
+/// Prefix of a live stream's objects (ends with `/`): kept apart from `hls/`, which a
+/// VOD publication replaces as a whole.
+pub fn live_prefix(tenant: &str, asset: &str) -> String {
+    format!("{}/live/", asset_root(tenant, asset))
+}
+
+/// Key of the object a playback path names: `live/…` is the live stream, anything else
+/// the published VOD output.
+pub fn playback_object(tenant: &str, asset: &str, rel: &str) -> Result<String, Error> {
+    validate_relative(rel)?;
+    Ok(match rel.strip_prefix("live/") {
+        Some(rest) => format!("{}{rest}", live_prefix(tenant, asset)),
+        None => format!("{}{rel}", hls_prefix(tenant, asset)),
+    })
 }
 
 /// A relative path inside an asset's output: non-empty segments of `[A-Za-z0-9._-]`, no
@@ -110,6 +128,20 @@ mod tests {
             hls_object("T1", "A1", "master.m3u8").unwrap(),
             "tenants/T1/assets/A1/hls/master.m3u8"
         );
+        assert_eq!(live_prefix("T1", "A1"), "tenants/T1/assets/A1/live/");
+        assert_eq!(
+            playback_object("T1", "A1", "live/index.m3u8").unwrap(),
+            "tenants/T1/assets/A1/live/index.m3u8"
+        );
+        assert_eq!(
+            playback_object("T1", "A1", "live/seg/00000001.ts").unwrap(),
+            "tenants/T1/assets/A1/live/seg/00000001.ts"
+        );
+        assert_eq!(
+            playback_object("T1", "A1", "720p/index.m3u8").unwrap(),
+            "tenants/T1/assets/A1/hls/720p/index.m3u8"
+        );
+        assert!(playback_object("T1", "A1", "live/../source").is_err());
     }
 
     #[test]

@@ -1,0 +1,307 @@
+"""Live HLS push with real encoders: ffmpeg `-f hls -method PUT` (TS and fMP4, with and
+without persistent connections), played while live through the signed playback URL and as
+a VOD asset after the stream ends; refused pushes show in the stream's state and metrics."""
+
+import subprocess
+import time
+
+import pytest
+import requests
+
+from conftest import Sluice, ffmpeg, ffprobe_json
+
+CONFIG = """
+[live]
+stall_after_s = 2
+idle_timeout_s = 4
+sweep_interval_s = 1
+max_segment_bytes = 2097152
+
+[transcode]
+ladder = [{name = "240p", height = 240, video_bitrate = 400000}]
+"""
+
+
+@pytest.fixture(scope="module")
+def live_server(workdir):
+    s = Sluice(workdir / "live-data", config_text=CONFIG)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def key(live_server):
+    return live_server.tenant("live-tenant")["api_key"]
+
+
+def auth(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def create_stream(srv, key, **body):
+    r = requests.post(f"{srv.url}/v1/live", json=body, headers=auth(key), timeout=10)
+    assert r.status_code == 201, r.text
+    s = r.json()
+    assert s["ingest_url"].startswith(srv.url) and s["ingest_url"].endswith("/")
+    assert s["state"] == "idle"
+    return s
+
+
+def stream_state(srv, key, sid):
+    r = requests.get(f"{srv.url}/v1/live/{sid}", headers=auth(key), timeout=10)
+    assert r.status_code == 200, r.text
+    assert "ingest_url" not in r.json() and "ingest_path" not in r.json()
+    return r.json()
+
+
+def playback_url(srv, key, sid):
+    r = requests.post(f"{srv.url}/v1/live/{sid}/playback", json={}, headers=auth(key), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["url"]
+
+
+def media_entries(text):
+    """(duration, uri) of each segment of a media playlist."""
+    lines = text.splitlines()
+    out = []
+    for i, line in enumerate(lines):
+        if line.startswith("#EXTINF:"):
+            out.append((float(line[8:].split(",")[0]), lines[i + 1]))
+    return out
+
+
+def tag_value(text, tag):
+    for line in text.splitlines():
+        if line.startswith(tag + ":"):
+            return line.split(":", 1)[1]
+    return None
+
+
+def push(ingest_url, seconds, extra=(), name="index.m3u8"):
+    """ffmpeg encoding a test pattern in real time and pushing it as HLS over PUT."""
+    args = [
+        "ffmpeg", "-v", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=426x240:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", str(seconds),
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-keyint_min", "25",
+        "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k",
+        "-f", "hls", "-hls_time", "1", "-hls_list_size", "4",
+        "-hls_flags", "delete_segments", "-method", "PUT", *extra,
+        ingest_url + name,
+    ]
+    return subprocess.Popen(args, stderr=subprocess.PIPE)
+
+
+def wait_for(pred, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize(
+    "variant,extra",
+    [
+        ("ts", ()),
+        ("fmp4-persistent", ("-hls_segment_type", "fmp4", "-http_persistent", "1")),
+    ],
+)
+def test_ffmpeg_push_plays_live_then_as_vod(live_server, key, variant, extra):
+    srv = live_server
+    s = create_stream(srv, key, name=f"cam-{variant}")
+    sid = s["id"]
+    enc = push(s["ingest_url"], 9, extra)
+    try:
+        st = wait_for(
+            lambda: (x := stream_state(srv, key, sid))["segments_received"] >= 3 and x,
+            20,
+            "three segments",
+        )
+        assert st["state"] == "receiving", st
+        url = playback_url(srv, key, sid)
+        assert "/live/index.m3u8" in url
+        r = requests.get(url, timeout=10)  # no headers: a player's request
+        assert r.status_code == 200
+        assert r.headers["cache-control"] == "public, max-age=1"
+        assert r.headers["access-control-allow-origin"] == "*"
+        assert "#EXT-X-ENDLIST" not in r.text
+        entries = media_entries(r.text)
+        assert entries, r.text
+        if variant.startswith("fmp4"):
+            assert '#EXT-X-MAP:URI="' in r.text
+        # Every segment a live playlist names is already stored and immutable.
+        base = url.rsplit("/", 1)[0]
+        for _, uri in entries:
+            seg = requests.get(f"{base}/{uri}", timeout=10)
+            assert seg.status_code == 200, uri
+            assert "immutable" in seg.headers["cache-control"]
+        probe = ffprobe_json("-show_streams", url)
+        kinds = sorted(st["codec_type"] for st in probe["streams"])
+        assert kinds == ["audio", "video"], probe
+    finally:
+        _, err = enc.communicate(timeout=60)
+    assert enc.returncode == 0, err.decode()
+
+    # ffmpeg ends with #EXT-X-ENDLIST: the stream ends and becomes a VOD asset.
+    ended = wait_for(
+        lambda: (x := stream_state(srv, key, sid))["state"] == "ended" and x, 20, "stream end"
+    )
+    assert ended["end_reason"] == "endlist"
+    assert ended["rejected_requests"] == 0, ended
+    final = requests.get(url, timeout=10).text
+    assert final.rstrip().endswith("#EXT-X-ENDLIST")
+    total = sum(d for d, _ in media_entries(final))
+    # The encoder's own window was 4 segments; the DVR window keeps all of them.
+    assert 8.0 <= total <= 10.5, final
+    asset = srv.wait_asset(key, s["asset_id"])
+    assert asset["status"] == "ready", asset
+    assert abs(asset["duration_s"] - total) < 1.0, (asset, total)
+    r = requests.post(
+        f"{srv.url}/v1/assets/{s['asset_id']}/playback", json={}, headers=auth(key), timeout=10
+    )
+    vod = ffprobe_json("-show_format", r.json()["url"])
+    assert abs(float(vod["format"]["duration"]) - total) < 1.0
+
+
+@pytest.fixture(scope="module")
+def segments(tmp_path_factory):
+    """Real 1 s TS segments and their playlist, made by ffmpeg into a directory."""
+    d = tmp_path_factory.mktemp("hls")
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25", "-t", "6",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-sc_threshold", "0",
+        "-pix_fmt", "yuv420p", "-f", "hls", "-hls_time", "1", "-hls_list_size", "0",
+        str(d / "index.m3u8"),
+    )
+    segs = sorted(d.glob("index*.ts"), key=lambda p: int(p.stem[5:]))
+    assert len(segs) == 6
+    return [p.read_bytes() for p in segs]
+
+
+def playlist(first, durations, end=False):
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:1", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+    for i, d in enumerate(durations):
+        lines += [f"#EXTINF:{d:.3f},", f"index{first + i}.ts"]
+    if end:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def test_playlist_before_segments_dvr_window_and_idle_end(live_server, key, segments):
+    srv = live_server
+    s = create_stream(srv, key, dvr_window_s=3)
+    ing = s["ingest_url"]
+    url = playback_url(srv, key, s["id"])
+
+    def viewer():
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 200
+        return r.text
+
+    # The playlist names two segments before either arrives: viewers see neither.
+    assert requests.put(ing + "index.m3u8", data=playlist(0, [1, 1])).status_code == 201
+    assert media_entries(viewer()) == []
+    # The second arrives first: still nothing (order is kept), then both.
+    assert requests.put(ing + "index1.ts", data=segments[1]).status_code == 201
+    assert media_entries(viewer()) == []
+    t0 = time.time()
+    assert requests.put(ing + "index0.ts", data=segments[0]).status_code == 201
+    text = viewer()
+    assert time.time() - t0 < 1.0
+    assert len(media_entries(text)) == 2
+    # Chunked bodies with no Content-Type, as ffmpeg sends them.
+    for i in range(2, 6):
+        body = iter([segments[i][:1000], segments[i][1000:]])
+        assert requests.put(ing + f"index{i}.ts", data=body).status_code == 201
+        r = requests.put(ing + "index.m3u8", data=playlist(max(0, i - 3), [1] * min(i + 1, 4)))
+        assert r.status_code == 201
+        # The encoder deletes what left its window: acknowledged, kept for the DVR.
+        if i >= 4:
+            d = requests.delete(ing + f"index{i - 4}.ts")
+            assert d.status_code == 204
+    text = viewer()
+    entries = media_entries(text)
+    # DVR window of 3 s: the last three 1 s segments, sequence advanced to match.
+    assert len(entries) == 3, text
+    assert tag_value(text, "#EXT-X-MEDIA-SEQUENCE") == "3"
+    base = url.rsplit("/", 1)[0]
+    assert requests.get(f"{base}/{entries[0][1]}", timeout=10).content == segments[3]
+
+    # An encoder restart reuses names from 0: a new, discontinuous run; nothing already
+    # served is overwritten.
+    assert requests.put(ing + "index0.ts", data=segments[0]).status_code == 201
+    assert requests.put(ing + "index.m3u8", data=playlist(0, [1])).status_code == 201
+    text = viewer()
+    assert "#EXT-X-DISCONTINUITY" in text
+    entries = media_entries(text)
+    assert requests.get(f"{base}/{entries[-1][1]}", timeout=10).content == segments[0]
+    assert len({uri for _, uri in entries}) == len(entries)
+
+    # No more requests: after the idle timeout the stream ends and is recorded in full.
+    ended = wait_for(
+        lambda: (x := stream_state(srv, key, s["id"]))["state"] == "ended" and x, 20, "idle end"
+    )
+    assert ended["end_reason"] == "idle"
+    assert viewer().rstrip().endswith("#EXT-X-ENDLIST")
+    src = requests.get(f"{srv.url}/v1/assets/{s['asset_id']}/source", headers=auth(key), timeout=30)
+    assert src.status_code == 200
+    assert src.content == b"".join(segments) + segments[0]
+    asset = srv.wait_asset(key, s["asset_id"])
+    assert asset["status"] == "ready", asset
+
+
+def test_refused_pushes_are_visible(live_server, key, segments):
+    srv = live_server
+    s = create_stream(srv, key)
+    ing = s["ingest_url"]
+    sid = s["id"]
+
+    r = requests.put(ing + "index.m3u8", data="#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:two,\na.ts\n")
+    assert r.status_code == 400
+    assert "line 3" in r.json()["error"]["message"]
+    st = stream_state(srv, key, sid)
+    assert st["state"] == "rejected"
+    assert st["last_error"]["code"] == "invalid_request"
+    assert "not a number" in st["last_error"]["message"]
+
+    r = requests.put(ing + "index0.ts", data=b"<html>not video</html>" * 20)
+    assert r.status_code == 415
+    assert r.json()["error"]["code"] == "unsupported_media"
+    r = requests.put(ing + "big.ts", data=segments[0] * (2_200_000 // len(segments[0]) + 1))
+    assert r.status_code == 413
+    r = requests.put(ing + "../escape.ts", data=segments[0])
+    assert r.status_code in (400, 404)
+    r = requests.put(ing + "notes.txt", data=b"x")
+    assert r.status_code == 400
+    st = stream_state(srv, key, sid)
+    assert st["state"] == "rejected"
+    assert st["rejected_requests"] >= 4
+    assert st["segments_received"] == 0
+
+    # A good segment and playlist: receiving again.
+    assert requests.put(ing + "index0.ts", data=segments[0]).status_code == 201
+    assert requests.put(ing + "index.m3u8", data=playlist(0, [1])).status_code == 201
+    assert stream_state(srv, key, sid)["state"] == "receiving"
+    # Then silence: stalled before the idle timeout ends it.
+    wait_for(lambda: stream_state(srv, key, sid)["state"] == "stalled", 6, "stalled")
+
+    # A wrong ingest token reveals nothing and records nothing.
+    bad = ing.replace("/ingest/", "/ingest/x")
+    assert requests.put(bad + "index0.ts", data=segments[0]).status_code == 404
+    # Another tenant cannot see the stream.
+    other = srv.tenant("other")["api_key"]
+    assert requests.get(f"{srv.url}/v1/live/{sid}", headers=auth(other), timeout=10).status_code == 404
+
+    m = requests.get(f"{srv.url}/metrics", timeout=10).text
+    assert 'sluice_live_requests_total{kind="segment",result="unsupported_media"}' in m
+    assert 'sluice_live_requests_total{kind="playlist",result="invalid_request"}' in m
+
+    # Ending it through the API; a push after the end is refused with a reason.
+    r = requests.post(f"{srv.url}/v1/live/{sid}/end", headers=auth(key), timeout=30)
+    assert r.status_code == 200 and r.json()["state"] == "ended"
+    r = requests.put(ing + "index1.ts", data=segments[1])
+    assert r.status_code == 409
