@@ -246,7 +246,7 @@ async fn check_quota_locked(
         .bind(tenant)
         .execute(&mut **tx)
         .await?;
-    let (quota, used) = storage_usage_in(&mut **tx, tenant).await?;
+    let (quota, used) = storage_usage_in(tx, tenant).await?;
     match quota {
         Some(quota) if used.saturating_add(extra) > quota => Err(crate::Error::QuotaExceeded {
             used,

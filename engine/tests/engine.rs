@@ -775,6 +775,20 @@ async fn raw_uploads_are_idempotent(backend: Backend) {
         e.raw_upload(&who, raw(10, None), body_of(&data, 999)).await,
         Err(Error::InvalidInput(_))
     ));
+    let huge = sluice_engine::RawUpload {
+        content_length: Some(1 << 50),
+        ..Default::default()
+    };
+    assert!(matches!(
+        e.raw_upload(&who, huge, body_of(&data, 999)).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 
     // After 24 h the key is forgotten: the same key makes a new asset.
     clock.0.fetch_add(24 * 3600 * 1000 + 1, Ordering::SeqCst);
