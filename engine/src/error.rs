@@ -28,7 +28,27 @@ pub enum Error {
     #[error("upload of {size} bytes exceeds the maximum of {max} bytes")]
     TooLarge { size: u64, max: u64 },
     #[error("{0}")]
-    UnsupportedMedia(String),
+    UnsupportedSegment(String),
+    #[error(
+        "storage quota exceeded: {used} bytes used or reserved, {requested} more requested, \
+         quota {quota} bytes"
+    )]
+    QuotaExceeded {
+        used: u64,
+        requested: u64,
+        quota: u64,
+    },
+    #[error("this is not a video file (it looks like {0}); the upload was deleted")]
+    UnsupportedMedia(&'static str),
+    #[error(
+        "this Idempotency-Key was already used with a different body; use a new key for a \
+         new upload"
+    )]
+    IdempotencyKeyReused,
+    #[error("a request with this Idempotency-Key is still in progress; retry after it ends")]
+    IdempotencyInFlight,
+    #[error("a device key can only upload (tus /v1/uploads and POST /v1/assets)")]
+    DeviceNotAllowed,
     #[error("playback token rejected: {0}")]
     Token(#[from] sluice_cdn::TokenError),
     #[error("configuration error: {0}")]

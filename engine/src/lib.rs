@@ -9,10 +9,13 @@
 pub mod checksum;
 pub mod clock;
 pub mod config;
+mod devices;
 pub mod error;
 pub mod live;
 pub mod model;
 pub mod queue;
+mod raw;
+pub mod sniff;
 mod store;
 mod uploads;
 pub mod webhooks;
@@ -38,6 +41,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use model::*;
 pub use queue::JobClass;
+pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
 
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
 pub const TRANSCODE_QUEUE: &str = "sluice.transcode";
@@ -341,20 +345,55 @@ impl Engine {
 
     // ---- credentials -------------------------------------------------------------------
 
-    /// Resolve a bearer credential. Keys are compared by their SHA-256, never stored.
+    /// Resolve a bearer credential. Keys are compared by their SHA-256, never stored, and
+    /// looked up on every request (no cache): a revoked key fails at once on every gateway.
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal> {
         let h = hash_key(bearer);
         if constant_time_eq(&h, &self.inner.admin_key_hash) {
             return Ok(Principal::Admin);
         }
-        match store::tenant_for_key(&self.inner.db, &hex::encode(h)).await? {
-            Some(tenant_id) => Ok(Principal::Tenant { tenant_id }),
-            None => Err(Error::Unauthenticated),
+        let Some(owner) = store::key_owner(&self.inner.db, &hex::encode(h)).await? else {
+            return Err(Error::Unauthenticated);
+        };
+        match owner.device_id {
+            None => Ok(Principal::Tenant {
+                tenant_id: owner.tenant_id,
+            }),
+            Some(device_id) => {
+                let now = self.now_ms();
+                if owner
+                    .last_seen_at
+                    .is_none_or(|t| now - t >= devices::LAST_SEEN_THROTTLE_MS)
+                {
+                    store::touch_device(
+                        &self.inner.db,
+                        &device_id,
+                        now,
+                        devices::LAST_SEEN_THROTTLE_MS,
+                    )
+                    .await?;
+                }
+                Ok(Principal::Device {
+                    tenant_id: owner.tenant_id,
+                    device_id,
+                })
+            }
         }
     }
 
     /// Create a tenant and its first API key (admin only).
     pub async fn create_tenant(&self, who: &Principal, name: &str) -> Result<NewTenant> {
+        self.create_tenant_with(who, name, TenantQuotas::default())
+            .await
+    }
+
+    /// Create a tenant with quotas and its first API key (admin only).
+    pub async fn create_tenant_with(
+        &self,
+        who: &Principal,
+        name: &str,
+        quotas: TenantQuotas,
+    ) -> Result<NewTenant> {
         if *who != Principal::Admin {
             return Err(Error::Forbidden("creating tenants needs the admin key"));
         }
@@ -364,6 +403,11 @@ impl Engine {
                 "tenant name must be 1 to 200 characters".into(),
             ));
         }
+        if quotas.storage_bytes.is_some_and(|q| q > i64::MAX as u64) {
+            return Err(Error::InvalidInput(
+                "quotas.storage_bytes is too large".into(),
+            ));
+        }
         let id = ulid::Ulid::new().to_string();
         let api_key = format!("sk_{}", random_token(24));
         store::insert_tenant(
@@ -371,6 +415,7 @@ impl Engine {
             &id,
             name,
             &hex::encode(hash_key(&api_key)),
+            quotas.storage_bytes,
             self.now_ms(),
         )
         .await?;
@@ -379,16 +424,41 @@ impl Engine {
             id,
             name: name.to_string(),
             api_key,
+            quotas,
         })
+    }
+
+    /// The caller's storage quota and usage in bytes (sources plus reserved uploads).
+    pub async fn storage_usage(&self, who: &Principal) -> Result<(Option<u64>, u64)> {
+        let tenant = self.tenant_of(who)?;
+        store::storage_usage(&self.inner.db, tenant).await
     }
 
     pub(crate) fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
     }
 
+    /// The tenant of a tenant key; devices and admin are refused.
     fn tenant_of<'a>(&self, who: &'a Principal) -> Result<&'a str> {
+        if who.is_device() {
+            return Err(Error::DeviceNotAllowed);
+        }
         who.tenant()
             .ok_or(Error::Forbidden("this endpoint needs a tenant key"))
+    }
+
+    /// The tenant an upload is for: tenant and device keys.
+    fn upload_tenant_of<'a>(&self, who: &'a Principal) -> Result<&'a str> {
+        who.tenant()
+            .ok_or(Error::Forbidden("uploading needs a tenant or device key"))
+    }
+
+    /// Admin (every tenant) or a tenant key; devices are refused.
+    fn scope<'a>(&self, who: &'a Principal) -> Result<Option<&'a str>> {
+        if who.is_device() {
+            return Err(Error::DeviceNotAllowed);
+        }
+        Ok(who.tenant())
     }
 
     // ---- assets -------------------------------------------------------------------------
@@ -488,7 +558,7 @@ impl Engine {
     pub async fn get_job(&self, who: &Principal, id: &str) -> Result<Job> {
         store::get_job(
             &self.inner.db,
-            who.tenant(),
+            self.scope(who)?,
             id,
             self.now_ms(),
             self.max_attempts(),
@@ -515,7 +585,7 @@ impl Engine {
         let limit = i64::from(limit.unwrap_or(100).clamp(1, 1000));
         store::list_jobs(
             &self.inner.db,
-            who.tenant(),
+            self.scope(who)?,
             status,
             limit,
             self.now_ms(),

@@ -6,15 +6,39 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    Tenant { tenant_id: String },
+    Tenant {
+        tenant_id: String,
+    },
+    /// A device key: it may upload for its tenant (tus and raw uploads) and nothing else.
+    Device {
+        tenant_id: String,
+        device_id: String,
+    },
 }
 
 impl Principal {
-    /// The tenant this principal acts for; admin acts for none.
+    /// The tenant this principal belongs to; admin belongs to none. A device belongs to
+    /// its tenant but holds none of the tenant's rights beyond uploading: engine methods
+    /// check [`Principal::is_device`] (and the gateway refuses devices outside the upload
+    /// routes), so a forgotten check stays inside the tenant.
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Principal::Tenant { tenant_id } => Some(tenant_id),
+            Principal::Tenant { tenant_id } | Principal::Device { tenant_id, .. } => {
+                Some(tenant_id)
+            }
             Principal::Admin => None,
+        }
+    }
+
+    pub fn is_device(&self) -> bool {
+        matches!(self, Principal::Device { .. })
+    }
+
+    /// The device behind a device key.
+    pub fn device(&self) -> Option<&str> {
+        match self {
+            Principal::Device { device_id, .. } => Some(device_id),
+            _ => None,
         }
     }
 }
@@ -76,6 +100,8 @@ pub struct Asset {
     pub filename: Option<String>,
     pub size: Option<u64>,
     pub job_id: Option<String>,
+    /// The device that uploaded it (`None`: a tenant key).
+    pub device_id: Option<String>,
     pub renditions: Vec<Rendition>,
     pub probe: Option<serde_json::Value>,
     pub created_at: String,
@@ -122,6 +148,53 @@ pub struct NewTenant {
     pub id: String,
     pub name: String,
     pub api_key: String,
+    pub quotas: TenantQuotas,
+}
+
+/// Limits of a tenant; `None` is unlimited.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantQuotas {
+    /// Bytes of stored sources plus the declared length of uploads in progress.
+    pub storage_bytes: Option<u64>,
+}
+
+/// A device as returned on creation: its key is shown once.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDevice {
+    pub id: String,
+    pub name: String,
+    pub key: String,
+    pub created_at: String,
+}
+
+/// A device as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Device {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub last_seen_at: Option<String>,
+    /// Its latest uploads, newest first.
+    pub last_uploads: Vec<DeviceUpload>,
+}
+
+/// One of a device's recent uploads.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceUpload {
+    pub asset_id: String,
+    pub status: AssetStatus,
+    pub created_at: String,
+}
+
+/// The answer to a raw upload: the asset JSON body of the first response, replayed as is
+/// for a retry with the same `Idempotency-Key` and body.
+#[derive(Debug, Clone)]
+pub struct RawUploaded {
+    pub asset_id: String,
+    pub body: String,
+    pub replayed: bool,
 }
 
 /// The state of a resumable upload (tus HEAD).

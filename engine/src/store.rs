@@ -6,13 +6,52 @@ use sqlx::{AnyPool, Row};
 use crate::model::{Asset, AssetStatus, Job, Rendition, TranscodeJob, UploadState};
 use crate::{Result, rfc3339_ms};
 
-pub(crate) async fn tenant_for_key(db: &AnyPool, key_hash: &str) -> Result<Option<String>> {
-    let row =
-        sqlx::query("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-            .bind(key_hash)
-            .fetch_optional(db)
-            .await?;
-    Ok(row.map(|r| r.get::<String, _>(0)))
+/// What a live (unrevoked) key stands for.
+pub(crate) struct KeyOwner {
+    pub tenant_id: String,
+    pub device_id: Option<String>,
+    pub last_seen_at: Option<i64>,
+}
+
+/// Resolve a key hash. A device key resolves only while its device is not revoked.
+pub(crate) async fn key_owner(db: &AnyPool, key_hash: &str) -> Result<Option<KeyOwner>> {
+    let row = sqlx::query(
+        "SELECT k.tenant_id, k.device_id, d.last_seen_at FROM api_keys k \
+         LEFT JOIN devices d ON d.id = k.device_id \
+         WHERE k.key_hash = $1 AND k.revoked_at IS NULL \
+         AND (k.device_id IS NULL OR (d.id IS NOT NULL AND d.revoked_at IS NULL))",
+    )
+    .bind(key_hash)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok(KeyOwner {
+            tenant_id: r.try_get(0)?,
+            device_id: r.try_get(1)?,
+            last_seen_at: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+/// Record that a device authenticated, at most once per `throttle_ms` (the condition is in
+/// the UPDATE, so concurrent gateways write once between them).
+pub(crate) async fn touch_device(
+    db: &AnyPool,
+    device: &str,
+    now: i64,
+    throttle_ms: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE devices SET last_seen_at = $1 WHERE id = $2 \
+         AND (last_seen_at IS NULL OR last_seen_at <= $3)",
+    )
+    .bind(now)
+    .bind(device)
+    .bind(now - throttle_ms)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn insert_tenant(
@@ -20,15 +59,19 @@ pub(crate) async fn insert_tenant(
     id: &str,
     name: &str,
     key_hash: &str,
+    quota_storage_bytes: Option<u64>,
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(name)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO tenants (id, name, created_at, quota_storage_bytes) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(now)
+    .bind(quota_storage_bytes.map(|q| q.min(i64::MAX as u64) as i64))
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO api_keys (key_hash, tenant_id, kind, created_at) VALUES ($1, $2, 'tenant', $3)",
     )
@@ -41,8 +84,181 @@ pub(crate) async fn insert_tenant(
     Ok(())
 }
 
+// ---- devices ------------------------------------------------------------------------------
+
+/// A device and its key, atomically.
+pub(crate) async fn insert_device(
+    db: &AnyPool,
+    id: &str,
+    tenant: &str,
+    name: &str,
+    key_hash: &str,
+    now: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("INSERT INTO devices (id, tenant_id, name, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(tenant)
+        .bind(name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO api_keys (key_hash, tenant_id, kind, device_id, created_at) \
+         VALUES ($1, $2, 'device', $3, $4)",
+    )
+    .bind(key_hash)
+    .bind(tenant)
+    .bind(id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A device row: (id, name, created_at, revoked_at, last_seen_at).
+pub(crate) type DeviceRow = (String, String, i64, Option<i64>, Option<i64>);
+
+/// The tenant's devices (one when `id` is given), oldest first.
+pub(crate) async fn devices(
+    db: &AnyPool,
+    tenant: &str,
+    id: Option<&str>,
+) -> Result<Vec<DeviceRow>> {
+    let rows = sqlx::query(
+        "SELECT id, name, created_at, revoked_at, last_seen_at FROM devices \
+         WHERE tenant_id = $1 AND ($2 IS NULL OR id = $2) ORDER BY created_at, id",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            ))
+        })
+        .collect()
+}
+
+/// The latest `per_device` uploads of each of the tenant's devices (one device when `id` is
+/// given): (device, asset, status, created_at), newest first per device.
+pub(crate) async fn device_uploads(
+    db: &AnyPool,
+    tenant: &str,
+    id: Option<&str>,
+    per_device: i64,
+) -> Result<Vec<(String, String, String, i64)>> {
+    let rows = sqlx::query(
+        "SELECT device_id, id, status, created_at FROM (\
+           SELECT device_id, id, status, created_at, ROW_NUMBER() OVER \
+             (PARTITION BY device_id ORDER BY created_at DESC, id DESC) AS rn \
+           FROM assets WHERE tenant_id = $1 AND device_id IS NOT NULL \
+           AND ($2 IS NULL OR device_id = $2)) latest \
+         WHERE rn <= $3 ORDER BY device_id, created_at DESC, id DESC",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(per_device)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .collect()
+}
+
+/// Revoke a device and its key together. False when the tenant has no such device.
+pub(crate) async fn revoke_device(db: &AnyPool, tenant: &str, id: &str, now: i64) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let n = sqlx::query(
+        "UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 AND tenant_id = $3",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+         WHERE device_id = $2 AND tenant_id = $3",
+    )
+    .bind(now)
+    .bind(id)
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(n == 1)
+}
+
+/// The device that uploaded an asset.
+pub(crate) async fn asset_device(db: &AnyPool, asset: &str) -> Result<Option<String>> {
+    Ok(sqlx::query("SELECT device_id FROM assets WHERE id = $1")
+        .bind(asset)
+        .fetch_optional(db)
+        .await?
+        .and_then(|r| r.get::<Option<String>, _>(0)))
+}
+
+// ---- quotas -------------------------------------------------------------------------------
+
+/// The tenant's storage quota and what it uses: the sizes of its assets, which for an
+/// upload in progress is its declared length (the reservation).
+pub(crate) async fn storage_usage(db: &AnyPool, tenant: &str) -> Result<(Option<u64>, u64)> {
+    storage_usage_in(&mut *db.acquire().await?, tenant).await
+}
+
+async fn storage_usage_in(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+) -> Result<(Option<u64>, u64)> {
+    let quota: Option<i64> = sqlx::query("SELECT quota_storage_bytes FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .and_then(|r| r.get(0));
+    // SUM is a NUMERIC on PostgreSQL: cast back to an integer for the Any driver.
+    let used: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM assets WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *conn)
+    .await?
+    .get(0);
+    Ok((quota.map(|q| q.max(0) as u64), used.max(0) as u64))
+}
+
+/// Within a transaction: lock the tenant row (so quota checks of one tenant run one at a
+/// time in every process), then check that `extra` more bytes fit.
+async fn check_quota_locked(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    extra: u64,
+) -> Result<()> {
+    sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    let (quota, used) = storage_usage_in(tx, tenant).await?;
+    match quota {
+        Some(quota) if used.saturating_add(extra) > quota => Err(crate::Error::QuotaExceeded {
+            used,
+            requested: extra,
+            quota,
+        }),
+        _ => Ok(()),
+    }
+}
+
 const SELECT_ASSET: &str = "SELECT id, tenant_id, status, progress, duration_s, error, \
-    filename, size, job_id, renditions, probe, created_at, updated_at FROM assets \
+    filename, size, job_id, device_id, renditions, probe, created_at, updated_at FROM assets \
     WHERE id = $1 AND tenant_id = $2";
 
 fn asset_from_row(r: &sqlx::any::AnyRow) -> Result<Asset> {
@@ -59,6 +275,7 @@ fn asset_from_row(r: &sqlx::any::AnyRow) -> Result<Asset> {
         filename: r.try_get("filename")?,
         size: r.try_get::<Option<i64>, _>("size")?.map(|s| s as u64),
         job_id: r.try_get("job_id")?,
+        device_id: r.try_get("device_id")?,
         renditions: serde_json::from_str::<Vec<Rendition>>(&renditions).unwrap_or_default(),
         probe: probe.and_then(|p| serde_json::from_str(&p).ok()),
         created_at: rfc3339_ms(r.try_get("created_at")?),
@@ -79,33 +296,43 @@ pub(crate) async fn get_asset(db: &AnyPool, tenant: &str, id: &str) -> Result<Op
 pub(crate) struct NewUpload<'a> {
     pub tenant: &'a str,
     pub asset: &'a str,
+    /// The upload's length (for a raw upload of unknown length: the size limit, until
+    /// the body ends).
     pub length: u64,
+    /// The asset's size, reserved against the tenant's quota (`None`: not known yet).
+    pub size: Option<u64>,
     pub metadata: Option<&'a str>,
     pub filename: Option<&'a str>,
+    pub device: Option<&'a str>,
     pub now: i64,
     pub expires_at: i64,
 }
 
-/// Create an asset in `uploading` and its upload session, atomically.
+/// Create an asset in `uploading` and its upload session, atomically, if its size fits
+/// the tenant's storage quota.
 pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> {
     let NewUpload {
         tenant,
         asset,
         length,
+        size,
         metadata,
         filename,
+        device,
         now,
         expires_at,
     } = u;
     let mut tx = db.begin().await?;
+    check_quota_locked(&mut tx, tenant, size.unwrap_or(0)).await?;
     sqlx::query(
-        "INSERT INTO assets (id, tenant_id, status, filename, size, created_at, updated_at) \
-         VALUES ($1, $2, 'uploading', $3, $4, $5, $6)",
+        "INSERT INTO assets (id, tenant_id, status, filename, size, device_id, created_at, \
+         updated_at) VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7)",
     )
     .bind(asset)
     .bind(tenant)
     .bind(filename)
-    .bind(length as i64)
+    .bind(size.map(|s| s as i64))
+    .bind(device)
     .bind(now)
     .bind(now)
     .execute(&mut *tx)
@@ -124,6 +351,162 @@ pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> 
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// A raw upload of unknown length ended at `length` bytes: record it as the upload's length
+/// and the asset's size, if it fits the quota.
+pub(crate) async fn set_upload_length(
+    db: &AnyPool,
+    tenant: &str,
+    asset: &str,
+    length: u64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    check_quota_locked(&mut tx, tenant, length).await?;
+    sqlx::query("UPDATE uploads SET length = $1 WHERE asset_id = $2")
+        .bind(length as i64)
+        .bind(asset)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE assets SET size = $1 WHERE id = $2")
+        .bind(length as i64)
+        .bind(asset)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---- idempotency keys -----------------------------------------------------------------------
+
+/// What a raw upload finds under its `Idempotency-Key`.
+pub(crate) enum KeyClaim {
+    /// The key is ours now: run the request.
+    Claimed,
+    /// Another request holds it and is still running.
+    InFlight,
+    /// A request finished under it: (body sha256, asset, response body).
+    Done(String, String, String),
+}
+
+/// Claim `(tenant, key)` for a request, or report who has it. An expired row, or an
+/// in-flight one whose lock lapsed (its gateway died), is taken over.
+pub(crate) async fn claim_idempotency_key(
+    db: &AnyPool,
+    tenant: &str,
+    key: &str,
+    now: i64,
+    lock_until: i64,
+    expires_at: i64,
+) -> Result<KeyClaim> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND (expires_at <= $3 \
+         OR (state = 'in_flight' AND lock_until < $3))",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(now)
+    .execute(db)
+    .await?;
+    let n = sqlx::query(
+        "INSERT INTO idempotency_keys (tenant_id, key, state, lock_until, created_at, \
+         expires_at) VALUES ($1, $2, 'in_flight', $3, $4, $5) \
+         ON CONFLICT (tenant_id, key) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(key)
+    .bind(lock_until)
+    .bind(now)
+    .bind(expires_at)
+    .execute(db)
+    .await?
+    .rows_affected();
+    if n == 1 {
+        return Ok(KeyClaim::Claimed);
+    }
+    let row = sqlx::query(
+        "SELECT state, body_sha256, asset_id, response FROM idempotency_keys \
+         WHERE tenant_id = $1 AND key = $2",
+    )
+    .bind(tenant)
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        Some(r) if r.try_get::<String, _>(0)? == "done" => KeyClaim::Done(
+            r.try_get::<Option<String>, _>(1)?.unwrap_or_default(),
+            r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+            r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+        ),
+        // In flight, or it just finished and was deleted by a failing request: either way
+        // the client retries.
+        _ => KeyClaim::InFlight,
+    })
+}
+
+/// Keep an in-flight claim alive while its body streams.
+pub(crate) async fn renew_idempotency_key(
+    db: &AnyPool,
+    tenant: &str,
+    key: &str,
+    lock_until: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET lock_until = $1 WHERE tenant_id = $2 AND key = $3 \
+         AND state = 'in_flight'",
+    )
+    .bind(lock_until)
+    .bind(tenant)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The request under the key succeeded: keep its body hash and response for replays.
+pub(crate) async fn finish_idempotency_key(
+    db: &AnyPool,
+    tenant: &str,
+    key: &str,
+    body_sha256: &str,
+    asset: &str,
+    response: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET state = 'done', lock_until = NULL, body_sha256 = $1, \
+         asset_id = $2, response = $3 WHERE tenant_id = $4 AND key = $5",
+    )
+    .bind(body_sha256)
+    .bind(asset)
+    .bind(response)
+    .bind(tenant)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The request under the key failed: free the key, so a retry runs afresh.
+pub(crate) async fn release_idempotency_key(db: &AnyPool, tenant: &str, key: &str) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND state = 'in_flight'",
+    )
+    .bind(tenant)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Drop keys past their expiry (and in-flight claims whose gateway died long ago).
+pub(crate) async fn sweep_idempotency_keys(db: &AnyPool, now: i64) -> Result<u64> {
+    Ok(
+        sqlx::query("DELETE FROM idempotency_keys WHERE expires_at <= $1")
+            .bind(now)
+            .execute(db)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// The upload's state, and whether it is complete.

@@ -17,15 +17,16 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::checksum::Checksum;
 use crate::model::{Asset, Principal, UploadState, upload_metadata_filename};
+use crate::sniff::{Sniffer, WINDOW};
 use crate::{Engine, Error, Result, store};
 
 /// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
-const LEASE: Duration = Duration::from_secs(10);
-const LEASE_RENEW: Duration = Duration::from_secs(3);
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
+pub(crate) const LEASE_RENEW: Duration = Duration::from_secs(3);
 
 /// The write lease of one upload, held in the metadata store so that it excludes writers
 /// in every gateway process. Released when dropped, however the request ends.
-struct UploadLease {
+pub(crate) struct UploadLease {
     engine: Engine,
     asset: String,
     owner: String,
@@ -33,7 +34,7 @@ struct UploadLease {
 
 impl UploadLease {
     /// Release now, so the client's next request (usually immediate) finds it free.
-    async fn release(mut self) -> Result<()> {
+    pub(crate) async fn release(mut self) -> Result<()> {
         let owner = std::mem::take(&mut self.owner);
         store::release_upload(&self.engine.inner.db, &self.asset, &owner).await
     }
@@ -66,7 +67,7 @@ impl Drop for UploadLease {
 
 impl Engine {
     /// When an upload touched now expires.
-    fn upload_expiry(&self) -> i64 {
+    pub(crate) fn upload_expiry(&self) -> i64 {
         self.now_ms() + (self.inner.config.uploads.expire_after_s as i64).saturating_mul(1000)
     }
 
@@ -103,16 +104,21 @@ impl Engine {
         if swept > 0 {
             metrics::counter!("sluice_uploads_expired_total").increment(swept as u64);
         }
+        // Raw-upload idempotency keys expire on the same beat.
+        let keys = store::sweep_idempotency_keys(&self.inner.db, self.now_ms()).await?;
+        if keys > 0 {
+            tracing::debug!(keys, "expired idempotency keys swept");
+        }
         Ok(swept)
     }
 
-    fn upload_path(&self, asset: &str) -> PathBuf {
+    pub(crate) fn upload_path(&self, asset: &str) -> PathBuf {
         self.inner.uploads_dir.join(asset)
     }
 
     /// Take the write lease of an upload: 423 while another request (in any gateway)
     /// holds it, 404 when there is no such upload.
-    async fn lease_upload(&self, tenant: &str, asset: &str) -> Result<UploadLease> {
+    pub(crate) async fn lease_upload(&self, tenant: &str, asset: &str) -> Result<UploadLease> {
         let owner = crate::random_token(12);
         let now = self.now_ms();
         let until = now + LEASE.as_millis() as i64;
@@ -129,7 +135,7 @@ impl Engine {
         })
     }
 
-    async fn renew_lease(&self, lease: &UploadLease) -> Result<()> {
+    pub(crate) async fn renew_lease(&self, lease: &UploadLease) -> Result<()> {
         let now = self.now_ms();
         let until = now + LEASE.as_millis() as i64;
         if store::lease_upload(&self.inner.db, &lease.asset, &lease.owner, now, until).await? {
@@ -146,7 +152,7 @@ impl Engine {
         length: u64,
         metadata: Option<&str>,
     ) -> Result<Asset> {
-        let tenant = self.tenant_of(who)?;
+        let tenant = self.upload_tenant_of(who)?;
         let max = self.inner.config.uploads.max_size;
         if length > max {
             return Err(Error::TooLarge { size: length, max });
@@ -171,20 +177,38 @@ impl Engine {
                 tenant,
                 asset: &id,
                 length,
+                size: Some(length),
                 metadata: metadata.filter(|m| !m.trim().is_empty()),
                 filename: filename.as_deref(),
+                device: who.device(),
                 now: self.now_ms(),
                 expires_at: self.upload_expiry(),
             },
         )
-        .await?;
+        .await
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })?;
         metrics::counter!("sluice_uploads_created_total").increment(1);
-        self.get_asset(who, &id).await
+        store::get_asset(&self.inner.db, tenant, &id)
+            .await?
+            .ok_or_else(|| Error::not_found("asset", &id))
+    }
+
+    /// A device may only touch its own uploads; a tenant key any of its tenant's.
+    async fn check_upload_owner(&self, who: &Principal, asset: &str) -> Result<()> {
+        if let Some(device) = who.device()
+            && store::asset_device(&self.inner.db, asset).await?.as_deref() != Some(device)
+        {
+            return Err(Error::not_found("upload", asset));
+        }
+        Ok(())
     }
 
     /// tus HEAD: the committed offset.
     pub async fn upload_state(&self, who: &Principal, asset: &str) -> Result<UploadState> {
-        let tenant = self.tenant_of(who)?;
+        let tenant = self.upload_tenant_of(who)?;
+        self.check_upload_owner(who, asset).await?;
         Ok(self.live_upload(tenant, asset).await?.0)
     }
 
@@ -219,7 +243,8 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let tenant = self.tenant_of(who)?.to_string();
+        let tenant = self.upload_tenant_of(who)?.to_string();
+        self.check_upload_owner(who, asset).await?;
         let lease = self.lease_upload(&tenant, asset).await?;
         let result = self
             .append_leased(&tenant, asset, offset, &mut body, &lease, checksum)
@@ -258,6 +283,20 @@ impl Engine {
         }
         let path = self.upload_path(asset);
         let io = |e| Error::io(&path, e);
+        // The leading bytes already stored, for the content sniffer (only while they are
+        // within its window).
+        let mut head = Vec::new();
+        if state.offset < WINDOW as u64 {
+            use tokio::io::AsyncReadExt;
+            tokio::fs::File::open(&path)
+                .await
+                .map_err(io)?
+                .take(state.offset)
+                .read_to_end(&mut head)
+                .await
+                .map_err(io)?;
+        }
+        let mut sniffer = Sniffer::new(head, Some(state.length));
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -293,6 +332,11 @@ impl Engine {
             if written + chunk.len() as u64 > state.length {
                 too_long = true;
                 break;
+            }
+            if let Err(what) = sniffer.feed(&chunk) {
+                drop(file);
+                self.refuse_upload(asset, what).await?;
+                return Err(Error::UnsupportedMedia(what));
             }
             file.write_all(&chunk).await.map_err(io)?;
             if let Some(h) = hasher.as_mut() {
@@ -350,7 +394,7 @@ impl Engine {
 
     /// All bytes are in: move the file into the hot tier as the asset's source, then queue
     /// the transcode.
-    async fn finish_upload(&self, tenant: &str, asset: &str) -> Result<()> {
+    pub(crate) async fn finish_upload(&self, tenant: &str, asset: &str) -> Result<()> {
         let path = self.upload_path(asset);
         let key = keys::source(tenant, asset);
         self.inner.storage.put_file_move(&key, &path).await?;
@@ -362,9 +406,26 @@ impl Engine {
         Ok(())
     }
 
+    /// The sniffer refused an upload: delete it (session, asset and bytes) under the lease
+    /// the caller holds.
+    pub(crate) async fn refuse_upload(&self, asset: &str, what: &str) -> Result<()> {
+        store::delete_upload(&self.inner.db, asset).await?;
+        let path = self.upload_path(asset);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        metrics::counter!("sluice_uploads_refused_total", "reason" => "unsupported_media")
+            .increment(1);
+        tracing::info!(asset, what, "upload refused: not media");
+        Ok(())
+    }
+
     /// tus termination: drop an unfinished upload and its asset.
     pub async fn terminate_upload(&self, who: &Principal, asset: &str) -> Result<()> {
-        let tenant = self.tenant_of(who)?;
+        let tenant = self.upload_tenant_of(who)?;
+        self.check_upload_owner(who, asset).await?;
         let lease = self.lease_upload(tenant, asset).await?;
         let complete = store::get_upload(&self.inner.db, tenant, asset)
             .await?

@@ -75,6 +75,10 @@ on_both!(
     a_backlog_does_not_starve_another_tenant,
     one_writer_per_upload_across_processes,
     abandoned_uploads_expire_and_are_swept,
+    device_keys_upload_only_and_revocation_is_immediate,
+    raw_uploads_are_idempotent,
+    storage_quota_counts_sources_and_reservations,
+    non_media_is_refused_at_the_first_bytes,
     live_push_is_recorded_windowed_and_ends_idle,
 );
 
@@ -463,6 +467,480 @@ async fn abandoned_uploads_expire_and_are_swept(backend: Backend) {
     assert_eq!(e.upload_state(&who, &busy.id).await.unwrap().offset, 3);
 }
 
+/// Bytes that sniff as an MP4 (an `ftyp` box), `n` long.
+fn mp4_like(n: usize, seed: u8) -> Vec<u8> {
+    let mut v = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    v.extend((0..n.saturating_sub(v.len())).map(|i| (i as u8).wrapping_mul(31) ^ seed));
+    v.truncate(n);
+    v
+}
+
+fn body_of(
+    data: &[u8],
+    chunk: usize,
+) -> impl futures::Stream<Item = Result<Bytes, String>> + Unpin {
+    let parts: Vec<Result<Bytes, String>> = data
+        .chunks(chunk)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    stream::iter(parts)
+}
+
+fn raw(len: usize, key: Option<&str>) -> sluice_engine::RawUpload<'_> {
+    sluice_engine::RawUpload {
+        content_length: Some(len as u64),
+        filename: Some("cam.mp4"),
+        idempotency_key: key,
+    }
+}
+
+/// A device key uploads (tus and raw) for its tenant only, is refused everything else,
+/// shows up with `last_seen_at` (throttled) and its uploads, and stops working on every
+/// engine sharing the database the moment it is revoked.
+async fn device_keys_upload_only_and_revocation_is_immediate(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = engine(backend, dir.path()).await;
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database_url: e.config().database_url.clone(),
+        ..Config::default()
+    };
+    let (e2, _) = Engine::open_with_clock(config, None, clock.clone())
+        .await
+        .unwrap();
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let tenant = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let d = e.create_device(&tenant, " cam-1 ").await.unwrap();
+    assert_eq!(d.name, "cam-1");
+    assert!(d.key.starts_with("dk_"));
+    assert!(matches!(
+        e.create_device(&tenant, "").await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        e.create_device(&Principal::Admin, "x").await,
+        Err(Error::Forbidden(_))
+    ));
+    let listed = e.get_device(&tenant, &d.id).await.unwrap();
+    assert!(listed.last_seen_at.is_none() && listed.revoked_at.is_none());
+
+    let dev = e.authenticate(&d.key).await.unwrap();
+    assert_eq!(
+        dev,
+        Principal::Device {
+            tenant_id: t.id.clone(),
+            device_id: d.id.clone()
+        }
+    );
+    let seen = e.get_device(&tenant, &d.id).await.unwrap().last_seen_at;
+    assert_eq!(seen.as_deref(), Some("2023-11-14T22:13:20Z"));
+    // Throttled: a second authentication 1 s later does not move it; 6 s later it does.
+    clock.0.fetch_add(1000, Ordering::SeqCst);
+    e.authenticate(&d.key).await.unwrap();
+    assert_eq!(
+        e.get_device(&tenant, &d.id).await.unwrap().last_seen_at,
+        seen
+    );
+    clock.0.fetch_add(5000, Ordering::SeqCst);
+    e2.authenticate(&d.key).await.unwrap();
+    assert_eq!(
+        e.get_device(&tenant, &d.id)
+            .await
+            .unwrap()
+            .last_seen_at
+            .as_deref(),
+        Some("2023-11-14T22:13:26Z")
+    );
+
+    // Uploads: tus and raw, recorded with the device.
+    let data = mp4_like(3000, 1);
+    let a = e
+        .create_upload(&dev, data.len() as u64, None)
+        .await
+        .unwrap();
+    assert_eq!(a.device_id.as_deref(), Some(d.id.as_str()));
+    e.append_upload(&dev, &a.id, 0, body_of(&data, 1000))
+        .await
+        .unwrap();
+    let r = e
+        .raw_upload(&dev, raw(data.len(), None), body_of(&data, 700))
+        .await
+        .unwrap();
+    let a2 = e.get_asset(&tenant, &r.asset_id).await.unwrap();
+    assert_eq!(a2.status, AssetStatus::Queued);
+    assert_eq!(a2.device_id.as_deref(), Some(d.id.as_str()));
+    assert_eq!(a2.filename.as_deref(), Some("cam.mp4"));
+    // A tenant upload has no device; the device cannot touch it.
+    let mine = e.create_upload(&tenant, 10, None).await.unwrap();
+    assert!(mine.device_id.is_none());
+    assert!(matches!(
+        e.upload_state(&dev, &mine.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        e.terminate_upload(&dev, &mine.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Nothing else.
+    assert!(matches!(
+        e.get_asset(&dev, &a.id).await,
+        Err(Error::DeviceNotAllowed)
+    ));
+    assert!(matches!(
+        e.list_jobs(&dev, None, None).await,
+        Err(Error::DeviceNotAllowed)
+    ));
+    assert!(matches!(
+        e.get_job(&dev, a2.job_id.as_deref().unwrap()).await,
+        Err(Error::DeviceNotAllowed)
+    ));
+    assert!(matches!(
+        e.playback_path(&dev, &a.id, None).await,
+        Err(Error::DeviceNotAllowed)
+    ));
+    assert!(matches!(
+        e.create_device(&dev, "x").await,
+        Err(Error::DeviceNotAllowed)
+    ));
+    assert!(matches!(
+        e.list_webhooks(&dev).await,
+        Err(Error::DeviceNotAllowed)
+    ));
+    // The listing shows its latest uploads, newest first, and not the tenant's own.
+    let list = e.list_devices(&tenant).await.unwrap();
+    assert_eq!(list.len(), 1);
+    let ups: Vec<&str> = list[0]
+        .last_uploads
+        .iter()
+        .map(|u| u.asset_id.as_str())
+        .collect();
+    assert_eq!(ups, vec![r.asset_id.as_str(), a.id.as_str()]);
+    // At most five.
+    for i in 0..5 {
+        e.raw_upload(&dev, raw(500, None), body_of(&mp4_like(500, i), 500))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        e.get_device(&tenant, &d.id)
+            .await
+            .unwrap()
+            .last_uploads
+            .len(),
+        5
+    );
+    // Another tenant sees no such device.
+    let other = e.create_tenant(&Principal::Admin, "other").await.unwrap();
+    let other = Principal::Tenant {
+        tenant_id: other.id,
+    };
+    assert!(matches!(
+        e.get_device(&other, &d.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        e.revoke_device(&other, &d.id).await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Revoked through one engine: refused by both at once (no cache).
+    let revoked = e.revoke_device(&tenant, &d.id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(matches!(
+        e2.authenticate(&d.key).await,
+        Err(Error::Unauthenticated)
+    ));
+    assert!(matches!(
+        e.authenticate(&d.key).await,
+        Err(Error::Unauthenticated)
+    ));
+    // Revoking again keeps the first time; the tenant key still works.
+    clock.0.fetch_add(60_000, Ordering::SeqCst);
+    assert_eq!(
+        e.revoke_device(&tenant, &d.id).await.unwrap().revoked_at,
+        revoked.revoked_at
+    );
+    assert_eq!(e2.authenticate(&t.api_key).await.unwrap(), tenant);
+}
+
+/// `Idempotency-Key`: a retry with the same body replays the first answer and creates
+/// nothing; another body is refused; a concurrent duplicate is refused while the first
+/// runs; a failed request frees its key; keys lapse after 24 h.
+async fn raw_uploads_are_idempotent(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let data = mp4_like(5000, 7);
+    let first = e
+        .raw_upload(&who, raw(data.len(), Some("k-1")), body_of(&data, 999))
+        .await
+        .unwrap();
+    assert!(!first.replayed);
+    let again = e
+        .raw_upload(&who, raw(data.len(), Some("k-1")), body_of(&data, 4096))
+        .await
+        .unwrap();
+    assert!(again.replayed);
+    assert_eq!(
+        (again.asset_id.as_str(), again.body.as_str()),
+        (first.asset_id.as_str(), first.body.as_str())
+    );
+    let jobs = e.list_jobs(&who, None, None).await.unwrap();
+    assert_eq!(jobs.len(), 1, "one asset, one job");
+    let src = e
+        .storage()
+        .get_bytes(&sluice_storage::keys::source(&t.id, &first.asset_id))
+        .await
+        .unwrap();
+    assert_eq!(&src[..], &data[..]);
+
+    // Same key, other body (same length): 422.
+    let other = mp4_like(5000, 8);
+    assert!(matches!(
+        e.raw_upload(&who, raw(other.len(), Some("k-1")), body_of(&other, 999))
+            .await,
+        Err(Error::IdempotencyKeyReused)
+    ));
+    // Keys are per tenant.
+    let t2 = e.create_tenant(&Principal::Admin, "b").await.unwrap();
+    let who2 = Principal::Tenant { tenant_id: t2.id };
+    let r2 = e
+        .raw_upload(&who2, raw(other.len(), Some("k-1")), body_of(&other, 999))
+        .await
+        .unwrap();
+    assert!(!r2.replayed);
+
+    // A concurrent duplicate while the first is still streaming: refused, not a second
+    // asset; the first completes.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, String>>(1);
+    tx.send(Ok(Bytes::copy_from_slice(&data[..100])))
+        .await
+        .unwrap();
+    let (ec, whoc) = (e.clone(), who.clone());
+    let slow = tokio::spawn(async move {
+        ec.raw_upload(&whoc, raw(5000, Some("k-2")), tokio_stream_from(rx))
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(matches!(
+        e.raw_upload(&who, raw(data.len(), Some("k-2")), body_of(&data, 999))
+            .await,
+        Err(Error::IdempotencyInFlight)
+    ));
+    tx.send(Ok(Bytes::copy_from_slice(&data[100..])))
+        .await
+        .unwrap();
+    drop(tx);
+    let done = slow.await.unwrap().unwrap();
+    let replay = e
+        .raw_upload(&who, raw(data.len(), Some("k-2")), body_of(&data, 999))
+        .await
+        .unwrap();
+    assert_eq!(replay.asset_id, done.asset_id);
+    assert_eq!(e.list_jobs(&who, None, None).await.unwrap().len(), 2);
+
+    // A request that fails (body cut short) stores nothing and frees its key.
+    let broken = stream::iter(vec![
+        Ok(Bytes::copy_from_slice(&data[..1000])),
+        Err("connection reset".to_string()),
+    ]);
+    assert!(matches!(
+        e.raw_upload(&who, raw(data.len(), Some("k-3")), broken)
+            .await,
+        Err(Error::Body(_))
+    ));
+    assert!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let ok = e
+        .raw_upload(&who, raw(other.len(), Some("k-3")), body_of(&other, 999))
+        .await
+        .unwrap();
+    assert!(!ok.replayed);
+
+    // Bad keys and lengths.
+    assert!(matches!(
+        e.raw_upload(&who, raw(data.len(), Some("")), body_of(&data, 999))
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        e.raw_upload(&who, raw(10, None), body_of(&data, 999)).await,
+        Err(Error::InvalidInput(_))
+    ));
+    let huge = sluice_engine::RawUpload {
+        content_length: Some(1 << 50),
+        ..Default::default()
+    };
+    assert!(matches!(
+        e.raw_upload(&who, huge, body_of(&data, 999)).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+
+    // After 24 h the key is forgotten: the same key makes a new asset.
+    clock.0.fetch_add(24 * 3600 * 1000 + 1, Ordering::SeqCst);
+    e.sweep_expired_uploads().await.unwrap();
+    let fresh = e
+        .raw_upload(&who, raw(other.len(), Some("k-1")), body_of(&other, 999))
+        .await
+        .unwrap();
+    assert!(!fresh.replayed);
+    assert_ne!(fresh.asset_id, first.asset_id);
+}
+
+/// Quota: sources plus the declared length of uploads in progress; refused before any
+/// byte lands (tus creation, raw with Content-Length) or while streaming (raw without);
+/// terminating an upload frees its reservation.
+async fn storage_quota_counts_sources_and_reservations(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(backend, dir.path()).await;
+    let t = e
+        .create_tenant_with(
+            &Principal::Admin,
+            "small",
+            sluice_engine::TenantQuotas {
+                storage_bytes: Some(10_000),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.quotas.storage_bytes, Some(10_000));
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let data = mp4_like(4000, 3);
+    e.raw_upload(&who, raw(data.len(), None), body_of(&data, 1000))
+        .await
+        .unwrap();
+    assert_eq!(e.storage_usage(&who).await.unwrap(), (Some(10_000), 4000));
+    // A 5000-byte tus upload reserves its length at creation.
+    let up = e.create_upload(&who, 5000, None).await.unwrap();
+    assert_eq!(e.storage_usage(&who).await.unwrap().1, 9000);
+    assert!(matches!(
+        e.create_upload(&who, 1001, None).await,
+        Err(Error::QuotaExceeded {
+            used: 9000,
+            requested: 1001,
+            quota: 10_000
+        })
+    ));
+    assert!(matches!(
+        e.raw_upload(&who, raw(1001, None), body_of(&mp4_like(1001, 1), 1001))
+            .await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+    // No length: refused once the bytes pass the quota, and nothing is kept.
+    let unknown = sluice_engine::RawUpload {
+        content_length: None,
+        ..Default::default()
+    };
+    assert!(matches!(
+        e.raw_upload(&who, unknown.clone(), body_of(&mp4_like(3000, 2), 500))
+            .await,
+        Err(Error::QuotaExceeded { .. })
+    ));
+    assert_eq!(e.storage_usage(&who).await.unwrap().1, 9000);
+    // Terminating the tus upload frees its reservation.
+    e.terminate_upload(&who, &up.id).await.unwrap();
+    assert_eq!(e.storage_usage(&who).await.unwrap().1, 4000);
+    let r = e
+        .raw_upload(&who, unknown, body_of(&mp4_like(3000, 2), 500))
+        .await
+        .unwrap();
+    let a = e.get_asset(&who, &r.asset_id).await.unwrap();
+    assert_eq!((a.size, a.status), (Some(3000), AssetStatus::Queued));
+    assert_eq!(e.storage_usage(&who).await.unwrap().1, 7000);
+    assert!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // Tenants without a quota are unlimited; over-large quotas are refused.
+    let free = e.create_tenant(&Principal::Admin, "free").await.unwrap();
+    assert_eq!(free.quotas.storage_bytes, None);
+    assert!(matches!(
+        e.create_tenant_with(
+            &Principal::Admin,
+            "x",
+            sluice_engine::TenantQuotas {
+                storage_bytes: Some(u64::MAX)
+            }
+        )
+        .await,
+        Err(Error::InvalidInput(_))
+    ));
+}
+
+/// Sniffing: text is refused (and deleted) as soon as its first bytes are known, through
+/// tus (whatever the chunking) and raw uploads; random bytes are accepted for the worker.
+async fn non_media_is_refused_at_the_first_bytes(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant { tenant_id: t.id };
+    let text = "These are not the frames you are looking for.\n".repeat(100);
+    let a = e
+        .create_upload(&who, text.len() as u64, None)
+        .await
+        .unwrap();
+    // A first request of 100 bytes cannot decide yet; the next one does.
+    let s = e
+        .append_upload(&who, &a.id, 0, body_of(&text.as_bytes()[..100], 100))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 100);
+    assert!(matches!(
+        e.append_upload(&who, &a.id, 100, body_of(&text.as_bytes()[100..], 4096))
+            .await,
+        Err(Error::UnsupportedMedia("text"))
+    ));
+    assert!(matches!(
+        e.get_asset(&who, &a.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(!dir.path().join("uploads").join(&a.id).exists());
+    let png = [&b"\x89PNG\r\n\x1a\n"[..], &[0u8; 600]].concat();
+    assert!(matches!(
+        e.raw_upload(&who, raw(png.len(), None), body_of(&png, 64))
+            .await,
+        Err(Error::UnsupportedMedia("a PNG image"))
+    ));
+    assert!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert!(e.list_jobs(&who, None, None).await.unwrap().is_empty());
+    // Unrecognisable bytes go through (the worker fails them with a clear message).
+    let noise: Vec<u8> = (0..2000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let r = e
+        .raw_upload(&who, raw(noise.len(), None), body_of(&noise, 300))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.get_asset(&who, &r.asset_id).await.unwrap().status,
+        AssetStatus::Queued
+    );
+}
+
 /// A fake TS segment: `n` packets with the sync byte, tagged so segments differ.
 fn ts(tag: u8, n: usize) -> Bytes {
     let mut v = vec![tag; 188 * n];
@@ -539,7 +1017,7 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
     let garbage = stream::iter(vec![Ok::<_, String>(Bytes::from_static(b"<html></html>"))]);
     assert!(matches!(
         e.live_put_segment(&s.id, &token, "seg3.ts", garbage).await,
-        Err(Error::UnsupportedMedia(_))
+        Err(Error::UnsupportedSegment(_))
     ));
     assert!(matches!(
         e.live_put_playlist(

@@ -63,6 +63,8 @@ pub(crate) fn json_response(
 #[serde(deny_unknown_fields)]
 struct NewTenantReq {
     name: String,
+    #[serde(default)]
+    quotas: sluice_engine::TenantQuotas,
 }
 
 pub async fn create_tenant(app: &App, req: Request<Incoming>) -> ApiResult {
@@ -70,8 +72,50 @@ pub async fn create_tenant(app: &App, req: Request<Incoming>) -> ApiResult {
     let body: NewTenantReq = read_json(req, false)
         .await?
         .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
-    let t = app.engine.create_tenant(&who, &body.name).await?;
+    let t = app
+        .engine
+        .create_tenant_with(&who, &body.name, body.quotas)
+        .await?;
     Ok(json_response(StatusCode::CREATED, &t))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDeviceReq {
+    name: String,
+}
+
+/// `POST /v1/devices` → 201 with the device key (shown once).
+pub async fn create_device(app: &App, req: Request<Incoming>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let body: NewDeviceReq = read_json(req, false)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
+    let d = app.engine.create_device(&who, &body.name).await?;
+    Ok(json_response(StatusCode::CREATED, &d))
+}
+
+pub async fn list_devices<B>(app: &App, req: &Request<B>) -> ApiResult {
+    let devices = app.engine.list_devices(principal(req)?).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "devices": devices }),
+    ))
+}
+
+pub async fn get_device<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
+    let d = app.engine.get_device(principal(req)?, id).await?;
+    Ok(json_response(StatusCode::OK, &d))
+}
+
+/// `DELETE /v1/devices/{id}` (204) or `POST /v1/devices/{id}/revoke` (200, the device).
+pub async fn revoke_device<B>(app: &App, id: &str, req: &Request<B>, show: bool) -> ApiResult {
+    let d = app.engine.revoke_device(principal(req)?, id).await?;
+    if show {
+        Ok(json_response(StatusCode::OK, &d))
+    } else {
+        Ok(crate::status_only(StatusCode::NO_CONTENT))
+    }
 }
 
 pub async fn get_asset<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {

@@ -97,8 +97,22 @@ impl From<EngineError> for ApiError {
             EngineError::TooLarge { .. } => {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", msg)
             }
-            EngineError::UnsupportedMedia(_) => {
+            EngineError::QuotaExceeded { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "quota_exceeded", msg)
+            }
+            EngineError::UnsupportedMedia(_) | EngineError::UnsupportedSegment(_) => {
                 Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", msg)
+            }
+            EngineError::IdempotencyKeyReused => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                msg,
+            ),
+            EngineError::IdempotencyInFlight => {
+                Self::new(StatusCode::CONFLICT, "idempotency_key_in_flight", msg)
+            }
+            EngineError::DeviceNotAllowed => {
+                Self::new(StatusCode::FORBIDDEN, "device_not_allowed", msg)
             }
             EngineError::Token(TokenError::Expired) => {
                 Self::new(StatusCode::FORBIDDEN, "token_expired", msg)
@@ -145,6 +159,28 @@ mod tests {
         assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "token_expired"));
         let e: ApiError = sluice_storage::Error::NotFound { key: "k".into() }.into();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
+        let e: ApiError = EngineError::QuotaExceeded {
+            used: 1,
+            requested: 2,
+            quota: 2,
+        }
+        .into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "quota_exceeded")
+        );
+        let e: ApiError = EngineError::UnsupportedMedia("text").into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media")
+        );
+        let e: ApiError = EngineError::IdempotencyKeyReused.into();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let e: ApiError = EngineError::DeviceNotAllowed.into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "device_not_allowed")
+        );
         let res = ApiError::bad_request("nope").into_response();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");

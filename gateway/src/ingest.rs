@@ -204,3 +204,85 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<Incoming
     res.headers_mut().insert(header::LOCATION, loc);
     Ok(res)
 }
+
+/// Media types a raw upload may declare: any `video/*`, or bytes of unstated type.
+fn is_raw_media_type(h: &HeaderMap) -> bool {
+    let Some(v) = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("video", sub)) => !sub.is_empty(),
+        _ => essence == "application/octet-stream",
+    }
+}
+
+/// `POST /v1/assets`: the whole file as the request body → 201 with the asset JSON (the
+/// first response again for a retry under the same `Idempotency-Key`).
+pub async fn raw_upload(app: &App, req: Request<Incoming>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let h = req.headers();
+    if !is_raw_media_type(h) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "a raw upload needs 'Content-Type: video/…' or 'application/octet-stream'",
+        ));
+    }
+    let content_length = header_u64(h, "content-length")?;
+    let ascii = |name: &str| -> Result<Option<String>, ApiError> {
+        h.get(name)
+            .map(|v| {
+                v.to_str()
+                    .map(|s| s.trim().to_string())
+                    .map_err(|_| ApiError::bad_request(format!("{name} must be ASCII")))
+            })
+            .transpose()
+    };
+    let idempotency_key = ascii("idempotency-key")?;
+    let mut filename = ascii("x-filename")?;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "filename" => filename = Some(v.into_owned()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let body = BodyStream::new(req.into_body())
+        .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok())));
+    let done = app
+        .engine
+        .raw_upload(
+            &who,
+            sluice_engine::RawUpload {
+                content_length,
+                filename: filename.as_deref(),
+                idempotency_key: idempotency_key.as_deref(),
+            },
+            Box::pin(body),
+        )
+        .await?;
+    let mut res = Response::new(crate::body::full(done.body));
+    *res.status_mut() = StatusCode::CREATED;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/assets/{}", done.asset_id)) {
+        h.insert(header::LOCATION, v);
+    }
+    if done.replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(res)
+}

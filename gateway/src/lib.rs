@@ -83,17 +83,36 @@ fn route_label(method: &Method, segs: &[&str]) -> &'static str {
             Method::HEAD => "tus_head",
             _ => "tus_other",
         },
+        ["v1", "assets"] if *method == Method::POST => "raw_upload",
         ["v1", "assets", _, "source"] => "asset_source",
         ["v1", "assets", _, "playback"] => "asset_playback",
         ["v1", "assets", ..] => "assets",
         ["v1", "jobs", ..] => "jobs",
         ["v1", "webhooks", ..] => "webhooks",
+        ["v1", "devices", ..] => "devices",
         ["v1", "live", _, "ingest", ..] => "live_ingest",
         ["v1", "live", ..] => "live",
         ["v1", "play", .., last] if last.ends_with(".m3u8") => "play_playlist",
         ["v1", "play", ..] => "play_segment",
         _ => "other",
     }
+}
+
+/// Routes a device key may use: uploads, plus the ones that need no credentials at all.
+fn device_may(label: &str) -> bool {
+    matches!(
+        label,
+        "tus_patch"
+            | "tus_create"
+            | "tus_head"
+            | "tus_other"
+            | "raw_upload"
+            | "live_ingest"
+            | "healthz"
+            | "readyz"
+            | "play_playlist"
+            | "play_segment"
+    )
 }
 
 async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
@@ -104,11 +123,24 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let label = route_label(&method, &segs);
     // Uploads and media streams run as long as their bodies; everything else has a deadline.
     let deadline = match label {
-        "tus_patch" | "tus_create" | "asset_source" | "play_segment" | "live_ingest" => None,
+        "tus_patch" | "tus_create" | "raw_upload" | "asset_source" | "play_segment"
+        | "live_ingest" => None,
         _ => Some(Duration::from_secs(
             app.engine.config().gateway.request_timeout_s,
         )),
     };
+    // A device key uploads and does nothing else: refused here for every other route,
+    // whatever the handler would check.
+    let device = req
+        .extensions()
+        .get::<Authenticated>()
+        .is_some_and(|a| a.0.is_device());
+    if device && !device_may(label) {
+        let res = ApiError::from(sluice_engine::Error::DeviceNotAllowed).into_response();
+        metrics::counter!("sluice_http_requests_total", "route" => label, "status" => "403")
+            .increment(1);
+        return res;
+    }
     let fut = dispatch(&app, &segs, req);
     let result = match deadline {
         None => fut.await,
@@ -152,6 +184,16 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult
         }
         (_, ["v1", "tenants"]) if m == Method::POST => admin::create_tenant(app, req).await,
         (_, ["v1", "uploads", ..]) => ingest::tus(app, &segs[2..], req).await,
+        (&Method::POST, ["v1", "assets"]) => ingest::raw_upload(app, req).await,
+        (&Method::POST, ["v1", "devices"]) => admin::create_device(app, req).await,
+        (&Method::GET, ["v1", "devices"]) => admin::list_devices(app, &req).await,
+        (&Method::GET, ["v1", "devices", id]) => admin::get_device(app, id, &req).await,
+        (&Method::DELETE, ["v1", "devices", id]) => {
+            admin::revoke_device(app, id, &req, false).await
+        }
+        (&Method::POST, ["v1", "devices", id, "revoke"]) => {
+            admin::revoke_device(app, id, &req, true).await
+        }
         (&Method::GET, ["v1", "assets", id]) => admin::get_asset(app, id, &req).await,
         (&Method::GET, ["v1", "assets", id, "source"]) => admin::get_source(app, id, &req).await,
         (&Method::POST, ["v1", "assets", id, "playback"]) => {

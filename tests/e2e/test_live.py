@@ -159,7 +159,7 @@ def test_ffmpeg_push_plays_live_then_as_vod(live_server, key, variant, extra):
     assert 8.0 <= total <= 10.5, final
     asset = srv.wait_asset(key, s["asset_id"])
     assert asset["status"] == "ready", asset
-    assert abs(asset["duration_s"] - total) < 1.0, (asset, total)
+    assert abs(asset["duration_s"] - total) < 1.0, (asset, total, final)
     r = requests.post(
         f"{srv.url}/v1/assets/{s['asset_id']}/playback", json={}, headers=auth(key), timeout=10
     )

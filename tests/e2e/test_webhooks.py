@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import os
 import threading
 import time
 
@@ -73,8 +74,10 @@ def test_webhooks_signed_and_retried(server, receiver, workdir):
 
     good = make_clip(workdir / "hook.mp4", seconds=2, size="320x240")
     ready_id = server.tus_upload(key, good)
-    text = workdir / "hook.txt"
-    text.write_text("not a video\n" * 100)
+    # Unrecognisable bytes pass the upload's content sniffing and fail in the worker
+    # (text would be refused at upload time and never become an asset).
+    text = workdir / "hook.bin"
+    text.write_bytes(os.urandom(50_000))
     failed_id = server.tus_upload(key, text)
 
     deadline = time.time() + 90

@@ -100,7 +100,7 @@ pub fn sniff_segment(head: &[u8]) -> Result<()> {
             return Ok(());
         }
     }
-    Err(Error::UnsupportedMedia(
+    Err(Error::UnsupportedSegment(
         "the segment is neither MPEG-TS nor fragmented MP4".into(),
     ))
 }
@@ -123,7 +123,7 @@ fn reject_code(e: &Error) -> &'static str {
     match e {
         Error::InvalidInput(_) => "invalid_request",
         Error::TooLarge { .. } => "too_large",
-        Error::UnsupportedMedia(_) => "unsupported_media",
+        Error::UnsupportedSegment(_) => "unsupported_media",
         Error::Conflict(_) => "stream_ended",
         Error::Body(_) => "body_error",
         _ => "internal",

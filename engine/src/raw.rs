@@ -1,0 +1,315 @@
+//! `POST /v1/assets`: an upload in one request body, for devices that cannot speak tus.
+//!
+//! The body streams to the uploads directory exactly as tus bytes do (bounded memory, the
+//! same size limit, quota and content sniffing), then the asset is queued like a completed
+//! tus upload. A raw upload is not resumable: if its body breaks, nothing is kept.
+//!
+//! `Idempotency-Key`: the first request under a key claims it in the database (a unique
+//! row per tenant and key, so two concurrent requests cannot both run: the second gets
+//! 409 until the first ends). When the first succeeds, the sha256 of its body and its
+//! response body are stored; a retry with the same body gets that response again, a
+//! different body gets 422. A failed request frees its key. Keys expire after 24 h.
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Principal, RawUploaded};
+use crate::sniff::Sniffer;
+use crate::uploads::{LEASE, LEASE_RENEW, UploadLease};
+use crate::{Engine, Error, Result, store};
+
+/// How long an idempotency key remembers its first response.
+pub const IDEMPOTENCY_TTL_MS: i64 = 24 * 3600 * 1000;
+
+/// What a raw upload request says about itself.
+#[derive(Debug, Clone, Default)]
+pub struct RawUpload<'a> {
+    /// `Content-Length`, when the client sent one.
+    pub content_length: Option<u64>,
+    pub filename: Option<&'a str>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+fn validate_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| (0x20..0x7F).contains(&b)) {
+        return Err(Error::InvalidInput(
+            "Idempotency-Key must be 1 to 255 printable ASCII characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Engine {
+    /// Store a whole upload from one request body and queue its transcode; or, for a retry
+    /// under an `Idempotency-Key` already used with the same body, return the first answer.
+    pub async fn raw_upload<S, E>(
+        &self,
+        who: &Principal,
+        req: RawUpload<'_>,
+        mut body: S,
+    ) -> Result<RawUploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let tenant = self.upload_tenant_of(who)?;
+        let max = self.inner.config.uploads.max_size;
+        match req.content_length {
+            Some(0) => {
+                return Err(Error::InvalidInput(
+                    "the body is empty: an empty file is not a video".into(),
+                ));
+            }
+            Some(size) if size > max => return Err(Error::TooLarge { size, max }),
+            _ => {}
+        }
+        let Some(key) = req.idempotency_key else {
+            return self.raw_store(who, tenant, &req, &mut body).await;
+        };
+        validate_key(key)?;
+        let now = self.now_ms();
+        let lock = now + LEASE.as_millis() as i64;
+        match store::claim_idempotency_key(
+            &self.inner.db,
+            tenant,
+            key,
+            now,
+            lock,
+            now + IDEMPOTENCY_TTL_MS,
+        )
+        .await?
+        {
+            store::KeyClaim::InFlight => Err(Error::IdempotencyInFlight),
+            store::KeyClaim::Done(sha, asset_id, response) => {
+                // Same key: the same body replays the first answer, another body is refused.
+                match hash_body(&mut body, max).await? {
+                    Some(h) if h == sha => {
+                        metrics::counter!("sluice_raw_upload_replays_total").increment(1);
+                        Ok(RawUploaded {
+                            asset_id,
+                            body: response,
+                            replayed: true,
+                        })
+                    }
+                    _ => Err(Error::IdempotencyKeyReused),
+                }
+            }
+            store::KeyClaim::Claimed => {
+                let result = self.raw_store(who, tenant, &req, &mut body).await;
+                if result.is_err()
+                    && let Err(e) =
+                        store::release_idempotency_key(&self.inner.db, tenant, key).await
+                {
+                    tracing::warn!("could not free an idempotency key (it lapses anyway): {e}");
+                }
+                result
+            }
+        }
+    }
+
+    async fn raw_store<S, E>(
+        &self,
+        who: &Principal,
+        tenant: &str,
+        req: &RawUpload<'_>,
+        body: &mut S,
+    ) -> Result<RawUploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let id = ulid::Ulid::new().to_string();
+        let path = self.upload_path(&id);
+        tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Error::io(&path, e))?;
+        let filename: Option<String> = req
+            .filename
+            .map(|f| f.chars().filter(|c| !c.is_control()).take(255).collect())
+            .filter(|f: &String| !f.trim().is_empty());
+        let created = store::insert_upload(
+            &self.inner.db,
+            store::NewUpload {
+                tenant,
+                asset: &id,
+                length: req
+                    .content_length
+                    .unwrap_or(self.inner.config.uploads.max_size),
+                size: req.content_length,
+                metadata: None,
+                filename: filename.as_deref(),
+                device: who.device(),
+                now: self.now_ms(),
+                expires_at: self.upload_expiry(),
+            },
+        )
+        .await;
+        if let Err(e) = created {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+        let lease = match self.lease_upload(tenant, &id).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.discard_raw(&id).await;
+                return Err(e);
+            }
+        };
+        let result = self.raw_stream(tenant, &id, req, body, &lease).await;
+        if result.is_err() {
+            self.discard_raw(&id).await;
+        }
+        let released = lease.release().await;
+        let sha = result?;
+        released?;
+        let asset = store::get_asset(&self.inner.db, tenant, &id)
+            .await?
+            .ok_or_else(|| Error::not_found("asset", &id))?;
+        let body = serde_json::to_string(&asset).unwrap_or_else(|_| "{}".into());
+        if let Some(key) = req.idempotency_key {
+            store::finish_idempotency_key(&self.inner.db, tenant, key, &sha, &id, &body).await?;
+        }
+        metrics::counter!("sluice_uploads_created_total").increment(1);
+        Ok(RawUploaded {
+            asset_id: id,
+            body,
+            replayed: false,
+        })
+    }
+
+    /// Stream the body into the upload file and complete the upload. Returns the body's
+    /// sha256 (hex).
+    async fn raw_stream<S, E>(
+        &self,
+        tenant: &str,
+        id: &str,
+        req: &RawUpload<'_>,
+        body: &mut S,
+        lease: &UploadLease,
+    ) -> Result<String>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use tokio::io::AsyncWriteExt;
+        let max = self.inner.config.uploads.max_size;
+        let limit = req.content_length.unwrap_or(max);
+        // With no declared length nothing is reserved: the quota is enforced as bytes come.
+        let quota = match req.content_length {
+            Some(_) => None,
+            None => match store::storage_usage(&self.inner.db, tenant).await? {
+                (Some(q), used) => Some((q, used)),
+                (None, _) => None,
+            },
+        };
+        let path = self.upload_path(id);
+        let io = |e| Error::io(&path, e);
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .await
+            .map_err(io)?;
+        let mut sniffer = Sniffer::new(Vec::new(), req.content_length);
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        let mut renewed = std::time::Instant::now();
+        while let Some(chunk) = body.next().await {
+            if renewed.elapsed() >= LEASE_RENEW {
+                self.renew_lease(lease).await?;
+                if let Some(key) = req.idempotency_key {
+                    let until = self.now_ms() + LEASE.as_millis() as i64;
+                    store::renew_idempotency_key(&self.inner.db, tenant, key, until).await?;
+                }
+                renewed = std::time::Instant::now();
+            }
+            let chunk = chunk.map_err(|e| {
+                Error::Body(format!(
+                    "the request body ended early ({e}); nothing of it was stored"
+                ))
+            })?;
+            let next = written + chunk.len() as u64;
+            if next > limit {
+                return Err(match req.content_length {
+                    Some(l) => Error::InvalidInput(format!(
+                        "the body is longer than its Content-Length ({l} bytes)"
+                    )),
+                    None => Error::TooLarge { size: next, max },
+                });
+            }
+            if let Some((q, used)) = quota
+                && used.saturating_add(next) > q
+            {
+                return Err(Error::QuotaExceeded {
+                    used,
+                    requested: next,
+                    quota: q,
+                });
+            }
+            sniffer.feed(&chunk).map_err(Error::UnsupportedMedia)?;
+            hasher.update(&chunk);
+            file.write_all(&chunk).await.map_err(io)?;
+            written = next;
+        }
+        if written == 0 {
+            return Err(Error::InvalidInput(
+                "the body is empty: an empty file is not a video".into(),
+            ));
+        }
+        if let Some(l) = req.content_length
+            && written != l
+        {
+            return Err(Error::Body(format!(
+                "the body ended after {written} of {l} bytes; nothing of it was stored"
+            )));
+        }
+        sniffer.finish(written).map_err(Error::UnsupportedMedia)?;
+        file.flush().await.map_err(io)?;
+        file.sync_data().await.map_err(io)?;
+        drop(file);
+        if req.content_length.is_none() {
+            store::set_upload_length(&self.inner.db, tenant, id, written).await?;
+        }
+        store::set_upload_offset(&self.inner.db, id, written, self.upload_expiry()).await?;
+        metrics::counter!("sluice_upload_bytes_total").increment(written);
+        self.finish_upload(tenant, id).await?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Remove a raw upload that did not complete: its asset, session and bytes.
+    async fn discard_raw(&self, id: &str) {
+        if let Err(e) = store::delete_upload(&self.inner.db, id).await {
+            tracing::warn!(asset = id, "could not delete a failed raw upload: {e}");
+        }
+        let path = self.upload_path(id);
+        if let Err(e) = tokio::fs::remove_file(&path).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(
+                asset = id,
+                "could not remove a failed raw upload's bytes: {e}"
+            );
+        }
+    }
+}
+
+/// The sha256 (hex) of a whole body, or `None` when it runs past `max` bytes (so it cannot
+/// be the body that was accepted).
+async fn hash_body<S, E>(body: &mut S, max: u64) -> Result<Option<String>>
+where
+    S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut hasher = Sha256::new();
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| Error::Body(format!("the request body ended early ({e})")))?;
+        n += chunk.len() as u64;
+        if n > max {
+            return Ok(None);
+        }
+        hasher.update(&chunk);
+    }
+    Ok(Some(hex::encode(hasher.finalize())))
+}
