@@ -22,6 +22,8 @@ use crate::{Engine, Error, Result, store};
 /// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
 const LEASE: Duration = Duration::from_secs(10);
 const LEASE_RENEW: Duration = Duration::from_secs(3);
+/// The error of an asset whose upload had no bytes.
+const EMPTY_UPLOAD: &str = "the upload is empty (Upload-Length: 0): there is no video to process";
 
 /// The write lease of one upload, held in the metadata store so that it excludes writers
 /// in every gateway process. Released when dropped, however the request ends.
@@ -151,11 +153,6 @@ impl Engine {
         if length > max {
             return Err(Error::TooLarge { size: length, max });
         }
-        if length == 0 {
-            return Err(Error::InvalidInput(
-                "Upload-Length is 0: an empty file is not a video".into(),
-            ));
-        }
         let filename = match metadata {
             Some(m) => upload_metadata_filename(m).map_err(Error::InvalidInput)?,
             None => None,
@@ -179,6 +176,9 @@ impl Engine {
         )
         .await?;
         metrics::counter!("sluice_uploads_created_total").increment(1);
+        if length == 0 {
+            self.finish_empty_upload(tenant, &id).await?;
+        }
         self.get_asset(who, &id).await
     }
 
@@ -359,6 +359,21 @@ impl Engine {
             .await?;
         store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
+        Ok(())
+    }
+
+    /// A zero-length upload is complete the moment it is created, and there is nothing to
+    /// transcode: the (empty) source is kept like any other, and the asset fails at once
+    /// with a clear message, without a job.
+    async fn finish_empty_upload(&self, tenant: &str, asset: &str) -> Result<()> {
+        let path = self.upload_path(asset);
+        self.inner
+            .storage
+            .put_file_move(&keys::source(tenant, asset), &path)
+            .await?;
+        store::complete_empty_upload(&self.inner.db, asset, EMPTY_UPLOAD, self.now_ms()).await?;
+        tracing::info!(asset, "zero-length upload: asset failed");
+        self.emit_asset(tenant, asset, "asset.failed").await;
         Ok(())
     }
 
