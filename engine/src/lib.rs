@@ -553,14 +553,16 @@ impl Engine {
             .map_err(|e| Error::InvalidInput(format!("unserialisable preset: {e}")))?;
         store::insert_job(
             &self.inner.db,
-            &job_id,
-            tenant,
-            asset,
-            "transcode",
-            priority,
-            self.now_ms(),
-            &preset_json,
-            rendition,
+            store::NewJob {
+                id: &job_id,
+                tenant,
+                asset,
+                kind: "transcode",
+                priority,
+                now: self.now_ms(),
+                preset: &preset_json,
+                rendition,
+            },
         )
         .await?;
         let job = TranscodeJob {

@@ -205,30 +205,34 @@ pub(crate) async fn delete_upload(db: &AnyPool, asset: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn insert_job(
-    db: &AnyPool,
-    id: &str,
-    tenant: &str,
-    asset: &str,
-    kind: &str,
-    priority: i64,
-    now: i64,
-    preset: &str,
-    rendition: Option<&str>,
-) -> Result<()> {
+/// A new job row.
+pub(crate) struct NewJob<'a> {
+    pub id: &'a str,
+    pub tenant: &'a str,
+    pub asset: &'a str,
+    pub kind: &'a str,
+    pub priority: i64,
+    pub now: i64,
+    /// The effective preset (JSON) the job runs with.
+    pub preset: &'a str,
+    /// The one rendition a re-run job remakes.
+    pub rendition: Option<&'a str>,
+}
+
+pub(crate) async fn insert_job(db: &AnyPool, j: NewJob<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, priority, created_at, \
          updated_at, preset, rendition) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)",
     )
-    .bind(id)
-    .bind(tenant)
-    .bind(asset)
-    .bind(kind)
-    .bind(priority)
-    .bind(now)
-    .bind(now)
-    .bind(preset)
-    .bind(rendition)
+    .bind(j.id)
+    .bind(j.tenant)
+    .bind(j.asset)
+    .bind(j.kind)
+    .bind(j.priority)
+    .bind(j.now)
+    .bind(j.now)
+    .bind(j.preset)
+    .bind(j.rendition)
     .execute(db)
     .await?;
     Ok(())

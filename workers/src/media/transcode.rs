@@ -8,7 +8,8 @@
 //!                       │           └─ queue ─ appsink (poster + storyboard, see [`thumbs`](super::thumbs))
 //!                       └─ audioconvert ─ audioresample ─ caps(48 kHz, ≤2 ch) ─ AAC ─ aacparse ─ tee
 //!                                   tee ─┬─ queue ─ splitmuxsink[i].audio_0
-//!                                        └─ … one branch per rung
+//!                                        ├─ … one branch per rung
+//!                                        └─ queue ─ splitmuxsink(audio only, split at k × GOP)   [audio_only]
 //! ```
 //!
 //! Decoding, frame-rate conversion and the AAC encode happen once; only scaling and the
