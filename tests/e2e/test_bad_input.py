@@ -41,6 +41,16 @@ def test_zero_length_upload(server, tenant, workdir):
     a = server.wait_asset(tenant["api_key"], asset_id, timeout=30)
     assert_failed_cleanly(server, a, "the upload is empty")
     assert a["job_id"] is None and a["size"] == 0
+    # creation-with-upload of an empty body is the same.
+    r = requests.post(
+        f"{server.url}/v1/uploads/",
+        headers=dict(h, **{"Upload-Length": "0", "Content-Type": "application/offset+octet-stream"}),
+        data=b"",
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    a = server.asset(tenant["api_key"], r.headers["Location"].rstrip("/").rsplit("/", 1)[-1])
+    assert_failed_cleanly(server, a, "the upload is empty")
     # The same through tuspy with an empty file.
     p = workdir / "empty.mp4"
     p.write_bytes(b"")
