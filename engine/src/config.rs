@@ -184,6 +184,9 @@ pub struct TranscodeConfig {
     pub max_duration_s: f64,
     /// Largest source frame accepted, pixels (width × height). Default 8192 × 4320.
     pub max_pixels: u64,
+    /// Add an audio-only (AAC) variant, named `audio`, to the master playlist of sources
+    /// with sound. Tenants can switch it per preset. Default false.
+    pub audio_only: bool,
 }
 
 impl Default for TranscodeConfig {
@@ -206,6 +209,7 @@ impl Default for TranscodeConfig {
             ],
             max_duration_s: 6.0 * 3600.0,
             max_pixels: 8192 * 4320,
+            audio_only: false,
         }
     }
 }
@@ -282,6 +286,9 @@ impl Config {
             }
             if sluice_storage::keys::validate_relative(&r.name).is_err() || r.name.contains('/') {
                 return bad("ladder rung names may only use [A-Za-z0-9._-]");
+            }
+            if r.name == crate::preset::AUDIO_ONLY_NAME {
+                return bad("ladder rung name \"audio\" is reserved for the audio-only rendition");
             }
         }
         let w = &self.workers;

@@ -13,6 +13,7 @@ mod devices;
 pub mod error;
 pub mod live;
 pub mod model;
+pub mod preset;
 pub mod queue;
 mod raw;
 pub mod sniff;
@@ -40,6 +41,7 @@ pub use clock::{Clock, SystemClock};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use model::*;
+pub use preset::{PresetOverrides, TranscodePreset};
 pub use queue::JobClass;
 pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
 
@@ -606,24 +608,43 @@ impl Engine {
         self.transcode_queue().push(task.build()).await
     }
 
-    /// Record a transcode job for an asset and put it on the queue.
+    /// Record a transcode job for an asset and put it on the queue. The tenant's preset in
+    /// effect now is snapshotted into the job: a later change does not alter this job.
     async fn enqueue_transcode(
         &self,
         tenant: &str,
         asset: &str,
         class: JobClass,
     ) -> Result<String> {
+        let preset = self.effective_preset(tenant).await?;
+        self.enqueue(tenant, asset, class, &preset, None).await
+    }
+
+    async fn enqueue(
+        &self,
+        tenant: &str,
+        asset: &str,
+        class: JobClass,
+        preset: &TranscodePreset,
+        rendition: Option<&str>,
+    ) -> Result<String> {
         let job_id = ulid::Ulid::new().to_string();
         let waiting = store::count_waiting(&self.inner.db, tenant).await?;
         let priority = queue::priority(class, waiting) as i64;
+        let preset_json = serde_json::to_string(preset)
+            .map_err(|e| Error::InvalidInput(format!("unserialisable preset: {e}")))?;
         store::insert_job(
             &self.inner.db,
-            &job_id,
-            tenant,
-            asset,
-            "transcode",
-            priority,
-            self.now_ms(),
+            store::NewJob {
+                id: &job_id,
+                tenant,
+                asset,
+                kind: "transcode",
+                priority,
+                now: self.now_ms(),
+                preset: &preset_json,
+                rendition,
+            },
         )
         .await?;
         let job = TranscodeJob {
@@ -687,6 +708,10 @@ impl Engine {
     }
 
     async fn job_ended(&self, job: &TranscodeJob, status: &'static str, error: &str) -> Result<()> {
+        let whole = !matches!(
+            store::job_spec(&self.inner.db, &job.job_id).await?,
+            Some((_, Some(_)))
+        );
         store::job_ended(
             &self.inner.db,
             &job.job_id,
@@ -697,8 +722,11 @@ impl Engine {
         )
         .await?;
         self.count_outcome(status);
-        self.emit_asset(&job.tenant_id, &job.asset_id, "asset.failed")
-            .await;
+        // A failed re-run of one rendition leaves the asset ready and as it was.
+        if whole {
+            self.emit_asset(&job.tenant_id, &job.asset_id, "asset.failed")
+                .await;
+        }
         if status == "dead"
             && let Ok(Some(j)) = store::get_job(
                 &self.inner.db,
@@ -830,6 +858,150 @@ impl Engine {
         self.get_job(who, id).await
     }
 
+    // ---- presets and renditions --------------------------------------------------------
+
+    /// The preset a new job of `tenant` runs with: the configuration's transcode section
+    /// with the tenant's overrides applied.
+    pub async fn effective_preset(&self, tenant: &str) -> Result<TranscodePreset> {
+        let base = TranscodePreset::from_config(&self.inner.config.transcode);
+        Ok(base.with(&self.tenant_overrides(tenant).await?.0))
+    }
+
+    async fn tenant_overrides(&self, tenant: &str) -> Result<(PresetOverrides, Option<i64>)> {
+        Ok(match store::tenant_preset(&self.inner.db, tenant).await? {
+            Some((json, at)) => {
+                let o = serde_json::from_str(&json).unwrap_or_else(|e| {
+                    tracing::error!(tenant, "stored preset is unreadable, ignoring it: {e}");
+                    PresetOverrides::default()
+                });
+                (o, Some(at))
+            }
+            None => (PresetOverrides::default(), None),
+        })
+    }
+
+    /// `GET /v1/preset`: the tenant's overrides and the preset in effect.
+    pub async fn get_preset(&self, who: &Principal) -> Result<PresetView> {
+        let tenant = self.tenant_of(who)?;
+        let (overrides, at) = self.tenant_overrides(tenant).await?;
+        let effective = TranscodePreset::from_config(&self.inner.config.transcode).with(&overrides);
+        Ok(PresetView {
+            overrides,
+            effective,
+            updated_at: at.map(rfc3339_ms),
+        })
+    }
+
+    /// `PUT /v1/preset`: replace the tenant's overrides (validated strictly). Jobs already
+    /// queued keep the preset they were enqueued with.
+    pub async fn put_preset(
+        &self,
+        who: &Principal,
+        overrides: PresetOverrides,
+    ) -> Result<PresetView> {
+        let tenant = self.tenant_of(who)?;
+        preset::validate(&overrides).map_err(Error::InvalidInput)?;
+        let json = serde_json::to_string(&overrides)
+            .map_err(|e| Error::InvalidInput(format!("unserialisable preset: {e}")))?;
+        store::put_tenant_preset(&self.inner.db, tenant, &json, self.now_ms()).await?;
+        tracing::info!(tenant, "transcode preset updated");
+        self.get_preset(who).await
+    }
+
+    /// `DELETE /v1/preset`: back to the configured defaults.
+    pub async fn delete_preset(&self, who: &Principal) -> Result<()> {
+        let tenant = self.tenant_of(who)?;
+        store::delete_tenant_preset(&self.inner.db, tenant).await?;
+        Ok(())
+    }
+
+    /// What a worker runs for this job: the preset snapshotted at enqueue time (jobs from
+    /// before presets existed get the tenant's preset as it is now), and the one rendition
+    /// to re-run, if that is all the job does.
+    pub async fn job_spec(&self, job: &TranscodeJob) -> Result<JobSpec> {
+        let (preset, rendition) = store::job_spec(&self.inner.db, &job.job_id)
+            .await?
+            .ok_or_else(|| Error::not_found("job", &job.job_id))?;
+        let preset = match preset.and_then(|p| serde_json::from_str(&p).ok()) {
+            Some(p) => p,
+            None => self.effective_preset(&job.tenant_id).await?,
+        };
+        Ok(JobSpec { preset, rendition })
+    }
+
+    /// `POST /v1/assets/{id}/renditions/{name}/rerun`: transcode that one rendition of a
+    /// ready asset again, with the preset of the asset's own job (same segment duration,
+    /// so its keyframes line up with the rest of the ladder), and republish it. The asset
+    /// stays ready and playable throughout.
+    pub async fn rerun_rendition(
+        &self,
+        who: &Principal,
+        asset_id: &str,
+        name: &str,
+    ) -> Result<Job> {
+        let tenant = self.tenant_of(who)?;
+        let asset = self.get_asset(who, asset_id).await?;
+        if asset.status != AssetStatus::Ready {
+            return Err(Error::Conflict(format!(
+                "asset {asset_id} is {}; only the renditions of a ready asset can be re-run",
+                asset.status.as_str()
+            )));
+        }
+        if !asset.renditions.iter().any(|r| r.name == name) {
+            return Err(Error::not_found("rendition", name));
+        }
+        if name == preset::AUDIO_ONLY_NAME {
+            return Err(Error::InvalidInput(
+                "the audio-only rendition shares its audio encode with the ladder: re-run a                  video rendition or the whole job"
+                    .into(),
+            ));
+        }
+        if store::active_jobs_for_asset(&self.inner.db, asset_id).await? > 0 {
+            return Err(Error::Conflict(format!(
+                "asset {asset_id} already has a job queued or running"
+            )));
+        }
+        let snapshot = match &asset.job_id {
+            Some(j) => store::job_spec(&self.inner.db, j)
+                .await?
+                .and_then(|(p, _)| p)
+                .and_then(|p| serde_json::from_str::<TranscodePreset>(&p).ok()),
+            None => None,
+        };
+        let preset = match snapshot {
+            Some(p) => p,
+            None => self.effective_preset(tenant).await?,
+        };
+        let job_id = self
+            .enqueue(tenant, asset_id, JobClass::Upload, &preset, Some(name))
+            .await?;
+        tracing::info!(asset = asset_id, job = %job_id, rendition = name, "rendition re-run queued");
+        self.get_job(who, &job_id).await
+    }
+
+    /// `POST /v1/jobs/{id}/retry` with `{"rendition": name}`: re-run one rendition of the
+    /// job's asset.
+    pub async fn rerun_job_rendition(
+        &self,
+        who: &Principal,
+        job_id: &str,
+        name: &str,
+    ) -> Result<Job> {
+        let job = self.get_job(who, job_id).await?;
+        self.rerun_rendition(who, &job.asset_id, name).await
+    }
+
+    /// A re-run rendition is published: the asset lists its new figures.
+    pub async fn job_rendition_succeeded(
+        &self,
+        job: &TranscodeJob,
+        rendition: &Rendition,
+    ) -> Result<()> {
+        store::rendition_succeeded(&self.inner.db, job, rendition, self.now_ms()).await?;
+        self.count_outcome("succeeded");
+        Ok(())
+    }
+
     /// Where the source of an asset can be read as a local file: in place on a local hot
     /// tier, else downloaded into `scratch`.
     pub async fn source_file(&self, job: &TranscodeJob, scratch: &Path) -> Result<PathBuf> {
@@ -853,6 +1025,24 @@ impl Engine {
         f.flush().await.map_err(|e| Error::io(&dest, e))?;
         Ok(dest)
     }
+}
+
+/// A tenant's preset as `GET /v1/preset` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PresetView {
+    /// The fields the tenant set (absent ones follow the server configuration).
+    pub overrides: PresetOverrides,
+    /// What a job enqueued now would run with.
+    pub effective: TranscodePreset,
+    pub updated_at: Option<String>,
+}
+
+/// What a worker runs for one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobSpec {
+    pub preset: TranscodePreset,
+    /// `Some(name)`: re-run only this rendition of a ready asset.
+    pub rendition: Option<String>,
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {

@@ -140,6 +140,8 @@ pub struct Job {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The one rendition this job re-runs; `None` for a whole-ladder transcode.
+    pub rendition: Option<String>,
 }
 
 /// A tenant, as returned on creation (the API key is shown once).

@@ -588,26 +588,34 @@ pub(crate) async fn delete_upload(db: &AnyPool, asset: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn insert_job(
-    db: &AnyPool,
-    id: &str,
-    tenant: &str,
-    asset: &str,
-    kind: &str,
-    priority: i64,
-    now: i64,
-) -> Result<()> {
+/// A new job row.
+pub(crate) struct NewJob<'a> {
+    pub id: &'a str,
+    pub tenant: &'a str,
+    pub asset: &'a str,
+    pub kind: &'a str,
+    pub priority: i64,
+    pub now: i64,
+    /// The effective preset (JSON) the job runs with.
+    pub preset: &'a str,
+    /// The one rendition a re-run job remakes.
+    pub rendition: Option<&'a str>,
+}
+
+pub(crate) async fn insert_job(db: &AnyPool, j: NewJob<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, priority, created_at, \
-         updated_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+         updated_at, preset, rendition) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)",
     )
-    .bind(id)
-    .bind(tenant)
-    .bind(asset)
-    .bind(kind)
-    .bind(priority)
-    .bind(now)
-    .bind(now)
+    .bind(j.id)
+    .bind(j.tenant)
+    .bind(j.asset)
+    .bind(j.kind)
+    .bind(j.priority)
+    .bind(j.now)
+    .bind(j.now)
+    .bind(j.preset)
+    .bind(j.rendition)
     .execute(db)
     .await?;
     Ok(())
@@ -625,7 +633,8 @@ pub(crate) async fn count_waiting(db: &AnyPool, tenant: &str) -> Result<usize> {
 }
 
 const JOB_COLS: &str = "id, tenant_id, asset_id, kind, status, progress, attempts, priority, \
-    worker_id, error, run_after, cancel_requested, created_at, started_at, finished_at";
+    worker_id, error, run_after, cancel_requested, created_at, started_at, finished_at, \
+    rendition";
 
 fn job_from_row(r: &sqlx::any::AnyRow, now: i64, max_attempts: i64) -> Result<Job> {
     let status: String = r.try_get("status")?;
@@ -654,6 +663,7 @@ fn job_from_row(r: &sqlx::any::AnyRow, now: i64, max_attempts: i64) -> Result<Jo
         created_at: rfc3339_ms(r.try_get("created_at")?),
         started_at: started.map(rfc3339_ms),
         finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339_ms),
+        rendition: r.try_get("rendition")?,
         status,
     })
 }
@@ -714,6 +724,13 @@ pub(crate) async fn job_head(
     Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
 }
 
+/// SQL condition, with the job id bound as `$n`: the job transcodes the whole ladder. A
+/// job re-running one rendition of a ready asset never changes the asset's status: the
+/// asset stays playable, and a failed re-run leaves the published rendition as it was.
+fn whole_job(n: u8) -> String {
+    format!("NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = ${n} AND j.rendition IS NOT NULL)")
+}
+
 /// What a worker should do with a delivered job.
 pub(crate) enum Start {
     /// Run it: this is attempt n.
@@ -749,12 +766,14 @@ pub(crate) async fn job_started(
         tx.commit().await?;
         return Ok(Start::Skip);
     }
-    sqlx::query(
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = $1 \
-         WHERE id = $2",
-    )
+         WHERE id = $2 AND {}",
+        whole_job(3)
+    )))
     .bind(now)
     .bind(&job.asset_id)
+    .bind(&job.job_id)
     .execute(&mut *tx)
     .await?;
     let attempt: i64 = sqlx::query("SELECT attempts FROM jobs WHERE id = $1")
@@ -798,11 +817,16 @@ pub(crate) async fn job_requeued(
     .bind(&job.job_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE assets SET status = 'queued', progress = 0, updated_at = $1 WHERE id = $2")
-        .bind(now)
-        .bind(&job.asset_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE assets SET status = 'queued', progress = 0, updated_at = $1 WHERE id = $2 \
+         AND {}",
+        whole_job(3)
+    )))
+    .bind(now)
+    .bind(&job.asset_id)
+    .bind(&job.job_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -829,12 +853,17 @@ pub(crate) async fn job_ended(
     .bind(job_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE assets SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3")
-        .bind(error)
-        .bind(now)
-        .bind(asset_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE assets SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3 \
+         AND {}",
+        whole_job(4)
+    )))
+    .bind(error)
+    .bind(now)
+    .bind(asset_id)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -872,12 +901,14 @@ pub(crate) async fn job_reset(
     .await?
     .rows_affected();
     if n == 1 {
-        sqlx::query(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE assets SET status = 'queued', progress = 0, error = NULL, updated_at = $1 \
-             WHERE id = $2",
-        )
+             WHERE id = $2 AND {}",
+            whole_job(3)
+        )))
         .bind(now)
         .bind(asset_id)
+        .bind(job_id)
         .execute(&mut *tx)
         .await?;
     }
@@ -1552,5 +1583,126 @@ pub(crate) async fn fail_asset(db: &AnyPool, asset: &str, error: &str, now: i64)
         .bind(asset)
         .execute(db)
         .await?;
+    Ok(())
+}
+
+/// A tenant's preset overrides (JSON), if it set any.
+pub(crate) async fn tenant_preset(db: &AnyPool, tenant: &str) -> Result<Option<(String, i64)>> {
+    let row = sqlx::query("SELECT overrides, updated_at FROM tenant_presets WHERE tenant_id = $1")
+        .bind(tenant)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+pub(crate) async fn put_tenant_preset(
+    db: &AnyPool,
+    tenant: &str,
+    overrides: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_presets (tenant_id, overrides, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET overrides = excluded.overrides, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(tenant)
+    .bind(overrides)
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn delete_tenant_preset(db: &AnyPool, tenant: &str) -> Result<bool> {
+    let n = sqlx::query("DELETE FROM tenant_presets WHERE tenant_id = $1")
+        .bind(tenant)
+        .execute(db)
+        .await?
+        .rows_affected();
+    Ok(n > 0)
+}
+
+/// The preset snapshot (JSON) and the rendition of a job.
+pub(crate) async fn job_spec(
+    db: &AnyPool,
+    job_id: &str,
+) -> Result<Option<(Option<String>, Option<String>)>> {
+    let row = sqlx::query("SELECT preset, rendition FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Jobs of an asset that are queued or running.
+pub(crate) async fn active_jobs_for_asset(db: &AnyPool, asset: &str) -> Result<i64> {
+    Ok(sqlx::query(
+        "SELECT COUNT(*) FROM jobs WHERE asset_id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(asset)
+    .fetch_one(db)
+    .await?
+    .get(0))
+}
+
+/// A zero-length upload: complete at creation, and the asset failed with `error`.
+pub(crate) async fn complete_empty_upload(
+    db: &AnyPool,
+    asset: &str,
+    error: &str,
+    now: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE uploads SET completed_at = $1, expires_at = NULL WHERE asset_id = $2")
+        .bind(now)
+        .bind(asset)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE assets SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3")
+        .bind(error)
+        .bind(now)
+        .bind(asset)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A re-run of one rendition is published: the job succeeded and the asset lists the
+/// rendition's new figures (in place of the old entry; the asset stays ready).
+pub(crate) async fn rendition_succeeded(
+    db: &AnyPool,
+    job: &TranscodeJob,
+    rendition: &Rendition,
+    now: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "UPDATE jobs SET status = 'succeeded', progress = 1, error = NULL, finished_at = $1, \
+         updated_at = $2 WHERE id = $3",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(&job.job_id)
+    .execute(&mut *tx)
+    .await?;
+    let current: String = sqlx::query("SELECT renditions FROM assets WHERE id = $1")
+        .bind(&job.asset_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+    let mut list: Vec<Rendition> = serde_json::from_str(&current).unwrap_or_default();
+    match list.iter_mut().find(|r| r.name == rendition.name) {
+        Some(r) => *r = rendition.clone(),
+        None => list.push(rendition.clone()),
+    }
+    sqlx::query("UPDATE assets SET renditions = $1, updated_at = $2 WHERE id = $3")
+        .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .bind(&job.asset_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(())
 }

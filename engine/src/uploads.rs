@@ -23,6 +23,8 @@ use crate::{Engine, Error, Result, store};
 /// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
 pub(crate) const LEASE_RENEW: Duration = Duration::from_secs(3);
+/// The error of an asset whose upload had no bytes.
+const EMPTY_UPLOAD: &str = "the upload is empty (Upload-Length: 0): there is no video to process";
 
 /// The write lease of one upload, held in the metadata store so that it excludes writers
 /// in every gateway process. Released when dropped, however the request ends.
@@ -157,11 +159,6 @@ impl Engine {
         if length > max {
             return Err(Error::TooLarge { size: length, max });
         }
-        if length == 0 {
-            return Err(Error::InvalidInput(
-                "Upload-Length is 0: an empty file is not a video".into(),
-            ));
-        }
         let filename = match metadata {
             Some(m) => upload_metadata_filename(m).map_err(Error::InvalidInput)?,
             None => None,
@@ -190,6 +187,9 @@ impl Engine {
             let _ = std::fs::remove_file(&path);
         })?;
         metrics::counter!("sluice_uploads_created_total").increment(1);
+        if length == 0 {
+            self.finish_empty_upload(tenant, &id).await?;
+        }
         store::get_asset(&self.inner.db, tenant, &id)
             .await?
             .ok_or_else(|| Error::not_found("asset", &id))
@@ -419,6 +419,21 @@ impl Engine {
         metrics::counter!("sluice_uploads_refused_total", "reason" => "unsupported_media")
             .increment(1);
         tracing::info!(asset, what, "upload refused: not media");
+        Ok(())
+    }
+
+    /// A zero-length upload is complete the moment it is created, and there is nothing to
+    /// transcode: the (empty) source is kept like any other, and the asset fails at once
+    /// with a clear message, without a job.
+    async fn finish_empty_upload(&self, tenant: &str, asset: &str) -> Result<()> {
+        let path = self.upload_path(asset);
+        self.inner
+            .storage
+            .put_file_move(&keys::source(tenant, asset), &path)
+            .await?;
+        store::complete_empty_upload(&self.inner.db, asset, EMPTY_UPLOAD, self.now_ms()).await?;
+        tracing::info!(asset, "zero-length upload: asset failed");
+        self.emit_asset(tenant, asset, "asset.failed").await;
         Ok(())
     }
 

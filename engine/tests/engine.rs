@@ -80,6 +80,9 @@ on_both!(
     storage_quota_counts_sources_and_reservations,
     non_media_is_refused_at_the_first_bytes,
     live_push_is_recorded_windowed_and_ends_idle,
+    presets_are_stored_validated_and_snapshotted_into_jobs,
+    one_rendition_of_a_ready_asset_can_be_rerun,
+    a_zero_length_upload_fails_at_once,
 );
 
 async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
@@ -224,10 +227,6 @@ async fn limits_and_termination(backend: Backend) {
     assert!(matches!(
         e.create_upload(&who, 1 << 50, None).await,
         Err(Error::TooLarge { .. })
-    ));
-    assert!(matches!(
-        e.create_upload(&who, 0, None).await,
-        Err(Error::InvalidInput(_))
     ));
     assert!(matches!(
         e.create_upload(&who, 10, Some("filename ***")).await,
@@ -1058,6 +1057,257 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
     );
     assert!(matches!(
         e.live_put_segment(&s.id, &token, "seg4.ts", seg(4)).await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+async fn presets_are_stored_validated_and_snapshotted_into_jobs(backend: Backend) {
+    use sluice_engine::config::RungConfig;
+    use sluice_engine::{PresetOverrides, TranscodePreset};
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let defaults = TranscodePreset::from_config(&e.config().transcode);
+    let v = e.get_preset(&who).await.unwrap();
+    assert_eq!(v.overrides, PresetOverrides::default());
+    assert_eq!(v.effective, defaults);
+    assert!(v.updated_at.is_none());
+    assert!(matches!(
+        e.get_preset(&Principal::Admin).await,
+        Err(Error::Forbidden(_))
+    ));
+
+    // Bad values are refused with the validator's message and nothing is stored.
+    let bad = PresetOverrides {
+        segment_duration_s: Some(11.0),
+        ..Default::default()
+    };
+    match e.put_preset(&who, bad).await {
+        Err(Error::InvalidInput(m)) => {
+            assert_eq!(
+                m,
+                "segment_duration_s must be between 1 and 10 seconds, got 11"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        e.get_preset(&who).await.unwrap().overrides,
+        PresetOverrides::default()
+    );
+
+    let rung = |name: &str, height, video_bitrate| RungConfig {
+        name: name.into(),
+        height,
+        video_bitrate,
+    };
+    let mine = PresetOverrides {
+        ladder: Some(vec![rung("240p", 240, 400_000), rung("144p", 144, 200_000)]),
+        segment_duration_s: Some(4.0),
+        audio_only: Some(true),
+        ..Default::default()
+    };
+    let v = e.put_preset(&who, mine.clone()).await.unwrap();
+    assert_eq!(v.overrides, mine);
+    assert_eq!(v.effective.segment_duration_s, 4.0);
+    assert_eq!(v.effective.ladder.len(), 2);
+    assert!(v.effective.audio_only);
+    assert_eq!(v.effective.x264_preset, defaults.x264_preset);
+    assert!(v.updated_at.is_some());
+    // Stored, not cached: a second engine on the same database sees it.
+    assert_eq!(e.get_preset(&who).await.unwrap().overrides, mine);
+
+    // A completed upload's job carries the preset in effect at enqueue time.
+    let asset = e.create_upload(&who, 1, None).await.unwrap();
+    e.append_upload(&who, &asset.id, 0, chunks(vec![b"x"]))
+        .await
+        .unwrap();
+    let job_id = e.get_asset(&who, &asset.id).await.unwrap().job_id.unwrap();
+    let tj = sluice_engine::TranscodeJob {
+        job_id: job_id.clone(),
+        tenant_id: t.id.clone(),
+        asset_id: asset.id.clone(),
+    };
+    let spec = e.job_spec(&tj).await.unwrap();
+    assert_eq!(spec.preset, v.effective);
+    assert_eq!(spec.rendition, None);
+    assert_eq!(e.get_job(&who, &job_id).await.unwrap().rendition, None);
+
+    // Changing the preset later does not change that job.
+    let later = PresetOverrides {
+        segment_duration_s: Some(6.0),
+        ..Default::default()
+    };
+    e.put_preset(&who, later).await.unwrap();
+    assert_eq!(
+        e.job_spec(&tj).await.unwrap().preset.segment_duration_s,
+        4.0
+    );
+    assert_eq!(
+        e.effective_preset(&t.id).await.unwrap().segment_duration_s,
+        6.0
+    );
+    // The replacement is whole: the ladder override is gone.
+    assert_eq!(
+        e.effective_preset(&t.id).await.unwrap().ladder,
+        defaults.ladder
+    );
+
+    // Presets are per tenant.
+    let other = e.create_tenant(&Principal::Admin, "other").await.unwrap();
+    let other = Principal::Tenant {
+        tenant_id: other.id,
+    };
+    assert_eq!(e.get_preset(&other).await.unwrap().effective, defaults);
+
+    e.delete_preset(&who).await.unwrap();
+    assert_eq!(e.get_preset(&who).await.unwrap().effective, defaults);
+}
+
+async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
+    use sluice_engine::{PresetOverrides, Rendition, TranscodeJob};
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    e.put_preset(
+        &who,
+        PresetOverrides {
+            segment_duration_s: Some(3.0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let asset = e.create_upload(&who, 1, None).await.unwrap();
+    e.append_upload(&who, &asset.id, 0, chunks(vec![b"x"]))
+        .await
+        .unwrap();
+    let main_id = e.get_asset(&who, &asset.id).await.unwrap().job_id.unwrap();
+    // Not ready yet: 409.
+    assert!(matches!(
+        e.rerun_rendition(&who, &asset.id, "360p").await,
+        Err(Error::Conflict(_))
+    ));
+    let main = TranscodeJob {
+        job_id: main_id.clone(),
+        tenant_id: t.id.clone(),
+        asset_id: asset.id.clone(),
+    };
+    e.job_started(&main, "w1").await.unwrap().unwrap();
+    let r = |name: &str, bandwidth| Rendition {
+        name: name.into(),
+        width: 640,
+        height: 360,
+        bandwidth,
+        codecs: "avc1.64001e,mp4a.40.2".into(),
+    };
+    e.job_succeeded(&main, &[r("360p", 900_000), r("180p", 300_000)], 5.0)
+        .await
+        .unwrap();
+    // The tenant's preset changes after the asset was made.
+    e.put_preset(
+        &who,
+        PresetOverrides {
+            segment_duration_s: Some(6.0),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    assert!(matches!(
+        e.rerun_rendition(&who, &asset.id, "1080p").await,
+        Err(Error::NotFound {
+            what: "rendition",
+            ..
+        })
+    ));
+    assert!(matches!(
+        e.rerun_rendition(&who, "nope", "360p").await,
+        Err(Error::NotFound { what: "asset", .. })
+    ));
+    let job = e.rerun_rendition(&who, &asset.id, "360p").await.unwrap();
+    assert_eq!(job.rendition.as_deref(), Some("360p"));
+    assert_eq!(job.status, "queued");
+    // One job per asset at a time.
+    assert!(matches!(
+        e.rerun_rendition(&who, &asset.id, "180p").await,
+        Err(Error::Conflict(_))
+    ));
+    let rj = TranscodeJob {
+        job_id: job.id.clone(),
+        tenant_id: t.id.clone(),
+        asset_id: asset.id.clone(),
+    };
+    // The re-run uses the asset's own preset (its segment duration), not today's.
+    let spec = e.job_spec(&rj).await.unwrap();
+    assert_eq!(spec.rendition.as_deref(), Some("360p"));
+    assert_eq!(spec.preset.segment_duration_s, 3.0);
+
+    // While it runs and when it fails, the asset stays ready and playable.
+    e.job_started(&rj, "w1").await.unwrap().unwrap();
+    let a = e.get_asset(&who, &asset.id).await.unwrap();
+    assert_eq!(a.status, AssetStatus::Ready);
+    assert_eq!(a.job_id.as_deref(), Some(main_id.as_str()));
+    e.job_failed(&rj, "boom").await.unwrap();
+    let a = e.get_asset(&who, &asset.id).await.unwrap();
+    assert_eq!((a.status, a.error), (AssetStatus::Ready, None));
+    assert_eq!(e.get_job(&who, &job.id).await.unwrap().status, "failed");
+    e.playback_path(&who, &asset.id, None).await.unwrap();
+
+    // Through the job route; success replaces that rendition's entry only.
+    let job2 = e.rerun_job_rendition(&who, &main_id, "360p").await.unwrap();
+    let rj2 = TranscodeJob {
+        job_id: job2.id.clone(),
+        ..rj
+    };
+    e.job_started(&rj2, "w1").await.unwrap().unwrap();
+    e.job_rendition_succeeded(&rj2, &r("360p", 950_000))
+        .await
+        .unwrap();
+    let a = e.get_asset(&who, &asset.id).await.unwrap();
+    assert_eq!(a.status, AssetStatus::Ready);
+    assert_eq!(
+        a.renditions
+            .iter()
+            .map(|r| (r.name.as_str(), r.bandwidth))
+            .collect::<Vec<_>>(),
+        vec![("360p", 950_000), ("180p", 300_000)]
+    );
+    assert_eq!(e.get_job(&who, &job2.id).await.unwrap().status, "succeeded");
+}
+
+async fn a_zero_length_upload_fails_at_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant { tenant_id: t.id };
+    let a = e
+        .create_upload(&who, 0, Some("filename ZW1wdHk="))
+        .await
+        .unwrap();
+    assert_eq!(a.status, AssetStatus::Failed);
+    assert!(
+        a.error
+            .as_deref()
+            .unwrap()
+            .starts_with("the upload is empty"),
+        "{a:?}"
+    );
+    assert_eq!((a.job_id, a.size), (None, Some(0)));
+    let s = e.upload_state(&who, &a.id).await.unwrap();
+    assert_eq!((s.offset, s.length, s.expires_at), (0, 0, None));
+    // The empty source is kept like any other; the upload takes no bytes.
+    let (_, info, _) = e.asset_source(&who, &a.id).await.unwrap();
+    assert_eq!(info.size, 0);
+    assert!(matches!(
+        e.append_upload(&who, &a.id, 0, chunks(vec![b"x"])).await,
         Err(Error::Conflict(_))
     ));
 }

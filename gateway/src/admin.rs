@@ -207,10 +207,53 @@ pub async fn cancel_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
     Ok(json_response(StatusCode::ACCEPTED, &job))
 }
 
-/// `POST /v1/jobs/{id}/retry`
-pub async fn rerun_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
-    let job = app.engine.rerun_job(principal(req)?, id).await?;
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetryReq {
+    rendition: Option<String>,
+}
+
+/// `POST /v1/jobs/{id}/retry`: re-run a failed/dead/cancelled job; with
+/// `{"rendition": name}`, re-run that one rendition of the job's (ready) asset.
+pub async fn rerun_job(app: &App, id: &str, req: Request<Incoming>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let body: RetryReq = read_json(req, true).await?.unwrap_or_default();
+    let job = match body.rendition {
+        Some(name) => app.engine.rerun_job_rendition(&who, id, &name).await?,
+        None => app.engine.rerun_job(&who, id).await?,
+    };
     Ok(json_response(StatusCode::ACCEPTED, &job))
+}
+
+/// `POST /v1/assets/{id}/renditions/{name}/rerun` → 202 with the new job.
+pub async fn rerun_rendition<B>(app: &App, id: &str, name: &str, req: &Request<B>) -> ApiResult {
+    let job = app
+        .engine
+        .rerun_rendition(principal(req)?, id, name)
+        .await?;
+    Ok(json_response(StatusCode::ACCEPTED, &job))
+}
+
+/// `GET /v1/preset`: the tenant's overrides and the preset in effect.
+pub async fn get_preset<B>(app: &App, req: &Request<B>) -> ApiResult {
+    let view = app.engine.get_preset(principal(req)?).await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+/// `PUT /v1/preset`: replace the tenant's overrides (unknown fields are refused).
+pub async fn put_preset(app: &App, req: Request<Incoming>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let body: sluice_engine::PresetOverrides = read_json(req, false)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
+    let view = app.engine.put_preset(&who, body).await?;
+    Ok(json_response(StatusCode::OK, &view))
+}
+
+/// `DELETE /v1/preset`: back to the server's defaults.
+pub async fn delete_preset<B>(app: &App, req: &Request<B>) -> ApiResult {
+    app.engine.delete_preset(principal(req)?).await?;
+    Ok(crate::status_only(StatusCode::NO_CONTENT))
 }
 
 #[derive(Deserialize)]

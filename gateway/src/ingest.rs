@@ -189,7 +189,8 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<Incoming
         .create_upload(who, length, metadata.as_deref())
         .await?;
     let mut res = status_only(StatusCode::CREATED);
-    let state = if with_body {
+    // A zero-length upload is complete (and failed) at creation: no body to append.
+    let state = if with_body && length > 0 {
         // creation-with-upload: the first chunk rides on the POST.
         let s = append(app, who, &asset.id, 0, req).await?;
         res.headers_mut()

@@ -92,6 +92,7 @@ fn route_label(method: &Method, segs: &[&str]) -> &'static str {
         ["v1", "devices", ..] => "devices",
         ["v1", "live", _, "ingest", ..] => "live_ingest",
         ["v1", "live", ..] => "live",
+        ["v1", "preset"] => "preset",
         ["v1", "play", .., last] if last.ends_with(".m3u8") => "play_playlist",
         ["v1", "play", ..] => "play_segment",
         _ => "other",
@@ -205,7 +206,6 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult
         (&Method::GET, ["v1", "jobs"]) => admin::list_jobs(app, &req).await,
         (&Method::GET, ["v1", "jobs", id]) => admin::get_job(app, id, &req).await,
         (&Method::POST, ["v1", "jobs", id, "cancel"]) => admin::cancel_job(app, id, &req).await,
-        (&Method::POST, ["v1", "jobs", id, "retry"]) => admin::rerun_job(app, id, &req).await,
         (&Method::POST, ["v1", "live"]) => live::create(app, req).await,
         (&Method::GET, ["v1", "live"]) => live::list(app, &req).await,
         (&Method::GET, ["v1", "live", id]) => live::get(app, id, &req).await,
@@ -214,6 +214,13 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult
         (_, ["v1", "live", id, "ingest", token, rest @ ..]) if !rest.is_empty() => {
             live::ingest(app, id, token, &rest.join("/"), req).await
         }
+        (&Method::POST, ["v1", "jobs", id, "retry"]) => admin::rerun_job(app, id, req).await,
+        (&Method::POST, ["v1", "assets", id, "renditions", name, "rerun"]) => {
+            admin::rerun_rendition(app, id, name, &req).await
+        }
+        (&Method::GET, ["v1", "preset"]) => admin::get_preset(app, &req).await,
+        (&Method::PUT, ["v1", "preset"]) => admin::put_preset(app, req).await,
+        (&Method::DELETE, ["v1", "preset"]) => admin::delete_preset(app, &req).await,
         (&Method::GET | &Method::HEAD, ["v1", "play", tenant, asset, token, rest @ ..])
             if !rest.is_empty() =>
         {

@@ -29,6 +29,35 @@ def assert_failed_cleanly(server, a, *words):
     assert server.alive()
 
 
+def test_zero_length_upload(server, tenant, workdir):
+    """A tus upload of 0 bytes is complete at creation and fails at once, cleanly."""
+    h = {"Authorization": f"Bearer {tenant['api_key']}", "Tus-Resumable": "1.0.0"}
+    r = requests.post(f"{server.url}/v1/uploads/", headers=dict(h, **{"Upload-Length": "0"}), timeout=10)
+    assert r.status_code == 201, r.text
+    asset_id = r.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+    assert r.headers.get("Upload-Expires") is None
+    head = requests.head(f"{server.url}/v1/uploads/{asset_id}", headers=h, timeout=10)
+    assert (head.headers["Upload-Offset"], head.headers["Upload-Length"]) == ("0", "0")
+    a = server.wait_asset(tenant["api_key"], asset_id, timeout=30)
+    assert_failed_cleanly(server, a, "the upload is empty")
+    assert a["job_id"] is None and a["size"] == 0
+    # creation-with-upload of an empty body is the same.
+    r = requests.post(
+        f"{server.url}/v1/uploads/",
+        headers=dict(h, **{"Upload-Length": "0", "Content-Type": "application/offset+octet-stream"}),
+        data=b"",
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    a = server.asset(tenant["api_key"], r.headers["Location"].rstrip("/").rsplit("/", 1)[-1])
+    assert_failed_cleanly(server, a, "the upload is empty")
+    # The same through tuspy with an empty file.
+    p = workdir / "empty.mp4"
+    p.write_bytes(b"")
+    a = upload_and_wait(server, tenant, p)
+    assert_failed_cleanly(server, a, "the upload is empty")
+
+
 def test_text_file(server, tenant, workdir):
     # Refused by content sniffing at its first PATCH (415), stricter than before, when it
     # was accepted and failed by the worker: obvious non-media never reaches the queue.

@@ -13,12 +13,13 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
-use sluice_engine::{Engine, Rendition, TranscodeJob, TranscodeQueue};
+use sluice_engine::{Engine, Rendition, TranscodeJob, TranscodePreset, TranscodeQueue};
 use sluice_storage::keys;
 use tokio::sync::watch;
 
 use crate::media::ladder::{RungSpec, plan_ladder};
-use crate::media::transcode::{TranscodeOptions, TranscodeOutput, transcode};
+use crate::media::playlist::{Variant, replace_variant};
+use crate::media::transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode};
 use crate::media::{self, MediaError};
 
 /// Errors of a job run, split by what should happen next.
@@ -253,15 +254,18 @@ fn spawn_monitor(
     (handle, ptx)
 }
 
-fn options(engine: &Engine) -> TranscodeOptions {
-    let t = &engine.config().transcode;
+/// The transcode options of a job: its preset (snapshotted at enqueue time) and the
+/// server's stall timeout.
+fn options(engine: &Engine, preset: &TranscodePreset) -> TranscodeOptions {
     TranscodeOptions {
-        segment_duration: Duration::from_secs_f64(t.segment_duration_s),
-        x264_preset: t.x264_preset.clone(),
-        audio_bitrate: t.audio_bitrate,
-        stall_timeout: Duration::from_secs(t.stall_timeout_s),
+        segment_duration: Duration::from_secs_f64(preset.segment_duration_s),
+        x264_preset: preset.x264_preset.clone(),
+        audio_bitrate: preset.audio_bitrate,
+        stall_timeout: Duration::from_secs(engine.config().transcode.stall_timeout_s),
         // Not configurable yet: the default suits seek-bar previews at every length.
         storyboard_interval: crate::media::thumbs::DEFAULT_STORYBOARD_INTERVAL,
+        audio_only: preset.audio_only,
+        thumbnails: true,
     }
 }
 
@@ -277,6 +281,7 @@ async fn run_job(
     tokio::fs::create_dir_all(scratch)
         .await
         .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", scratch.display())))?;
+    let spec = engine.job_spec(job).await?;
     let source = engine.source_file(job, scratch).await?;
 
     let src = source.clone();
@@ -299,9 +304,8 @@ async fn run_job(
         &engine.config().transcode,
     )
     .map_err(JobError::Permanent)?;
-    let specs: Vec<RungSpec> = engine
-        .config()
-        .transcode
+    let specs: Vec<RungSpec> = spec
+        .preset
         .ladder
         .iter()
         .map(|r| RungSpec {
@@ -310,11 +314,23 @@ async fn run_job(
             video_bitrate: r.video_bitrate,
         })
         .collect();
-    let rungs = plan_ladder(&specs, video.width, video.height);
+    let mut rungs = plan_ladder(&specs, video.width, video.height);
+    let mut opts = options(engine, &spec.preset);
+    if let Some(name) = &spec.rendition {
+        // Re-run one rendition: the same plan (so the same size and bit rate), only that
+        // rung; the shared outputs (thumbnails, audio-only) stay as published.
+        rungs.retain(|r| r.name == *name);
+        if rungs.is_empty() {
+            return Err(JobError::Permanent(format!(
+                "rendition {name} is not part of this asset's ladder"
+            )));
+        }
+        opts.audio_only = false;
+        opts.thumbnails = false;
+    }
 
     stop.check()?;
     let out_dir = scratch.join("out");
-    let opts = options(engine);
     let flag = stop.flag.clone();
     let (src, out, pr) = (source.clone(), out_dir.clone(), probe.clone());
     let output: TranscodeOutput = blocking(move || {
@@ -326,17 +342,30 @@ async fn run_job(
     .await??;
     stop.check()?;
 
+    let rendition = |v: &VariantOutput| Rendition {
+        name: v.rung.name.clone(),
+        width: v.rung.width,
+        height: v.rung.height,
+        bandwidth: v.bandwidth,
+        codecs: v.codecs.clone(),
+    };
+    if spec.rendition.is_some() {
+        let v = output
+            .variants
+            .first()
+            .ok_or_else(|| JobError::Transient("the re-run produced no rendition".into()))?;
+        publish_rendition(engine, job, &out_dir, v).await?;
+        engine.job_rendition_succeeded(job, &rendition(v)).await?;
+        tracing::info!(job = %job.job_id, asset = %job.asset_id, rendition = %v.rung.name, "rendition re-published");
+        return Ok(());
+    }
+
     publish(engine, job, &out_dir).await?;
     let renditions: Vec<Rendition> = output
         .variants
         .iter()
-        .map(|v| Rendition {
-            name: v.rung.name.clone(),
-            width: v.rung.width,
-            height: v.rung.height,
-            bandwidth: v.bandwidth,
-            codecs: v.codecs.clone(),
-        })
+        .chain(&output.audio_only)
+        .map(rendition)
         .collect();
     let duration_s = (output.duration_s * 1000.0).round() / 1000.0;
     engine.job_succeeded(job, &renditions, duration_s).await?;
@@ -440,6 +469,69 @@ async fn publish(engine: &Engine, job: &TranscodeJob, out_dir: &Path) -> Result<
         storage
             .copy(&format!("{staging}{rel}"), &format!("{published}{rel}"))
             .await?;
+    }
+    storage.delete_prefix(&staging).await?;
+    Ok(())
+}
+
+/// Publish a re-run of one rendition without ever showing a broken ladder. Its segments
+/// keep their names, durations (within a frame) and keyframe positions, so a player that
+/// loaded the old variant playlist finds a valid segment at every URI throughout:
+/// everything is staged first; then the segments replace the old ones (each copy is
+/// atomic), then the variant playlist, then the master playlist, rewritten with the
+/// rendition's new figures and every other entry unchanged; segments the new playlist no
+/// longer names go last.
+async fn publish_rendition(
+    engine: &Engine,
+    job: &TranscodeJob,
+    out_dir: &Path,
+    v: &VariantOutput,
+) -> Result<(), JobError> {
+    let storage = engine.storage();
+    let staging = keys::staging_prefix(&job.tenant_id, &job.asset_id, &job.job_id);
+    let published = keys::hls_prefix(&job.tenant_id, &job.asset_id);
+    let name = &v.rung.name;
+    let master_key = format!("{published}master.m3u8");
+    let master = storage.get_bytes(&master_key).await?;
+    let master = std::str::from_utf8(&master)
+        .ok()
+        .and_then(|m| replace_variant(m, &Variant::from(v)))
+        .ok_or_else(|| {
+            JobError::Permanent(format!(
+                "the published master playlist has no entry for rendition {name}"
+            ))
+        })?;
+
+    let mut rels: Vec<String> = v
+        .segments
+        .iter()
+        .map(|s| format!("{name}/{}", s.uri))
+        .collect();
+    rels.push(format!("{name}/index.m3u8"));
+    for rel in &rels {
+        keys::validate_relative(rel)?;
+        storage
+            .put_file(&format!("{staging}{rel}"), &out_dir.join(rel))
+            .await?;
+    }
+    storage
+        .put(
+            &format!("{staging}master.m3u8"),
+            bytes::Bytes::from(master.into_bytes()),
+        )
+        .await?;
+    rels.push("master.m3u8".to_owned());
+    let old = storage.list(&format!("{published}{name}/")).await?;
+    for rel in &rels {
+        storage
+            .copy(&format!("{staging}{rel}"), &format!("{published}{rel}"))
+            .await?;
+    }
+    for o in old {
+        let rel = o.key.strip_prefix(&published).unwrap_or(&o.key);
+        if !rels.iter().any(|r| r == rel) {
+            storage.delete(&o.key).await?;
+        }
     }
     storage.delete_prefix(&staging).await?;
     Ok(())

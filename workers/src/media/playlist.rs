@@ -14,7 +14,8 @@ pub struct Segment {
     pub duration: f64,
 }
 
-/// One entry of the master playlist.
+/// One entry of the master playlist. An audio-only variant has `width`, `height` and
+/// `frame_rate` 0: its entry carries no `RESOLUTION` or `FRAME-RATE`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Variant {
     /// URI of the variant's media playlist, relative to the master playlist.
@@ -74,20 +75,100 @@ pub fn media_playlist(segments: &[Segment]) -> String {
     out
 }
 
+impl Variant {
+    fn has_video(&self) -> bool {
+        self.width > 0 && self.height > 0
+    }
+}
+
 /// The master playlist listing `variants`, highest `BANDWIDTH` first (players start with the
-/// first entry, and a stable order keeps the output deterministic).
+/// first entry, and a stable order keeps the output deterministic; an audio-only variant,
+/// the cheapest, comes last, where players that want video never pick it first).
 pub fn master_playlist(variants: &[Variant]) -> String {
     let mut sorted: Vec<&Variant> = variants.iter().collect();
-    sorted.sort_by_key(|v| std::cmp::Reverse(v.bandwidth));
+    sorted.sort_by_key(|v| {
+        (
+            std::cmp::Reverse(v.has_video()),
+            std::cmp::Reverse(v.bandwidth),
+        )
+    });
     let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for v in sorted {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},RESOLUTION={}x{},FRAME-RATE={:.3},CODECS=\"{}\"\n{}",
-            v.bandwidth, v.average_bandwidth, v.width, v.height, v.frame_rate, v.codecs, v.uri
+            "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
+            v.bandwidth, v.average_bandwidth
         );
+        if v.has_video() {
+            let _ = write!(
+                out,
+                ",RESOLUTION={}x{},FRAME-RATE={:.3}",
+                v.width, v.height, v.frame_rate
+            );
+        }
+        let _ = writeln!(out, ",CODECS=\"{}\"\n{}", v.codecs, v.uri);
     }
     out
+}
+
+/// Reads back a master playlist written by [`master_playlist`] (and only that dialect:
+/// `None` for anything else), so that one variant can be replaced while every other entry
+/// stays byte-identical: `master_playlist(&parse_master(m)?) == m`.
+pub fn parse_master(text: &str) -> Option<Vec<Variant>> {
+    let mut lines = text.lines();
+    if lines.next()? != "#EXTM3U" {
+        return None;
+    }
+    let mut variants = Vec::new();
+    while let Some(line) = lines.next() {
+        let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") else {
+            if line.starts_with('#') || line.is_empty() {
+                continue;
+            }
+            return None; // a URI without its STREAM-INF
+        };
+        let uri = lines.next()?.to_owned();
+        let mut v = Variant {
+            uri,
+            bandwidth: 0,
+            average_bandwidth: 0,
+            width: 0,
+            height: 0,
+            codecs: String::new(),
+            frame_rate: 0.0,
+        };
+        // CODECS is quoted and may contain commas: split it off first.
+        let (plain, codecs) = match attrs.split_once(",CODECS=\"") {
+            Some((p, c)) => (p, c.strip_suffix('"')?),
+            None => (attrs, ""),
+        };
+        v.codecs = codecs.to_owned();
+        for attr in plain.split(',') {
+            let (k, val) = attr.split_once('=')?;
+            match k {
+                "BANDWIDTH" => v.bandwidth = val.parse().ok()?,
+                "AVERAGE-BANDWIDTH" => v.average_bandwidth = val.parse().ok()?,
+                "RESOLUTION" => {
+                    let (w, h) = val.split_once('x')?;
+                    v.width = w.parse().ok()?;
+                    v.height = h.parse().ok()?;
+                }
+                "FRAME-RATE" => v.frame_rate = val.parse().ok()?,
+                _ => return None,
+            }
+        }
+        variants.push(v);
+    }
+    Some(variants)
+}
+
+/// `master` with the entry whose URI is `new.uri` replaced by `new`; `None` when `master`
+/// is not ours or has no such entry.
+pub fn replace_variant(master: &str, new: &Variant) -> Option<String> {
+    let mut variants = parse_master(master)?;
+    let slot = variants.iter_mut().find(|v| v.uri == new.uri)?;
+    *slot = new.clone();
+    Some(master_playlist(&variants))
 }
 
 /// Bits per second of `bytes` over `seconds`, rounded up (a ceiling keeps `BANDWIDTH` an
@@ -225,6 +306,100 @@ mod tests {
              720p/index.m3u8\n\
              #EXT-X-STREAM-INF:BANDWIDTH=950000,AVERAGE-BANDWIDTH=900000,RESOLUTION=640x360,FRAME-RATE=30.000,CODECS=\"avc1.64001e,mp4a.40.2\"\n\
              360p/index.m3u8\n"
+        );
+    }
+
+    fn audio_only() -> Variant {
+        Variant {
+            uri: "audio/index.m3u8".into(),
+            bandwidth: 141_000,
+            average_bandwidth: 139_500,
+            width: 0,
+            height: 0,
+            codecs: "mp4a.40.2".into(),
+            frame_rate: 0.0,
+        }
+    }
+
+    fn video(name: &str, width: u32, height: u32, bandwidth: u64) -> Variant {
+        Variant {
+            uri: format!("{name}/index.m3u8"),
+            bandwidth,
+            average_bandwidth: bandwidth.saturating_sub(50_000),
+            width,
+            height,
+            codecs: "avc1.64001e,mp4a.40.2".into(),
+            frame_rate: 30.0,
+        }
+    }
+
+    const WITH_AUDIO_ONLY: &str = "#EXTM3U\n\
+         #EXT-X-VERSION:3\n\
+         #EXT-X-INDEPENDENT-SEGMENTS\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=950000,AVERAGE-BANDWIDTH=900000,RESOLUTION=640x360,FRAME-RATE=30.000,CODECS=\"avc1.64001e,mp4a.40.2\"\n\
+         360p/index.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=120000,AVERAGE-BANDWIDTH=70000,RESOLUTION=160x90,FRAME-RATE=30.000,CODECS=\"avc1.64001e,mp4a.40.2\"\n\
+         90p/index.m3u8\n\
+         #EXT-X-STREAM-INF:BANDWIDTH=141000,AVERAGE-BANDWIDTH=139500,CODECS=\"mp4a.40.2\"\n\
+         audio/index.m3u8\n";
+
+    #[test]
+    fn master_playlist_with_an_audio_only_variant_is_exact() {
+        // The audio-only entry has no RESOLUTION or FRAME-RATE and comes after every video
+        // variant, even one with a lower BANDWIDTH.
+        let variants = [
+            audio_only(),
+            video("90p", 160, 90, 120_000),
+            video("360p", 640, 360, 950_000),
+        ];
+        assert_eq!(master_playlist(&variants), WITH_AUDIO_ONLY);
+    }
+
+    #[test]
+    fn a_master_playlist_reads_back_exactly() {
+        let parsed = parse_master(WITH_AUDIO_ONLY).expect("parses");
+        assert_eq!(
+            parsed,
+            vec![
+                video("360p", 640, 360, 950_000),
+                video("90p", 160, 90, 120_000),
+                audio_only()
+            ]
+        );
+        assert_eq!(master_playlist(&parsed), WITH_AUDIO_ONLY);
+        let ntsc = master_playlist(&[Variant {
+            frame_rate: 30_000.0 / 1001.0,
+            ..video("720p", 1280, 720, 3_000_000)
+        }]);
+        assert_eq!(master_playlist(&parse_master(&ntsc).unwrap()), ntsc);
+        assert_eq!(parse_master("not a playlist"), None);
+        assert_eq!(parse_master("#EXTM3U\nstray.m3u8\n"), None);
+        assert_eq!(
+            parse_master("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1,COLOR=red\nx.m3u8\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn replacing_one_variant_keeps_the_others_byte_identical() {
+        let new = Variant {
+            average_bandwidth: 880_000,
+            ..video("360p", 640, 360, 990_000)
+        };
+        let out = replace_variant(WITH_AUDIO_ONLY, &new).expect("replaced");
+        assert_eq!(
+            out,
+            WITH_AUDIO_ONLY.replace(
+                "BANDWIDTH=950000,AVERAGE-BANDWIDTH=900000",
+                "BANDWIDTH=990000,AVERAGE-BANDWIDTH=880000"
+            )
+        );
+        // A new figure can reorder the ladder: still sorted by BANDWIDTH.
+        let out = replace_variant(WITH_AUDIO_ONLY, &video("90p", 160, 90, 2_000_000)).unwrap();
+        assert!(out.find("90p/index").unwrap() < out.find("360p/index").unwrap());
+        assert_eq!(
+            replace_variant(WITH_AUDIO_ONLY, &video("720p", 1280, 720, 1)),
+            None
         );
     }
 

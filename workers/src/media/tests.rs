@@ -296,7 +296,12 @@ fn verify_output(
     }
 
     let master = std::fs::read_to_string(out_dir.join("master.m3u8")).expect("master.m3u8");
-    let variants: Vec<Variant> = output.variants.iter().map(Variant::from).collect();
+    let variants: Vec<Variant> = output
+        .variants
+        .iter()
+        .chain(&output.audio_only)
+        .map(Variant::from)
+        .collect();
     assert_eq!(master, master_playlist(&variants));
     starts
 }
@@ -596,15 +601,180 @@ fn video_only_input_transcodes_without_an_audio_branch() {
 
     let out_dir = dir.path().join("out");
     // A shorter storyboard interval than the default: one tile per second.
+    // An audio-only rendition is asked for, but there is no audio to make it from.
     let opts = TranscodeOptions {
         storyboard_interval: Duration::from_secs(1),
+        audio_only: true,
         ..opts()
     };
     let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts);
     let output = result.expect("transcode");
+    assert!(output.audio_only.is_none());
+    assert!(!out_dir.join("audio").exists());
     verify_output(&out_dir, &output, false, 30.0, &[2.0, 1.0]);
     let (thumbs, _) = verify_thumbnails(&out_dir, &output, (640, 360), (160, 90), 3);
     assert_eq!(thumbs.interval_s, 1.0);
+}
+
+/// `(pts_time, size)` of every audio packet of a playlist, in order.
+fn audio_packets(playlist: &Path) -> Vec<(String, String)> {
+    let v = ffprobe_json(
+        &[
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "packet=pts_time,size",
+        ],
+        playlist,
+    );
+    v["packets"]
+        .as_array()
+        .expect("packets")
+        .iter()
+        .map(|p| {
+            (
+                p["pts_time"].as_str().unwrap_or_default().to_owned(),
+                p["size"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn audio_only_rendition_is_cut_with_the_video_from_the_same_aac_encode() {
+    let dir = TestDir::new("audio-only");
+    let src = dir.path().join("src.mp4");
+    make_av(&src, "5", &[]);
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(&[spec("180p", 180, 300_000)], 640, 360);
+    let out_dir = dir.path().join("out");
+    let opts = TranscodeOptions {
+        audio_only: true,
+        thumbnails: false,
+        audio_bitrate: 96_000,
+        ..opts()
+    };
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &opts);
+    let output = result.expect("transcode");
+    assert!(output.thumbnails.is_none() && !out_dir.join("poster.jpg").exists());
+    verify_output(&out_dir, &output, true, 30.0, &[2.0, 2.0, 1.0]);
+
+    let audio = output.audio_only.clone().expect("audio-only rendition");
+    assert_eq!(
+        (
+            audio.rung.name.as_str(),
+            audio.rung.width,
+            audio.rung.height
+        ),
+        ("audio", 0, 0)
+    );
+    assert_eq!(audio.codecs, "mp4a.40.2");
+    // Cut where the video is cut: at the first AAC frame (21.3 ms) at or after each
+    // video segment start.
+    let aac_frame = 1024.0 / 48_000.0;
+    let video = &output.variants[0];
+    assert_eq!(audio.segments.len(), video.segments.len(), "{audio:?}");
+    let (mut v_at, mut a_at) = (0.0, 0.0);
+    for (i, (a, v)) in audio.segments.iter().zip(&video.segments).enumerate() {
+        assert!(
+            a_at - v_at >= -0.001 && a_at - v_at <= aac_frame + 0.001,
+            "segment {i} starts at {a_at} (audio) vs {v_at} (video)"
+        );
+        v_at += v.duration;
+        a_at += a.duration;
+    }
+    assert_close(a_at, output.duration_s, 0.05, "audio-only duration");
+    // BANDWIDTH follows the audio bit rate (plus MPEG-TS overhead), far below the video.
+    assert!(
+        audio.average_bandwidth > 50_000 && audio.bandwidth < 200_000,
+        "{audio:?}"
+    );
+    assert!(audio.bandwidth >= audio.average_bandwidth);
+
+    // The playlist plays (ffprobe reads it through) and lasts as long as the video.
+    let index = out_dir.join("audio/index.m3u8");
+    assert_eq!(
+        std::fs::read_to_string(&index).expect("audio index"),
+        media_playlist(&audio.segments)
+    );
+    assert_close(
+        playlist_duration(&index),
+        output.duration_s,
+        0.1,
+        "ffprobe audio-only playlist duration",
+    );
+    for seg in &audio.segments {
+        let streams = ffprobe_json(
+            &["-show_entries", "stream=codec_type,codec_name"],
+            &out_dir.join("audio").join(&seg.uri),
+        );
+        let kinds: Vec<(&str, &str)> = streams["streams"]
+            .as_array()
+            .expect("streams")
+            .iter()
+            .map(|s| {
+                (
+                    s["codec_type"].as_str().unwrap_or_default(),
+                    s["codec_name"].as_str().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(kinds, vec![("audio", "aac")], "{}", seg.uri);
+    }
+    // One AAC encode: the audio-only packets are exactly the video rendition's audio.
+    let ours = audio_packets(&index);
+    assert!(ours.len() > 200, "{} packets", ours.len());
+    assert_eq!(ours, audio_packets(&out_dir.join("180p/index.m3u8")));
+
+    // The master lists it last, without RESOLUTION.
+    let master = std::fs::read_to_string(out_dir.join("master.m3u8")).expect("master");
+    let mut variants: Vec<Variant> = output.variants.iter().map(Variant::from).collect();
+    variants.push(Variant::from(&audio));
+    assert_eq!(master, master_playlist(&variants));
+    assert!(master.ends_with(&format!(
+        "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={},CODECS=\"mp4a.40.2\"\naudio/index.m3u8\n",
+        audio.bandwidth, audio.average_bandwidth
+    )));
+}
+
+#[test]
+fn one_rendition_can_be_remade_with_the_same_cuts() {
+    // What a re-run does: the same source, one rung of the plan, no thumbnails.
+    let dir = TestDir::new("rerun");
+    let src = dir.path().join("src.mp4");
+    make_av(&src, "4", &[]);
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(
+        &[spec("360p", 360, 600_000), spec("180p", 180, 300_000)],
+        640,
+        360,
+    );
+    let opts = TranscodeOptions {
+        thumbnails: false,
+        ..opts()
+    };
+    let full_dir = dir.path().join("full");
+    let (full, _) = run_transcode(&src, &full_dir, &info, &rungs, &opts);
+    let full = full.expect("full ladder");
+    let one_dir = dir.path().join("one");
+    let (one, _) = run_transcode(&src, &one_dir, &info, &rungs[1..], &opts);
+    let one = one.expect("one rung");
+    assert_eq!(one.variants.len(), 1);
+    let (a, b) = (&full.variants[1], &one.variants[0]);
+    assert_eq!(a.rung, b.rung);
+    assert_eq!(
+        a.segments.iter().map(|s| &s.uri).collect::<Vec<_>>(),
+        b.segments.iter().map(|s| &s.uri).collect::<Vec<_>>()
+    );
+    for (x, y) in a.segments.iter().zip(&b.segments) {
+        assert_close(x.duration, y.duration, 1e-6, "re-made segment duration");
+        let (fx, fy) = (
+            segment_facts(&full_dir.join("180p").join(&x.uri)),
+            segment_facts(&one_dir.join("180p").join(&y.uri)),
+        );
+        assert!(fy.first_is_keyframe);
+        assert_close(fx.first_pts, fy.first_pts, 0.001, "keyframe position");
+    }
 }
 
 #[test]

@@ -8,7 +8,8 @@
 //!                       │           └─ queue ─ appsink (poster + storyboard, see [`thumbs`](super::thumbs))
 //!                       └─ audioconvert ─ audioresample ─ caps(48 kHz, ≤2 ch) ─ AAC ─ aacparse ─ tee
 //!                                   tee ─┬─ queue ─ splitmuxsink[i].audio_0
-//!                                        └─ … one branch per rung
+//!                                        ├─ … one branch per rung
+//!                                        └─ queue ─ splitmuxsink(audio only, split at k × GOP)   [audio_only]
 //! ```
 //!
 //! Decoding, frame-rate conversion and the AAC encode happen once; only scaling and the
@@ -52,7 +53,21 @@ pub struct TranscodeOptions {
     /// [`thumbs::MAX_TILES`] tiles cover the whole video). Between 1 s and 10 min.
     #[serde(default = "default_storyboard_interval")]
     pub storyboard_interval: Duration,
+    /// Also make an audio-only rendition ([`AUDIO_ONLY_NAME`]) from the same AAC encode,
+    /// when the source has audio.
+    #[serde(default)]
+    pub audio_only: bool,
+    /// Make the poster and storyboard (off when only one rendition is re-made).
+    #[serde(default = "default_true")]
+    pub thumbnails: bool,
 }
+
+fn default_true() -> bool {
+    true
+}
+
+/// Name of the audio-only rendition: its directory, and its playlist at `audio/index.m3u8`.
+pub const AUDIO_ONLY_NAME: &str = "audio";
 
 /// Options serialised before the storyboard existed still deserialise.
 fn default_storyboard_interval() -> Duration {
@@ -67,6 +82,8 @@ impl Default for TranscodeOptions {
             audio_bitrate: 128_000,
             stall_timeout: Duration::from_secs(30),
             storyboard_interval: DEFAULT_STORYBOARD_INTERVAL,
+            audio_only: false,
+            thumbnails: true,
         }
     }
 }
@@ -98,6 +115,10 @@ pub struct TranscodeOutput {
     /// Poster, storyboard sprite sheet and its WebVTT index, also in `out_dir`. `None` when
     /// they could not be made: thumbnails never fail an otherwise good transcode.
     pub thumbnails: Option<Thumbnails>,
+    /// The audio-only rendition (`rung` named [`AUDIO_ONLY_NAME`], 0×0, `frame_rate` 0),
+    /// when asked for and the source has audio.
+    #[serde(default)]
+    pub audio_only: Option<VariantOutput>,
 }
 
 /// x264 speed presets accepted in [`TranscodeOptions::x264_preset`].
@@ -140,6 +161,8 @@ const VBV_BUFFER_MS: u32 = 1000;
 const BFRAMES: u32 = 2;
 /// Frame-rate cap and fallback.
 const MAX_FPS: i32 = 60;
+/// One AAC frame: 1024 samples at [`AUDIO_RATE`].
+const AAC_FRAME_NS: u64 = 1024 * 1_000_000_000 / AUDIO_RATE as u64;
 const DEFAULT_FPS: (i32, i32) = (30, 1);
 
 /// Transcodes `input` into an HLS ladder under `out_dir`.
@@ -188,7 +211,8 @@ pub fn transcode(
     let (fps_num, fps_den) = output_framerate(video.fps_num, video.fps_den);
     let gop = gop_frames(fps_num, fps_den, opts.segment_duration);
     let frame_ns = (1_000_000_000u64 * fps_den as u64) / fps_num as u64;
-    prepare_output_dirs(out_dir, rungs)?;
+    let want_audio_only = opts.audio_only && probe.audio.is_some();
+    prepare_output_dirs(out_dir, rungs, want_audio_only)?;
 
     let plan = PipelinePlan {
         input: input_str,
@@ -205,7 +229,7 @@ pub fn transcode(
     // From here on every return path sets the pipeline to NULL (the guard's Drop), after the
     // bus has been read: setting NULL first would lose the error message.
     let guard = NullOnDrop(built.pipeline.clone());
-    let fragments = run(
+    let (fragments, audio_fragments) = run(
         &built,
         probe.duration_s,
         opts.stall_timeout,
@@ -218,6 +242,7 @@ pub fn transcode(
         .map(|b| h264_profile_level(&b.parser))
         .collect();
     drop(guard);
+    let first_video_fragments = fragments.first().cloned();
 
     let frame_rate = f64::from(fps_num) / f64::from(fps_den);
     let mut variants = Vec::with_capacity(rungs.len());
@@ -269,6 +294,39 @@ pub fn transcode(
         .map_or(0.0, |v| v.segments.iter().map(|s| s.duration).sum());
     check_complete(duration_s, probe.duration_s)?;
 
+    let audio_only = match (&built.audio_only, first_video_fragments) {
+        (Some(branch), Some(video_frags)) => {
+            check_audio_alignment(&video_frags, &audio_fragments)?;
+            let end_ns = branch.end_ns.load(Ordering::Relaxed);
+            let segments = segments_from_fragments(&audio_fragments, end_ns, AAC_FRAME_NS);
+            let sizes = segments
+                .iter()
+                .map(|(path, duration)| Ok((std::fs::metadata(path)?.len(), *duration)))
+                .collect::<Result<Vec<(u64, f64)>, std::io::Error>>()?;
+            let segments: Vec<Segment> = segments
+                .into_iter()
+                .map(|(path, duration)| Segment {
+                    uri: file_name(&path),
+                    duration,
+                })
+                .collect();
+            Some(VariantOutput {
+                rung: Rung {
+                    name: AUDIO_ONLY_NAME.to_owned(),
+                    width: 0,
+                    height: 0,
+                    video_bitrate: 0,
+                },
+                codecs: AAC_LC_CODEC.to_owned(),
+                bandwidth: peak_bit_rate(&sizes, target_duration(&segments)),
+                average_bandwidth: average_bit_rate(&sizes),
+                frame_rate: 0.0,
+                segments,
+            })
+        }
+        _ => None,
+    };
+
     // Before the playlists: once master.m3u8 exists the asset may be published, and the
     // thumbnails should be there with it.
     let thumbnails = built
@@ -284,13 +342,17 @@ pub fn transcode(
             }
         });
 
-    for v in &variants {
+    for v in variants.iter().chain(&audio_only) {
         write_atomically(
             &out_dir.join(&v.rung.name).join("index.m3u8"),
             media_playlist(&v.segments),
         )?;
     }
-    let master: Vec<Variant> = variants.iter().map(Variant::from).collect();
+    let master: Vec<Variant> = variants
+        .iter()
+        .chain(&audio_only)
+        .map(Variant::from)
+        .collect();
     write_atomically(&out_dir.join("master.m3u8"), master_playlist(&master))?;
 
     progress(1.0);
@@ -298,6 +360,7 @@ pub fn transcode(
         variants,
         duration_s,
         thumbnails,
+        audio_only,
     })
 }
 
@@ -316,6 +379,11 @@ fn validate(rungs: &[Rung], opts: &TranscodeOptions) -> Result<(), MediaError> {
         }
         if rungs[..i].iter().any(|o| o.name == r.name) {
             return bad(format!("rendition name {:?} is used twice", r.name));
+        }
+        if opts.audio_only && r.name == AUDIO_ONLY_NAME {
+            return bad(format!(
+                "rendition name {AUDIO_ONLY_NAME:?} is taken by the audio-only rendition"
+            ));
         }
         if r.width < 2 || r.height < 2 || r.width % 2 != 0 || r.height % 2 != 0 {
             return bad(format!(
@@ -410,12 +478,16 @@ pub(crate) fn gop_frames(fps_num: i32, fps_den: i32, segment: Duration) -> u32 {
 }
 
 /// Creates the rendition directories and removes what an earlier attempt left there.
-fn prepare_output_dirs(out_dir: &Path, rungs: &[Rung]) -> Result<(), MediaError> {
+fn prepare_output_dirs(out_dir: &Path, rungs: &[Rung], audio_only: bool) -> Result<(), MediaError> {
     std::fs::create_dir_all(out_dir)?;
     remove_if_exists(&out_dir.join("master.m3u8"))?;
     thumbs::remove_files(out_dir)?;
-    for rung in rungs {
-        let dir = out_dir.join(&rung.name);
+    let names = rungs
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain(audio_only.then_some(AUDIO_ONLY_NAME));
+    for name in names {
+        let dir = out_dir.join(name);
         std::fs::create_dir_all(&dir)?;
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
@@ -485,9 +557,16 @@ struct Branch {
     end_ns: Arc<AtomicU64>,
 }
 
+/// The audio-only rendition's sink and how far its audio got.
+struct AudioOnlyBranch {
+    sink: gst::Element,
+    end_ns: Arc<AtomicU64>,
+}
+
 struct BuiltPipeline {
     pipeline: gst::Pipeline,
     branches: Vec<Branch>,
+    audio_only: Option<AudioOnlyBranch>,
     /// `None` when the thumbnail branch could not be set up (the transcode goes on).
     thumbs: Option<thumbs::ThumbnailBranch>,
 }
@@ -834,21 +913,30 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
         });
     }
 
+    let audio_only = match (&audio, plan.opts.audio_only) {
+        (Some((_, atee)), true) => Some(attach_audio_only(&pipeline, atee, plan)?),
+        _ => None,
+    };
+
     // Off the same tee, after the fixed-rate videorate: regular timestamps, no second
     // decode. Its queue is bounded by time like the renditions' and is nearly always empty:
     // the appsink releases every frame at once except one per storyboard interval, which
     // it scales down in a few milliseconds.
-    let thumbs = match thumbs::attach(
-        &pipeline,
-        &vtee,
-        plan.duration_s,
-        plan.opts.storyboard_interval,
-        VIDEO_QUEUE_TIME,
-    ) {
-        Ok(branch) => Some(branch),
-        Err(e) => {
-            tracing::warn!("transcode continues without thumbnails: {e}");
-            None
+    let thumbs = if !plan.opts.thumbnails {
+        None
+    } else {
+        match thumbs::attach(
+            &pipeline,
+            &vtee,
+            plan.duration_s,
+            plan.opts.storyboard_interval,
+            VIDEO_QUEUE_TIME,
+        ) {
+            Ok(branch) => Some(branch),
+            Err(e) => {
+                tracing::warn!("transcode continues without thumbnails: {e}");
+                None
+            }
         }
     };
 
@@ -861,8 +949,97 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
     Ok(BuiltPipeline {
         pipeline,
         branches,
+        audio_only,
         thumbs,
     })
+}
+
+/// The audio-only rendition: one more branch off the AAC tee (no second encode) into its
+/// own audio-only `splitmuxsink`. Every AAC frame can start a segment, so instead of a
+/// size-based split (which would drift from the video's by up to a frame per segment), the
+/// sink is told to split at the running times of the video keyframes, `k × GOP`: each
+/// audio segment starts at the first AAC frame at or after its video segment's start.
+fn attach_audio_only(
+    pipeline: &gst::Pipeline,
+    atee: &gst::Element,
+    plan: &PipelinePlan<'_>,
+) -> Result<AudioOnlyBranch, MediaError> {
+    let queue = time_queue("audio-only-queue", AUDIO_QUEUE_TIME)?;
+    let sink = make("splitmuxsink", "mux-audio-only")?;
+    let muxer = make("mpegtsmux", "tsmux-audio-only")?;
+    set(&sink, "muxer", &muxer)?;
+    set(
+        &sink,
+        "location",
+        format!(
+            "{}/{AUDIO_ONLY_NAME}/seg_%05d.ts",
+            escape_location(plan.out_dir)
+        ),
+    )?;
+    set(&sink, "max-size-time", 0u64)?;
+    set(&sink, "max-size-bytes", 0u64)?;
+    set(&sink, "async-finalize", false)?;
+    set(&sink, "send-keyframe-requests", false)?;
+    pipeline
+        .add_many([&queue, &sink])
+        .map_err(|e| MediaError::Pipeline(e.to_string()))?;
+    link_pads(&request_pad(atee, "src_%u")?, &static_pad(&queue, "sink")?)?;
+    let src = static_pad(&queue, "src")?;
+    link_pads(&src, &request_pad(&sink, "audio_%u")?)?;
+
+    let end_ns = Arc::new(AtomicU64::new(0));
+    track_end_time(&src, end_ns.clone(), AAC_FRAME_NS);
+    // Queue the split times when the first buffer arrives (the sink forgets them on state
+    // changes), from its streaming thread, before the buffer reaches the sink.
+    let times = std::sync::Mutex::new(Some(split_times(plan.fps, plan.gop, plan.duration_s)));
+    let weak = sink.downgrade();
+    src.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        let pending = times.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let (Some(times), Some(sink)) = (pending, weak.upgrade()) {
+            for t in times {
+                sink.emit_by_name::<()>("split-at-running-time", &[&t]);
+            }
+        }
+        gst::PadProbeReturn::Remove
+    });
+    Ok(AudioOnlyBranch { sink, end_ns })
+}
+
+/// Running times (ns) of the video keyframes that start segments 1, 2, …: frame `k × gop`
+/// at `fps`, computed exactly as `videorate` stamps frames; enough to cover `duration_s`
+/// with room to spare (a probed duration can be a little short).
+pub(crate) fn split_times(fps: (i32, i32), gop: u32, duration_s: f64) -> Vec<u64> {
+    let (num, den) = (fps.0.max(1) as u128, fps.1.max(1) as u128);
+    let at = |k: u128| (k * u128::from(gop) * 1_000_000_000 * den / num) as u64;
+    let segment_s = at(1) as f64 / 1e9;
+    let count = if segment_s > 0.0 && duration_s.is_finite() {
+        ((duration_s.max(0.0) / segment_s).ceil() as u64 + 2).min(100_000)
+    } else {
+        2
+    };
+    (1..=u128::from(count)).map(at).collect()
+}
+
+/// The audio-only rendition must switch with the video: from the second segment on, each
+/// of its segments starts within one AAC frame after the video segment of the same index.
+/// (The first starts with each stream; audio may end a segment earlier or later.)
+fn check_audio_alignment(video: &[Fragment], audio: &[Fragment]) -> Result<(), MediaError> {
+    if audio.is_empty() {
+        return Err(MediaError::Pipeline(
+            "the audio-only rendition received no audio".into(),
+        ));
+    }
+    let slack = 1_000_000; // 1 ms of timestamp rounding
+    for (i, (v, a)) in video.iter().zip(audio).enumerate().skip(1) {
+        let d = i128::from(a.start_ns) - i128::from(v.start_ns);
+        if d < -slack || d > i128::from(AAC_FRAME_NS) + slack {
+            return Err(MediaError::Pipeline(format!(
+                "the audio-only segment {i} starts {:.3} s away from its video segment",
+                d as f64 / 1e9
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Records the running time at which the last encoded frame ends.
@@ -1015,12 +1192,13 @@ fn run(
     stall_timeout: Duration,
     progress: &mut dyn FnMut(f64),
     cancel: &AtomicBool,
-) -> Result<Vec<Vec<Fragment>>, MediaError> {
+) -> Result<(Vec<Vec<Fragment>>, Vec<Fragment>), MediaError> {
     let pipeline = &built.pipeline;
     let bus = pipeline
         .bus()
         .ok_or_else(|| MediaError::Pipeline("the pipeline has no bus".into()))?;
-    let mut fragments: Vec<Vec<Fragment>> = vec![Vec::new(); built.branches.len()];
+    // One list per rendition, and a last one for the audio-only rendition.
+    let mut fragments: Vec<Vec<Fragment>> = vec![Vec::new(); built.branches.len() + 1];
 
     if pipeline.set_state(gst::State::Playing).is_err() {
         // The reason (e.g. an unreadable file) is on the bus.
@@ -1075,7 +1253,8 @@ fn run(
         handle_message(&msg, built, &mut fragments)?;
     }
     tracing::debug!(elapsed = ?started.elapsed(), "transcode pipeline reached EOS");
-    Ok(fragments)
+    let audio = fragments.pop().unwrap_or_default();
+    Ok((fragments, audio))
 }
 
 /// Handles one bus message; `Ok(true)` at EOS.
@@ -1103,10 +1282,15 @@ fn handle_message(
             if !opened && !closed {
                 return Ok(false);
             }
+            let is_audio_only = built
+                .audio_only
+                .as_ref()
+                .is_some_and(|a| msg.src() == Some(a.sink.upcast_ref()));
             let Some(index) = built
                 .branches
                 .iter()
                 .position(|b| msg.src() == Some(b.sink.upcast_ref()))
+                .or(is_audio_only.then_some(built.branches.len()))
             else {
                 return Ok(false);
             };
@@ -1229,6 +1413,29 @@ mod tests {
         assert_eq!(output_framerate(0, 1), (30, 1));
         assert_eq!(output_framerate(25, 0), (30, 1));
         assert_eq!(output_framerate(1, 2), (30, 1));
+    }
+
+    #[test]
+    fn audio_splits_fall_on_the_video_keyframes() {
+        // 5 s in 2 s segments: keyframes at 2, 4 s, plus spare times past the end.
+        assert_eq!(
+            split_times((30, 1), 60, 5.0),
+            vec![
+                2_000_000_000,
+                4_000_000_000,
+                6_000_000_000,
+                8_000_000_000,
+                10_000_000_000
+            ]
+        );
+        // NTSC: frame 60 is at 60 × 1001 / 30000 s exactly, no accumulated rounding.
+        let t = split_times((30_000, 1001), 60, 4.0);
+        assert_eq!(&t[..2], &[2_002_000_000, 4_004_000_000]);
+        assert_eq!(t.len(), 4);
+        assert_eq!(
+            split_times((25, 1), 50, f64::NAN),
+            vec![2_000_000_000, 4_000_000_000]
+        );
     }
 
     #[test]
