@@ -64,7 +64,7 @@ def main():
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "sluice-benches",
                     "--bin", "sluice-transcode"], check=True, cwd=ROOT)
-    sluice = ROOT / "target" / "release" / "sluice-transcode"
+    sluice = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "sluice-transcode"
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         tmp = Path(tmp)
         src = tmp / "src.mp4"

@@ -138,13 +138,14 @@ const X264_PRESETS: &[&str] = &[
 const TICK: Duration = Duration::from_millis(200);
 /// Minimum interval between two progress callbacks.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
-/// Raw-video queue after the tee, per rendition. Bounded by time: the 10 MB default holds
-/// only three 1080p frames, too little to decouple the branches; unbounded would buffer
-/// the whole file when one encoder is slower than decoding. The slowest branch's queue is
-/// the one that fills (tee'd buffers are shared), so memory is about this much
-/// *source-resolution* video (≈ 280 MB at 1080p30). Measured on the 4-rung 1080p benchmark:
-/// 3 s → 881 MiB peak, 0.5 s → 659 MiB at the same wall time, but 0.5 s and 1 s stall a
-/// 5 fps source (too few frames queued), so 3 s stays until a frame-count bound is proven.
+/// Raw-video queue after the tee, per rendition, bounded in *frames*. The slowest branch's
+/// queue is the one that fills (tee'd buffers are shared), so memory is this many
+/// source-resolution frames. What the queue must cover is the encoder's latency, which is
+/// counted in frames (lookahead + B-frames + frame threads), not in seconds: a time bound
+/// that is generous at 30 fps (3 s = 90 frames ≈ 280 MB at 1080p) starves a 5 fps source
+/// (0.5–1 s = 2–5 frames stalled it). See [`video_queue_frames`].
+const VIDEO_QUEUE_SLACK_FRAMES: u32 = 8;
+/// The thumbnail branch's queue (nearly always empty, see below).
 const VIDEO_QUEUE_TIME: Duration = Duration::from_secs(3);
 /// Encoded-AAC queue before each `splitmuxsink`. AAC is ~16 kB/s, so this can be long; it
 /// must be, because `splitmuxsink` holds audio back until its own video catches up, and a
@@ -699,6 +700,21 @@ fn preset_lookahead(preset: &str) -> i32 {
     }
 }
 
+/// Frames a rendition's raw-video queue holds: the encoder's lookahead plus slack for
+/// B-frames, frame threads and the muxer.
+fn video_queue_frames(preset: &str) -> u32 {
+    preset_lookahead(preset).max(0) as u32 + VIDEO_QUEUE_SLACK_FRAMES
+}
+
+/// A queue bounded by a number of buffers only.
+fn frame_queue(name: &str, frames: u32) -> Result<gst::Element, MediaError> {
+    let q = make("queue", name)?;
+    set(&q, "max-size-time", 0u64)?;
+    set(&q, "max-size-bytes", 0u32)?;
+    set(&q, "max-size-buffers", frames)?;
+    Ok(q)
+}
+
 pub(crate) fn time_queue(name: &str, max_time: Duration) -> Result<gst::Element, MediaError> {
     let q = make("queue", name)?;
     set(&q, "max-size-time", max_time.as_nanos() as u64)?;
@@ -804,7 +820,10 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
 
     let mut branches = Vec::with_capacity(plan.rungs.len());
     for (i, rung) in plan.rungs.iter().enumerate() {
-        let queue = time_queue(&format!("video-queue-{i}"), VIDEO_QUEUE_TIME)?;
+        let queue = frame_queue(
+            &format!("video-queue-{i}"),
+            video_queue_frames(&plan.opts.x264_preset),
+        )?;
         let scale = make("videoscale", &format!("scale-{i}"))?;
         let scaled_caps = make("capsfilter", &format!("scale-caps-{i}"))?;
         set(
@@ -1395,6 +1414,8 @@ mod lookahead_tests {
         assert_eq!(super::preset_lookahead("veryfast"), 10);
         assert_eq!(super::preset_lookahead("ultrafast"), 0);
         assert_eq!(super::preset_lookahead("medium"), 40);
+        assert_eq!(super::video_queue_frames("veryfast"), 18);
+        assert_eq!(super::video_queue_frames("ultrafast"), 8);
         assert_eq!(super::preset_lookahead("veryslow"), 60);
     }
 }
