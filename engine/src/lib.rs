@@ -37,6 +37,7 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use model::*;
 pub use queue::JobClass;
+pub use uploads::{MAX_CONCAT_PARTS, NewUploadSpec};
 
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
 pub const TRANSCODE_QUEUE: &str = "sluice.transcode";
