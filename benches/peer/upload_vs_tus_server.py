@@ -89,10 +89,10 @@ class Server:
             self.proc.kill()
 
 
-def start_sluice(binary, work):
-    port, data = free_port(), work / "sluice"
+def start_sluice(binary, work, name="sluice"):
+    port, data = free_port(), work / name
     data.mkdir()
-    cfg = work / "sluice.toml"
+    cfg = work / f"{name}.toml"
     # Gateway only: no in-process worker competes for the 2 cores (jobs just queue).
     cfg.write_text("[workers]\nin_process = false\n")
     admin = "sk_admin_bench_" + os.urandom(8).hex()
@@ -106,7 +106,7 @@ def start_sluice(binary, work):
                       headers={"Authorization": f"Bearer {admin}"}, timeout=10)
     r.raise_for_status()
     key = r.json()["api_key"]
-    return Server("sluice", proc, f"{url}/v1/uploads/", {"Authorization": f"Bearer {key}"},
+    return Server(name, proc, f"{url}/v1/uploads/", {"Authorization": f"Bearer {key}"},
                   [data / "hot" / "tenants"])
 
 
