@@ -44,6 +44,7 @@ pub use model::*;
 pub use preset::{PresetOverrides, TranscodePreset};
 pub use queue::JobClass;
 pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
+pub use uploads::{MAX_CONCAT_PARTS, NewUploadSpec};
 
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
 pub const TRANSCODE_QUEUE: &str = "sluice.transcode";

@@ -203,10 +203,56 @@ pub struct RawUploaded {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadState {
     pub offset: u64,
-    pub length: u64,
+    /// `None` while the length is deferred (tus creation-defer-length).
+    pub length: Option<u64>,
     pub metadata: Option<String>,
-    /// When an unfinished upload expires (unix ms); `None` once complete.
+    /// When an unfinished upload expires (unix ms); `None` once complete. A partial upload
+    /// keeps expiring after its last byte, until a final upload consumes it.
     pub expires_at: Option<i64>,
+    pub concat: UploadConcat,
+}
+
+impl UploadState {
+    /// Every byte is in.
+    pub fn is_full(&self) -> bool {
+        self.length == Some(self.offset)
+    }
+}
+
+/// The upload's role in tus concatenation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum UploadConcat {
+    /// A plain upload: its last byte makes it the asset's source.
+    #[default]
+    None,
+    /// `Upload-Concat: partial`: a part of a later final upload; never an asset itself.
+    Partial,
+    /// `Upload-Concat: final;…`: assembled from these partial uploads, in order.
+    Final(Vec<String>),
+}
+
+impl UploadConcat {
+    /// The text kept in the metadata store (`NULL`, `partial` or `final;ID ID…`).
+    pub fn to_db(&self) -> Option<String> {
+        match self {
+            UploadConcat::None => None,
+            UploadConcat::Partial => Some("partial".into()),
+            UploadConcat::Final(ids) => Some(format!("final;{}", ids.join(" "))),
+        }
+    }
+
+    pub fn from_db(s: Option<&str>) -> Self {
+        match s {
+            Some("partial") => UploadConcat::Partial,
+            Some(s) if s.starts_with("final;") => UploadConcat::Final(
+                s["final;".len()..]
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            _ => UploadConcat::None,
+        }
+    }
 }
 
 /// The message on the queue: a description of work, executed by `sluice-workers`.
@@ -259,5 +305,22 @@ mod tests {
         // A key without a value is allowed by tus.
         assert_eq!(upload_metadata_filename("is_confidential"), Ok(None));
         assert!(upload_metadata_filename("filename !!!").is_err());
+    }
+
+    #[test]
+    fn concat_round_trips_through_the_store_text() {
+        for c in [
+            UploadConcat::None,
+            UploadConcat::Partial,
+            UploadConcat::Final(vec!["A".into(), "B".into()]),
+        ] {
+            assert_eq!(UploadConcat::from_db(c.to_db().as_deref()), c);
+        }
+        assert_eq!(
+            UploadConcat::Final(vec!["A".into(), "B".into()])
+                .to_db()
+                .unwrap(),
+            "final;A B"
+        );
     }
 }

@@ -133,10 +133,12 @@ impl Engine {
             store::NewUpload {
                 tenant,
                 asset: &id,
-                length: req
-                    .content_length
-                    .unwrap_or(self.inner.config.uploads.max_size),
+                length: Some(
+                    req.content_length
+                        .unwrap_or(self.inner.config.uploads.max_size),
+                ),
                 size: req.content_length,
+                concat: &crate::model::UploadConcat::None,
                 metadata: None,
                 filename: filename.as_deref(),
                 device: who.device(),

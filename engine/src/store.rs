@@ -3,7 +3,7 @@
 
 use sqlx::{AnyPool, Row};
 
-use crate::model::{Asset, AssetStatus, Job, Rendition, TranscodeJob, UploadState};
+use crate::model::{Asset, AssetStatus, Job, Rendition, TranscodeJob, UploadConcat, UploadState};
 use crate::{Result, rfc3339_ms};
 
 /// What a live (unrevoked) key stands for.
@@ -259,7 +259,7 @@ async fn check_quota_locked(
 
 const SELECT_ASSET: &str = "SELECT id, tenant_id, status, progress, duration_s, error, \
     filename, size, job_id, device_id, renditions, probe, created_at, updated_at FROM assets \
-    WHERE id = $1 AND tenant_id = $2";
+    WHERE id = $1 AND tenant_id = $2 AND hidden = 0";
 
 fn asset_from_row(r: &sqlx::any::AnyRow) -> Result<Asset> {
     let status: String = r.try_get("status")?;
@@ -296,11 +296,12 @@ pub(crate) async fn get_asset(db: &AnyPool, tenant: &str, id: &str) -> Result<Op
 pub(crate) struct NewUpload<'a> {
     pub tenant: &'a str,
     pub asset: &'a str,
-    /// The upload's length (for a raw upload of unknown length: the size limit, until
-    /// the body ends).
-    pub length: u64,
+    /// The upload's length; `None`: deferred (tus creation-defer-length). A raw upload of
+    /// unknown length passes the size limit until its body ends.
+    pub length: Option<u64>,
     /// The asset's size, reserved against the tenant's quota (`None`: not known yet).
     pub size: Option<u64>,
+    pub concat: &'a UploadConcat,
     pub metadata: Option<&'a str>,
     pub filename: Option<&'a str>,
     pub device: Option<&'a str>,
@@ -309,24 +310,27 @@ pub(crate) struct NewUpload<'a> {
 }
 
 /// Create an asset in `uploading` and its upload session, atomically, if its size fits
-/// the tenant's storage quota.
+/// the tenant's storage quota. A partial upload's asset is hidden: it exists only to hold
+/// the session until a final upload consumes it.
 pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> {
     let NewUpload {
         tenant,
         asset,
         length,
         size,
+        concat,
         metadata,
         filename,
         device,
         now,
         expires_at,
     } = u;
+    let hidden = i64::from(*concat == UploadConcat::Partial);
     let mut tx = db.begin().await?;
     check_quota_locked(&mut tx, tenant, size.unwrap_or(0)).await?;
     sqlx::query(
         "INSERT INTO assets (id, tenant_id, status, filename, size, device_id, created_at, \
-         updated_at) VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7)",
+         updated_at, hidden) VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7, $8)",
     )
     .bind(asset)
     .bind(tenant)
@@ -335,26 +339,30 @@ pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> 
     .bind(device)
     .bind(now)
     .bind(now)
+    .bind(hidden)
     .execute(&mut *tx)
     .await?;
     sqlx::query(
         "INSERT INTO uploads (asset_id, tenant_id, length, \"offset\", metadata, created_at, \
-         expires_at) VALUES ($1, $2, $3, 0, $4, $5, $6)",
+         expires_at, length_deferred, concat) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8)",
     )
     .bind(asset)
     .bind(tenant)
-    .bind(length as i64)
+    .bind(length.unwrap_or(0) as i64)
     .bind(metadata)
     .bind(now)
     .bind(expires_at)
+    .bind(i64::from(length.is_none()))
+    .bind(concat.to_db())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(())
 }
 
-/// A raw upload of unknown length ended at `length` bytes: record it as the upload's length
-/// and the asset's size, if it fits the quota.
+/// A length becomes known — a raw upload of unknown length ended, or a tus client declared
+/// a deferred one (once): record it as the upload's length and the asset's size, if it
+/// fits the quota.
 pub(crate) async fn set_upload_length(
     db: &AnyPool,
     tenant: &str,
@@ -363,7 +371,7 @@ pub(crate) async fn set_upload_length(
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     check_quota_locked(&mut tx, tenant, length).await?;
-    sqlx::query("UPDATE uploads SET length = $1 WHERE asset_id = $2")
+    sqlx::query("UPDATE uploads SET length = $1, length_deferred = 0 WHERE asset_id = $2")
         .bind(length as i64)
         .bind(asset)
         .execute(&mut *tx)
@@ -516,8 +524,8 @@ pub(crate) async fn get_upload(
     asset: &str,
 ) -> Result<Option<(UploadState, bool)>> {
     let row = sqlx::query(
-        "SELECT length, \"offset\", metadata, completed_at, expires_at FROM uploads \
-         WHERE asset_id = $1 AND tenant_id = $2",
+        "SELECT length, \"offset\", metadata, completed_at, expires_at, length_deferred, \
+         concat FROM uploads WHERE asset_id = $1 AND tenant_id = $2",
     )
     .bind(asset)
     .bind(tenant)
@@ -526,10 +534,12 @@ pub(crate) async fn get_upload(
     let Some(r) = row else { return Ok(None) };
     Ok(Some((
         UploadState {
-            length: r.try_get::<i64, _>("length")? as u64,
+            length: (r.try_get::<i64, _>("length_deferred")? == 0)
+                .then_some(r.try_get::<i64, _>("length")? as u64),
             offset: r.try_get::<i64, _>("offset")? as u64,
             metadata: r.try_get("metadata")?,
             expires_at: r.try_get("expires_at")?,
+            concat: UploadConcat::from_db(r.try_get::<Option<String>, _>("concat")?.as_deref()),
         },
         r.try_get::<Option<i64>, _>("completed_at")?.is_some(),
     )))
@@ -547,6 +557,39 @@ pub(crate) async fn set_upload_offset(
         .bind(asset)
         .execute(db)
         .await?;
+    Ok(())
+}
+
+/// A final upload's bytes are assembled: record its full offset and delete the partial
+/// uploads it consumed (their sessions and hidden assets), atomically.
+pub(crate) async fn consume_partials(
+    db: &AnyPool,
+    tenant: &str,
+    final_asset: &str,
+    length: u64,
+    partials: &[String],
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE uploads SET \"offset\" = $1 WHERE asset_id = $2")
+        .bind(length as i64)
+        .bind(final_asset)
+        .execute(&mut *tx)
+        .await?;
+    for p in partials {
+        sqlx::query(
+            "DELETE FROM uploads WHERE asset_id = $1 AND tenant_id = $2 AND concat = 'partial'",
+        )
+        .bind(p)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM assets WHERE id = $1 AND tenant_id = $2 AND hidden = 1")
+            .bind(p)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

@@ -6,6 +6,20 @@
 //! write truncates them, so the stored object is always exactly the bytes the client was
 //! told were received. On the last byte the file moves into the hot tier as the asset's
 //! source and a transcode job is queued.
+//!
+//! tus creation-defer-length: an upload may start without a length; PATCHes are then bounded
+//! by the maximum upload size, and one of them declares the length.
+//!
+//! tus concatenation: a *partial* upload fills its file like any other but never becomes an
+//! asset (its asset row is hidden) and keeps expiring after its last byte. A *final* upload
+//! names complete partials in order; its file is assembled in the uploads directory without
+//! moving bytes through user space: the first partial's file is renamed to the final's, and
+//! the others are appended with `copy_file_range(2)` (through `std::io::copy`), which shares
+//! extents on filesystems with reflinks (XFS, btrfs) and is an in-kernel copy elsewhere
+//! (ext4). The file is synced, the partials' sessions are deleted in the same transaction
+//! that records the final's offset, and the final then completes like any upload (a rename
+//! into a local hot tier). A crash during assembly leaves the final unfinished (it expires)
+//! and the first partial without its bytes: the client starts the upload again.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,7 +30,7 @@ use sluice_storage::keys;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use crate::checksum::Checksum;
-use crate::model::{Asset, Principal, UploadState, upload_metadata_filename};
+use crate::model::{Asset, Principal, UploadConcat, UploadState, upload_metadata_filename};
 use crate::sniff::{Sniffer, WINDOW};
 use crate::{Engine, Error, Result, store};
 
@@ -25,6 +39,22 @@ pub(crate) const LEASE: Duration = Duration::from_secs(10);
 pub(crate) const LEASE_RENEW: Duration = Duration::from_secs(3);
 /// The error of an asset whose upload had no bytes.
 const EMPTY_UPLOAD: &str = "the upload is empty (Upload-Length: 0): there is no video to process";
+/// While a PATCH streams, ask the kernel to start writing back every this many bytes, so
+/// the `fsync` before the offset commit finds little left to do (it still runs).
+const WRITEBACK_EVERY: u64 = 8 << 20;
+/// Most partial uploads one final upload may name.
+pub const MAX_CONCAT_PARTS: usize = 1000;
+
+/// What a tus creation request asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewUploadSpec<'a> {
+    /// `None`: `Upload-Defer-Length: 1`, declared by a later PATCH.
+    pub length: Option<u64>,
+    /// The raw `Upload-Metadata` header.
+    pub metadata: Option<&'a str>,
+    /// `Upload-Concat: partial`.
+    pub partial: bool,
+}
 
 /// The write lease of one upload, held in the metadata store so that it excludes writers
 /// in every gateway process. Released when dropped, however the request ends.
@@ -154,12 +184,40 @@ impl Engine {
         length: u64,
         metadata: Option<&str>,
     ) -> Result<Asset> {
+        let spec = NewUploadSpec {
+            length: Some(length),
+            metadata,
+            partial: false,
+        };
+        let id = self.create_upload_with(who, &spec).await?;
         let tenant = self.upload_tenant_of(who)?;
+        store::get_asset(&self.inner.db, tenant, &id)
+            .await?
+            .ok_or_else(|| Error::not_found("asset", &id))
+    }
+
+    /// Check a length a client declares (at creation or, when deferred, in a PATCH). An
+    /// empty whole file is accepted and then fails at once (see `finish_empty_upload`).
+    fn check_length(&self, length: u64) -> Result<()> {
         let max = self.inner.config.uploads.max_size;
         if length > max {
             return Err(Error::TooLarge { size: length, max });
         }
-        let filename = match metadata {
+        Ok(())
+    }
+
+    /// tus creation with every option (deferred length, partial upload). Returns the
+    /// upload id, which is also the asset id (a partial's asset stays hidden).
+    pub async fn create_upload_with(
+        &self,
+        who: &Principal,
+        spec: &NewUploadSpec<'_>,
+    ) -> Result<String> {
+        let tenant = self.upload_tenant_of(who)?;
+        if let Some(length) = spec.length {
+            self.check_length(length)?;
+        }
+        let filename = match spec.metadata {
             Some(m) => upload_metadata_filename(m).map_err(Error::InvalidInput)?,
             None => None,
         };
@@ -168,14 +226,20 @@ impl Engine {
         tokio::fs::File::create(&path)
             .await
             .map_err(|e| Error::io(&path, e))?;
+        let concat = if spec.partial {
+            UploadConcat::Partial
+        } else {
+            UploadConcat::None
+        };
         store::insert_upload(
             &self.inner.db,
             store::NewUpload {
                 tenant,
                 asset: &id,
-                length,
-                size: Some(length),
-                metadata: metadata.filter(|m| !m.trim().is_empty()),
+                length: spec.length,
+                size: spec.length,
+                concat: &concat,
+                metadata: spec.metadata.filter(|m| !m.trim().is_empty()),
                 filename: filename.as_deref(),
                 device: who.device(),
                 now: self.now_ms(),
@@ -187,12 +251,10 @@ impl Engine {
             let _ = std::fs::remove_file(&path);
         })?;
         metrics::counter!("sluice_uploads_created_total").increment(1);
-        if length == 0 {
+        if spec.length == Some(0) && !spec.partial {
             self.finish_empty_upload(tenant, &id).await?;
         }
-        store::get_asset(&self.inner.db, tenant, &id)
-            .await?
-            .ok_or_else(|| Error::not_found("asset", &id))
+        Ok(id)
     }
 
     /// A device may only touch its own uploads; a tenant key any of its tenant's.
@@ -236,8 +298,27 @@ impl Engine {
         who: &Principal,
         asset: &str,
         offset: u64,
+        body: S,
+        checksum: Option<&Checksum>,
+    ) -> Result<UploadState>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        self.append_upload_declaring(who, asset, offset, body, checksum, None)
+            .await
+    }
+
+    /// Like [`Engine::append_upload_checked`], with the `Upload-Length` a PATCH carries:
+    /// it sets a deferred length (once), and must match a known one.
+    pub async fn append_upload_declaring<S, E>(
+        &self,
+        who: &Principal,
+        asset: &str,
+        offset: u64,
         mut body: S,
         checksum: Option<&Checksum>,
+        declared_length: Option<u64>,
     ) -> Result<UploadState>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -247,7 +328,15 @@ impl Engine {
         self.check_upload_owner(who, asset).await?;
         let lease = self.lease_upload(&tenant, asset).await?;
         let result = self
-            .append_leased(&tenant, asset, offset, &mut body, &lease, checksum)
+            .append_leased(
+                &tenant,
+                asset,
+                offset,
+                &mut body,
+                &lease,
+                checksum,
+                declared_length,
+            )
             .await;
         // Released on every path, before answering: clients PATCH again immediately.
         let released = lease.release().await;
@@ -256,6 +345,7 @@ impl Engine {
         Ok(state)
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn append_leased<S, E>(
         &self,
         tenant: &str,
@@ -264,13 +354,19 @@ impl Engine {
         body: &mut S,
         lease: &UploadLease,
         checksum: Option<&Checksum>,
+        declared_length: Option<u64>,
     ) -> Result<UploadState>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let (state, complete) = self.live_upload(tenant, asset).await?;
-        if complete || state.offset == state.length {
+        let (mut state, complete) = self.live_upload(tenant, asset).await?;
+        if matches!(state.concat, UploadConcat::Final(_)) {
+            return Err(Error::Forbidden(
+                "a final upload is assembled from its partial uploads and takes no PATCH",
+            ));
+        }
+        if complete || state.is_full() {
             return Err(Error::Conflict(format!(
                 "upload {asset} is already complete"
             )));
@@ -281,6 +377,29 @@ impl Engine {
                 got: offset,
             });
         }
+        let partial = state.concat == UploadConcat::Partial;
+        match (state.length, declared_length) {
+            (Some(known), Some(declared)) if known != declared => {
+                return Err(Error::InvalidInput(format!(
+                    "Upload-Length {declared} differs from the upload's length {known}"
+                )));
+            }
+            (None, Some(declared)) => {
+                self.check_length(declared)?;
+                if declared < state.offset {
+                    return Err(Error::InvalidInput(format!(
+                        "Upload-Length {declared} is less than the {} bytes already received",
+                        state.offset
+                    )));
+                }
+                store::set_upload_length(&self.inner.db, tenant, asset, declared).await?;
+                state.length = Some(declared);
+            }
+            _ => {}
+        }
+        // While the length is deferred, the maximum upload size bounds the bytes.
+        let max = self.inner.config.uploads.max_size;
+        let limit = state.length.unwrap_or(max);
         let path = self.upload_path(asset);
         let io = |e| Error::io(&path, e);
         // The leading bytes already stored, for the content sniffer (only while they are
@@ -296,7 +415,7 @@ impl Engine {
                 .await
                 .map_err(io)?;
         }
-        let mut sniffer = Sniffer::new(head, Some(state.length));
+        let mut sniffer = Sniffer::new(head, state.length);
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -308,6 +427,7 @@ impl Engine {
             .await
             .map_err(io)?;
 
+        let mut writeback = Writeback::new(&file, state.offset).await;
         let mut written = state.offset;
         let mut body_error = None;
         let mut too_long = false;
@@ -329,7 +449,7 @@ impl Engine {
                     break;
                 }
             };
-            if written + chunk.len() as u64 > state.length {
+            if written + chunk.len() as u64 > limit {
                 too_long = true;
                 break;
             }
@@ -343,14 +463,20 @@ impl Engine {
                 h.update(&chunk);
             }
             written += chunk.len() as u64;
+            writeback.progress(written);
         }
         if too_long {
             // Nothing of this request is committed.
             file.set_len(state.offset).await.map_err(io)?;
-            return Err(Error::InvalidInput(format!(
-                "the body runs past Upload-Length ({} bytes)",
-                state.length
-            )));
+            return Err(match state.length {
+                Some(l) => {
+                    Error::InvalidInput(format!("the body runs past Upload-Length ({l} bytes)"))
+                }
+                None => Error::TooLarge {
+                    size: written + 1,
+                    max,
+                },
+            });
         }
         if let (Some(h), Some(c)) = (hasher, checksum) {
             let verdict = match &body_error {
@@ -378,12 +504,14 @@ impl Engine {
         if let Some(e) = body_error {
             tracing::info!(asset, offset = written, "upload request ended early: {e}");
         }
-        if written == state.length {
+        let full = state.length == Some(written);
+        // A full partial waits for its final upload; anything else full is an asset now.
+        if full && !partial {
             self.finish_upload(tenant, asset).await?;
         }
         Ok(UploadState {
             offset: written,
-            expires_at: (written < state.length).then_some(if written != state.offset {
+            expires_at: (!full || partial).then_some(if written != state.offset {
                 expires_at
             } else {
                 state.expires_at.unwrap_or(expires_at)
@@ -459,5 +587,300 @@ impl Engine {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(&path, e)),
         }
+    }
+
+    /// tus concatenation: create the final upload from complete partial uploads of the
+    /// caller's tenant, in order, and complete it at once (its asset is queued). Each
+    /// partial is consumed: its session disappears. `declared_length`, if the client sent
+    /// one, must be the sum of the partials.
+    pub async fn create_final_upload(
+        &self,
+        who: &Principal,
+        partials: &[String],
+        metadata: Option<&str>,
+        declared_length: Option<u64>,
+    ) -> Result<Asset> {
+        let tenant = self.upload_tenant_of(who)?.to_string();
+        if partials.is_empty() {
+            return Err(Error::InvalidInput(
+                "Upload-Concat: final names no partial upload".into(),
+            ));
+        }
+        if partials.len() > MAX_CONCAT_PARTS {
+            return Err(Error::InvalidInput(format!(
+                "Upload-Concat: final names {} partial uploads; at most {MAX_CONCAT_PARTS}",
+                partials.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = partials.iter().find(|p| !seen.insert(p.as_str())) {
+            return Err(Error::InvalidInput(format!(
+                "Upload-Concat: final names partial upload {dup} twice"
+            )));
+        }
+        // A device concatenates only its own partials (like it patches only its uploads).
+        for p in partials {
+            self.check_upload_owner(who, p).await?;
+        }
+        let filename = match metadata {
+            Some(m) => upload_metadata_filename(m).map_err(Error::InvalidInput)?,
+            None => None,
+        };
+        // Hold every partial's lease: no PATCH, DELETE, sweep or other final touches them
+        // while they are checked and assembled. Released on every path, before answering.
+        let mut leases = Vec::with_capacity(partials.len());
+        let result = self
+            .concat_leased(
+                &tenant,
+                partials,
+                metadata,
+                filename.as_deref(),
+                declared_length,
+                who.device(),
+                &mut leases,
+            )
+            .await;
+        for lease in leases {
+            if let Err(e) = lease.release().await {
+                tracing::warn!("could not release a partial upload's lease: {e}");
+            }
+        }
+        let id = result?;
+        store::get_asset(&self.inner.db, &tenant, &id)
+            .await?
+            .ok_or_else(|| Error::not_found("asset", &id))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn concat_leased(
+        &self,
+        tenant: &str,
+        partials: &[String],
+        metadata: Option<&str>,
+        filename: Option<&str>,
+        declared_length: Option<u64>,
+        device: Option<&str>,
+        leases: &mut Vec<UploadLease>,
+    ) -> Result<String> {
+        let tenant = tenant.to_string();
+        let mut lengths = Vec::with_capacity(partials.len());
+        for id in partials {
+            let lease = self.lease_upload(&tenant, id).await?;
+            let (state, _) = self.live_upload(&tenant, id).await?;
+            leases.push(lease);
+            if state.concat != UploadConcat::Partial {
+                return Err(Error::InvalidInput(format!(
+                    "upload {id} is not a partial upload (create it with \
+                     'Upload-Concat: partial')"
+                )));
+            }
+            match state.length {
+                Some(l) if l == state.offset => lengths.push(l),
+                Some(l) => {
+                    return Err(Error::InvalidInput(format!(
+                        "partial upload {id} is not complete: {} of {l} bytes received",
+                        state.offset
+                    )));
+                }
+                None => {
+                    return Err(Error::InvalidInput(format!(
+                        "partial upload {id} is not complete: its length is still deferred"
+                    )));
+                }
+            }
+        }
+        let total: u64 = lengths.iter().sum();
+        self.check_length(total)?;
+        if let Some(d) = declared_length.filter(|d| *d != total) {
+            return Err(Error::InvalidInput(format!(
+                "Upload-Length {d} differs from the {total} bytes of the partial uploads"
+            )));
+        }
+
+        let id = ulid::Ulid::new().to_string();
+        let concat = UploadConcat::Final(partials.to_vec());
+        store::insert_upload(
+            &self.inner.db,
+            store::NewUpload {
+                tenant: &tenant,
+                asset: &id,
+                length: Some(total),
+                // Reserved on top of the partials until they are consumed just below.
+                size: Some(total),
+                concat: &concat,
+                metadata: metadata.filter(|m| !m.trim().is_empty()),
+                filename,
+                device,
+                now: self.now_ms(),
+                expires_at: self.upload_expiry(),
+            },
+        )
+        .await?;
+        // Its own lease keeps the sweeper away until it is complete.
+        let final_lease = self.lease_upload(&tenant, &id).await?;
+        let paths: Vec<PathBuf> = partials.iter().map(|p| self.upload_path(p)).collect();
+        let dest = self.upload_path(&id);
+        if let Err(e) = self.assemble(&dest, &paths, &lengths, leases).await {
+            // The partials are intact again: drop the final so nothing half-made remains.
+            if let Err(e2) = store::delete_upload(&self.inner.db, &id).await {
+                tracing::warn!(asset = %id, "could not drop the failed final upload: {e2}");
+            }
+            drop(final_lease);
+            return Err(e);
+        }
+        store::consume_partials(&self.inner.db, &tenant, &id, total, partials).await?;
+        for path in &paths[1..] {
+            match tokio::fs::remove_file(path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), "could not remove partial: {e}"),
+            }
+        }
+        let finished = self.finish_upload(&tenant, &id).await;
+        final_lease.release().await?;
+        finished?;
+        metrics::counter!("sluice_uploads_concatenated_total").increment(1);
+        tracing::info!(asset = %id, parts = partials.len(), bytes = total, "partial uploads concatenated");
+        Ok(id)
+    }
+
+    /// Build `dest` from the partial files, in order: rename the first, append the others
+    /// with `copy_file_range`, sync. On failure the first partial's file is put back.
+    async fn assemble(
+        &self,
+        dest: &std::path::Path,
+        parts: &[PathBuf],
+        lengths: &[u64],
+        leases: &[UploadLease],
+    ) -> Result<()> {
+        let first = parts[0].clone();
+        tokio::fs::rename(&first, dest)
+            .await
+            .map_err(|e| Error::io(&first, e))?;
+        let result = self.append_parts(dest, parts, lengths, leases).await;
+        if result.is_err() {
+            // Best effort: give the first partial its bytes back, so the client may retry.
+            let (dest, first, len) = (dest.to_path_buf(), first, lengths[0]);
+            let _ = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&dest)?
+                    .set_len(len)?;
+                std::fs::rename(&dest, &first)
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn append_parts(
+        &self,
+        dest: &std::path::Path,
+        parts: &[PathBuf],
+        lengths: &[u64],
+        leases: &[UploadLease],
+    ) -> Result<()> {
+        let io = |p: &std::path::Path| {
+            let p = p.to_path_buf();
+            move |e| Error::io(p, e)
+        };
+        // Bytes past a partial's committed length (none when it completed) are dropped.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .await
+            .map_err(io(dest))?
+            .into_std()
+            .await;
+        file.set_len(lengths[0]).map_err(io(dest))?;
+        let mut renewed = std::time::Instant::now();
+        for (path, &len) in parts.iter().zip(lengths).skip(1) {
+            let (src_path, mut out) = (path.clone(), file);
+            // std::io::copy between two files is copy_file_range(2) on Linux: no bytes pass
+            // through this process (a reflink where the filesystem shares extents).
+            let (res, back) = tokio::task::spawn_blocking(move || {
+                use std::io::{Read, Seek};
+                let res = (|| {
+                    out.seek(std::io::SeekFrom::End(0))?;
+                    let mut src = std::fs::File::open(&src_path)?.take(len);
+                    std::io::copy(&mut src, &mut out)
+                })();
+                (res, out)
+            })
+            .await
+            .map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+            file = back;
+            let copied = res.map_err(io(path))?;
+            if copied != len {
+                return Err(Error::io(
+                    path,
+                    std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("partial file holds {copied} of its {len} bytes"),
+                    ),
+                ));
+            }
+            if renewed.elapsed() >= LEASE_RENEW {
+                for lease in leases {
+                    self.renew_lease(lease).await?;
+                }
+                renewed = std::time::Instant::now();
+            }
+        }
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| Error::io(dest, std::io::Error::other(e)))?
+            .map_err(io(dest))?;
+        Ok(())
+    }
+}
+
+/// Starts writeback of a PATCH's bytes while the body still streams
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: a hint that does not wait for the disk), so
+/// network receive and disk writes overlap instead of following each other at the final
+/// `fsync`. Durability is unchanged: the offset is still committed only after `fsync`.
+struct Writeback {
+    file: Option<std::sync::Arc<std::fs::File>>,
+    started: u64,
+    in_flight: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Writeback {
+    async fn new(file: &tokio::fs::File, from: u64) -> Self {
+        // A duplicate descriptor, owned by the hint tasks: never one closed under them.
+        let file = match file.try_clone().await {
+            Ok(f) => Some(std::sync::Arc::new(f.into_std().await)),
+            Err(_) => None,
+        };
+        Writeback {
+            file,
+            started: from,
+            in_flight: None,
+        }
+    }
+
+    /// `written` bytes are handed to the file: start writeback of what is past the last
+    /// hint, once there is enough of it and the previous hint returned.
+    fn progress(&mut self, written: u64) {
+        let Some(file) = &self.file else { return };
+        if written < self.started + WRITEBACK_EVERY
+            || self.in_flight.as_ref().is_some_and(|h| !h.is_finished())
+        {
+            return;
+        }
+        let (file, from, len) = (file.clone(), self.started, written - self.started);
+        self.started = written;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on a descriptor this Arc keeps open.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    from as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }));
     }
 }

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use bytes::Bytes;
 use futures::stream;
-use sluice_engine::{AssetStatus, Clock, Config, Engine, Error, Principal};
+use sluice_engine::{
+    AssetStatus, Clock, Config, Engine, Error, NewUploadSpec, Principal, UploadConcat,
+};
 
 struct FakeClock(AtomicI64);
 impl Clock for FakeClock {
@@ -83,6 +85,9 @@ on_both!(
     presets_are_stored_validated_and_snapshotted_into_jobs,
     one_rendition_of_a_ready_asset_can_be_rerun,
     a_zero_length_upload_fails_at_once,
+    deferred_length_is_declared_once,
+    partial_uploads_concatenate_into_one_asset,
+    unused_partials_expire,
 );
 
 async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
@@ -1302,7 +1307,7 @@ async fn a_zero_length_upload_fails_at_once(backend: Backend) {
     );
     assert_eq!((a.job_id, a.size), (None, Some(0)));
     let s = e.upload_state(&who, &a.id).await.unwrap();
-    assert_eq!((s.offset, s.length, s.expires_at), (0, 0, None));
+    assert_eq!((s.offset, s.length, s.expires_at), (0, Some(0), None));
     // The empty source is kept like any other; the upload takes no bytes.
     let (_, info, _) = e.asset_source(&who, &a.id).await.unwrap();
     assert_eq!(info.size, 0);
@@ -1310,4 +1315,270 @@ async fn a_zero_length_upload_fails_at_once(backend: Backend) {
         e.append_upload(&who, &a.id, 0, chunks(vec![b"x"])).await,
         Err(Error::Conflict(_))
     ));
+}
+
+fn spec(length: Option<u64>, partial: bool) -> NewUploadSpec<'static> {
+    NewUploadSpec {
+        length,
+        metadata: None,
+        partial,
+    }
+}
+
+/// tus creation-defer-length: bytes flow before the length is known, bounded by the
+/// maximum size; one PATCH declares the length, which may not change afterwards.
+async fn deferred_length_is_declared_once(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let id = e
+        .create_upload_with(&who, &spec(None, false))
+        .await
+        .unwrap();
+    let s = e.upload_state(&who, &id).await.unwrap();
+    assert_eq!((s.offset, s.length), (0, None));
+    assert_eq!(e.get_asset(&who, &id).await.unwrap().size, None);
+    let s = e
+        .append_upload(&who, &id, 0, chunks(vec![b"abc", b"def"]))
+        .await
+        .unwrap();
+    assert_eq!((s.offset, s.length), (6, None));
+    // A declared length below the bytes received, or above the maximum, is refused.
+    let declare = |offset, body, len| {
+        e.append_upload_declaring(&who, &id, offset, chunks(body), None, Some(len))
+    };
+    assert!(matches!(
+        declare(6, vec![], 5).await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        declare(6, vec![], 1 << 50).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(e.upload_state(&who, &id).await.unwrap().length, None);
+    // Declared with the next bytes; the body may not run past it.
+    assert!(matches!(
+        declare(6, vec![b"ghijk"], 10).await,
+        Err(Error::InvalidInput(_))
+    ));
+    let s = e.upload_state(&who, &id).await.unwrap();
+    assert_eq!((s.offset, s.length), (6, Some(10)));
+    assert_eq!(e.get_asset(&who, &id).await.unwrap().size, Some(10));
+    // Once known, another value is refused; the same value is accepted.
+    assert!(matches!(
+        declare(6, vec![b"gh"], 11).await,
+        Err(Error::InvalidInput(_))
+    ));
+    let s = declare(6, vec![b"gh"], 10).await.unwrap();
+    assert_eq!(s.offset, 8);
+    let s = e
+        .append_upload(&who, &id, 8, chunks(vec![b"ij"]))
+        .await
+        .unwrap();
+    assert_eq!((s.offset, s.expires_at), (10, None));
+    assert_eq!(
+        e.get_asset(&who, &id).await.unwrap().status,
+        AssetStatus::Queued
+    );
+    let src = e
+        .storage()
+        .get_bytes(&sluice_storage::keys::source(&t.id, &id))
+        .await
+        .unwrap();
+    assert_eq!(src, Bytes::from_static(b"abcdefghij"));
+
+    // A deferred upload may end with an empty PATCH that declares the length.
+    let id = e
+        .create_upload_with(&who, &spec(None, false))
+        .await
+        .unwrap();
+    e.append_upload(&who, &id, 0, chunks(vec![b"xyz"]))
+        .await
+        .unwrap();
+    let s = e
+        .append_upload_declaring(&who, &id, 3, chunks(vec![]), None, Some(3))
+        .await
+        .unwrap();
+    assert_eq!(s.offset, 3);
+    assert_eq!(
+        e.get_asset(&who, &id).await.unwrap().status,
+        AssetStatus::Queued
+    );
+
+    // Without a length, the maximum upload size still bounds the bytes.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut config = config_for(backend, dir2.path()).await;
+    config.uploads.max_size = 4;
+    let (small, _) = Engine::open(config, None).await.unwrap();
+    let t2 = small
+        .create_tenant(&Principal::Admin, "acme")
+        .await
+        .unwrap();
+    let who2 = Principal::Tenant { tenant_id: t2.id };
+    let id = small
+        .create_upload_with(&who2, &spec(None, false))
+        .await
+        .unwrap();
+    assert!(matches!(
+        small
+            .append_upload(&who2, &id, 0, chunks(vec![b"abc", b"de"]))
+            .await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(small.upload_state(&who2, &id).await.unwrap().offset, 0);
+}
+
+/// tus concatenation: partials are not assets; a final upload validates them, assembles
+/// their bytes in order, consumes them, and queues its asset.
+async fn partial_uploads_concatenate_into_one_asset(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let mut parts = Vec::new();
+    for body in [&b"hello "[..], b"", b"concatenated ", b"world"] {
+        let id = e
+            .create_upload_with(&who, &spec(Some(body.len() as u64), true))
+            .await
+            .unwrap();
+        if !body.is_empty() {
+            let body: &'static [u8] = Box::leak(body.to_vec().into_boxed_slice());
+            let s = e
+                .append_upload(&who, &id, 0, chunks(vec![body]))
+                .await
+                .unwrap();
+            // A full partial still expires until a final consumes it.
+            assert!(s.expires_at.is_some());
+        }
+        // Partials are never assets.
+        assert!(matches!(
+            e.get_asset(&who, &id).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert_eq!(
+            e.upload_state(&who, &id).await.unwrap().concat,
+            UploadConcat::Partial
+        );
+        parts.push(id);
+    }
+    // An unfinished partial, a plain upload, another tenant's partial, a missing one,
+    // a repeated one: each refused, and nothing consumed.
+    let unfinished = e
+        .create_upload_with(&who, &spec(Some(5), true))
+        .await
+        .unwrap();
+    let deferred = e.create_upload_with(&who, &spec(None, true)).await.unwrap();
+    let plain = e.create_upload(&who, 5, None).await.unwrap().id;
+    let other = e.create_tenant(&Principal::Admin, "other").await.unwrap();
+    let other = Principal::Tenant {
+        tenant_id: other.id,
+    };
+    let foreign = e
+        .create_upload_with(&other, &spec(Some(1), true))
+        .await
+        .unwrap();
+    e.append_upload(&other, &foreign, 0, chunks(vec![b"!"]))
+        .await
+        .unwrap();
+    let with = |extra: &str| {
+        let mut v = parts.clone();
+        v.push(extra.to_string());
+        v
+    };
+    for (bad, want_not_found) in [
+        (with(&unfinished), false),
+        (with(&deferred), false),
+        (with(&plain), false),
+        (with(&parts[0]), false),
+        (with(&foreign), true),
+        (with("01NOSUCHUPLOAD"), true),
+        (vec![], false),
+    ] {
+        let r = e.create_final_upload(&who, &bad, None, None).await;
+        match r {
+            Err(Error::NotFound { .. }) if want_not_found => {}
+            Err(Error::InvalidInput(_)) if !want_not_found => {}
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        e.create_final_upload(&who, &parts, None, Some(3)).await,
+        Err(Error::InvalidInput(_))
+    ));
+    for p in &parts {
+        assert_eq!(
+            e.upload_state(&who, p).await.unwrap().concat,
+            UploadConcat::Partial
+        );
+        assert!(dir.path().join("uploads").join(p).exists());
+    }
+
+    let a = e
+        .create_final_upload(&who, &parts, Some("filename Y2xpcC5tcDQ="), Some(24))
+        .await
+        .unwrap();
+    assert_eq!(a.status, AssetStatus::Queued);
+    assert_eq!(
+        (a.size, a.filename.as_deref()),
+        (Some(24), Some("clip.mp4"))
+    );
+    let src = e
+        .storage()
+        .get_bytes(&sluice_storage::keys::source(&t.id, &a.id))
+        .await
+        .unwrap();
+    assert_eq!(src, Bytes::from_static(b"hello concatenated world"));
+    let s = e.upload_state(&who, &a.id).await.unwrap();
+    assert_eq!((s.offset, s.length), (24, Some(24)));
+    assert_eq!(s.concat, UploadConcat::Final(parts.clone()));
+    // A final takes no PATCH; its partials are gone, files and sessions.
+    assert!(matches!(
+        e.append_upload(&who, &a.id, 24, chunks(vec![b"x"])).await,
+        Err(Error::Forbidden(_))
+    ));
+    for p in &parts {
+        assert!(matches!(
+            e.upload_state(&who, p).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(!dir.path().join("uploads").join(p).exists());
+    }
+    // A second final over the same partials finds nothing.
+    assert!(matches!(
+        e.create_final_upload(&who, &parts, None, None).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// Partials that no final upload consumes expire like unfinished uploads, complete or not.
+async fn unused_partials_expire(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant { tenant_id: t.id };
+    let full = e
+        .create_upload_with(&who, &spec(Some(2), true))
+        .await
+        .unwrap();
+    e.append_upload(&who, &full, 0, chunks(vec![b"ab"]))
+        .await
+        .unwrap();
+    let empty = e
+        .create_upload_with(&who, &spec(Some(2), true))
+        .await
+        .unwrap();
+    clock.0.fetch_add(24 * 3600 * 1000 + 1, Ordering::SeqCst);
+    assert_eq!(e.sweep_expired_uploads().await.unwrap(), 2);
+    for id in [&full, &empty] {
+        assert!(matches!(
+            e.upload_state(&who, id).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(!dir.path().join("uploads").join(id).exists());
+    }
 }

@@ -1,12 +1,13 @@
 //! tus 1.0.0 resumable uploads on `/v1/uploads` (core, creation, creation-with-upload,
-//! termination). The protocol lives here; the bytes and their durability live in the
-//! engine.
+//! creation-defer-length, termination, checksum, expiration, concatenation). The protocol
+//! lives here; the bytes and their durability live in the engine.
 
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyStream;
 use hyper::body::Incoming;
 
+use sluice_engine::UploadConcat;
 use sluice_engine::checksum::Checksum;
 
 use crate::body::Body;
@@ -14,7 +15,8 @@ use crate::error::ApiError;
 use crate::{ApiResult, App, base_url, principal, status_only};
 
 const TUS_VERSION: &str = "1.0.0";
-const TUS_EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
+const TUS_EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,termination,\
+checksum,expiration,concatenation";
 const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 
 fn tus_headers(res: &mut Response<Body>) {
@@ -44,6 +46,58 @@ fn header_u64(h: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
             .map(Some)
             .ok_or_else(|| ApiError::bad_request(format!("{name} must be a non-negative integer"))),
     }
+}
+
+/// `Upload-Defer-Length`: absent, or exactly `1`.
+fn defer_length(h: &HeaderMap) -> Result<bool, ApiError> {
+    match h.get("upload-defer-length") {
+        None => Ok(false),
+        Some(v) if v.as_bytes() == b"1" => Ok(true),
+        Some(_) => Err(ApiError::bad_request("Upload-Defer-Length must be 1")),
+    }
+}
+
+/// The upload id in an upload URL (absolute or a path), as a final upload names partials.
+fn upload_id_of(url: &str) -> Option<&str> {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let (_, id) = path.rsplit_once("/v1/uploads/")?;
+    let id = id.strip_suffix('/').unwrap_or(id);
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
+}
+
+/// `Upload-Concat` of a creation request: `partial` or `final;<url> <url>…`.
+fn parse_concat(h: &HeaderMap) -> Result<UploadConcat, ApiError> {
+    let Some(v) = h.get("upload-concat") else {
+        return Ok(UploadConcat::None);
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Upload-Concat must be ASCII"))?
+        .trim();
+    if v == "partial" {
+        return Ok(UploadConcat::Partial);
+    }
+    let Some(urls) = v.strip_prefix("final;") else {
+        return Err(ApiError::bad_request(
+            "Upload-Concat must be 'partial' or 'final;<url> <url>…'",
+        ));
+    };
+    let ids = urls
+        .split_whitespace()
+        .map(|u| {
+            upload_id_of(u).map(str::to_string).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "Upload-Concat names {u:?}, which is not an upload URL of this server"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "Upload-Concat: final names no partial upload",
+        ));
+    }
+    Ok(UploadConcat::Final(ids))
 }
 
 fn is_offset_stream(h: &HeaderMap) -> bool {
@@ -99,9 +153,24 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResul
         (Method::HEAD, [id]) => {
             let s = app.engine.upload_state(&who, id).await?;
             let mut res = status_only(StatusCode::OK);
+            let concat = match &s.concat {
+                UploadConcat::None => None,
+                UploadConcat::Partial => Some("partial".to_string()),
+                UploadConcat::Final(ids) => {
+                    let base = format!("{}/v1/uploads/", base_url(app, &req));
+                    let urls: Vec<String> = ids.iter().map(|i| format!("{base}{i}")).collect();
+                    Some(format!("final;{}", urls.join(" ")))
+                }
+            };
             let h = res.headers_mut();
             h.insert("upload-offset", HeaderValue::from(s.offset));
-            h.insert("upload-length", HeaderValue::from(s.length));
+            match s.length {
+                Some(l) => h.insert("upload-length", HeaderValue::from(l)),
+                None => h.insert("upload-defer-length", HeaderValue::from_static("1")),
+            };
+            if let Some(c) = concat.and_then(|c| HeaderValue::from_str(&c).ok()) {
+                h.insert("upload-concat", c);
+            }
             if let Some(m) = s
                 .metadata
                 .as_ref()
@@ -157,23 +226,21 @@ async fn append(
         ),
         None => None,
     };
+    // creation-defer-length: a PATCH may declare the length (once).
+    let declared = header_u64(req.headers(), "upload-length")?;
     let body = BodyStream::new(req.into_body())
         .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok())));
     Ok(app
         .engine
-        .append_upload_checked(who, id, offset, Box::pin(body), checksum.as_ref())
+        .append_upload_declaring(who, id, offset, Box::pin(body), checksum.as_ref(), declared)
         .await?)
 }
 
 async fn create(app: &App, who: &sluice_engine::Principal, req: Request<Incoming>) -> ApiResult {
     let h = req.headers();
-    if h.contains_key("upload-defer-length") {
-        return Err(ApiError::bad_request(
-            "Upload-Defer-Length is not supported: send Upload-Length",
-        ));
-    }
-    let length = header_u64(h, "upload-length")?
-        .ok_or_else(|| ApiError::bad_request("creating an upload needs Upload-Length"))?;
+    let defer = defer_length(h)?;
+    let length = header_u64(h, "upload-length")?;
+    let concat = parse_concat(h)?;
     let metadata = match h.get("upload-metadata") {
         Some(v) => Some(
             v.to_str()
@@ -184,23 +251,63 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<Incoming
     };
     let with_body = is_offset_stream(h);
     let location = format!("{}/v1/uploads/", base_url(app, &req));
-    let asset = app
-        .engine
-        .create_upload(who, length, metadata.as_deref())
-        .await?;
     let mut res = status_only(StatusCode::CREATED);
-    // A zero-length upload is complete (and failed) at creation: no body to append.
-    let state = if with_body && length > 0 {
-        // creation-with-upload: the first chunk rides on the POST.
-        let s = append(app, who, &asset.id, 0, req).await?;
-        res.headers_mut()
-            .insert("upload-offset", HeaderValue::from(s.offset));
-        s
+    let id = if let UploadConcat::Final(parts) = concat {
+        // concatenation: the final upload is assembled now, from complete partials.
+        if defer {
+            return Err(ApiError::bad_request(
+                "a final upload's length is the sum of its partials: \
+                 do not send Upload-Defer-Length",
+            ));
+        }
+        if with_body {
+            return Err(ApiError::bad_request(
+                "a final upload takes no body: its bytes are those of its partials",
+            ));
+        }
+        let asset = app
+            .engine
+            .create_final_upload(who, &parts, metadata.as_deref(), length)
+            .await?;
+        res.headers_mut().insert(
+            "upload-offset",
+            HeaderValue::from(asset.size.unwrap_or_default()),
+        );
+        asset.id
     } else {
-        app.engine.upload_state(who, &asset.id).await?
+        let length = match (length, defer) {
+            (Some(_), true) => {
+                return Err(ApiError::bad_request(
+                    "send either Upload-Length or 'Upload-Defer-Length: 1', not both",
+                ));
+            }
+            (None, false) => {
+                return Err(ApiError::bad_request(
+                    "creating an upload needs Upload-Length (or 'Upload-Defer-Length: 1')",
+                ));
+            }
+            (l, _) => l,
+        };
+        let spec = sluice_engine::NewUploadSpec {
+            length,
+            metadata: metadata.as_deref(),
+            partial: concat == UploadConcat::Partial,
+        };
+        let id = app.engine.create_upload_with(who, &spec).await?;
+        // A zero-length upload is complete (and failed) at creation: no body to append.
+        let state = if with_body && length != Some(0) {
+            // creation-with-upload: the first chunk rides on the POST.
+            let s = append(app, who, &id, 0, req).await?;
+            res.headers_mut()
+                .insert("upload-offset", HeaderValue::from(s.offset));
+            s
+        } else {
+            app.engine.upload_state(who, &id).await?
+        };
+        set_expires(&mut res, &state);
+        id
     };
-    set_expires(&mut res, &state);
-    let loc = HeaderValue::from_str(&format!("{location}{}", asset.id))
+    let loc = HeaderValue::from_str(&format!("{location}{id}"))
         .map_err(|_| ApiError::bad_request("invalid Host header"))?;
     res.headers_mut().insert(header::LOCATION, loc);
     Ok(res)
@@ -286,4 +393,52 @@ pub async fn raw_upload(app: &App, req: Request<Incoming>) -> ApiResult {
         h.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn upload_ids_from_urls() {
+        assert_eq!(upload_id_of("http://h:1/v1/uploads/01ABC"), Some("01ABC"));
+        assert_eq!(upload_id_of("/v1/uploads/01ABC/"), Some("01ABC"));
+        assert_eq!(upload_id_of("https://h/v1/uploads/X1?x=1#f"), Some("X1"));
+        assert_eq!(upload_id_of("/v1/uploads/"), None);
+        assert_eq!(upload_id_of("/v1/uploads/a/b"), None);
+        assert_eq!(upload_id_of("/v1/uploads/../x"), None);
+        assert_eq!(upload_id_of("/files/abc"), None);
+    }
+
+    #[test]
+    fn concat_and_defer_headers() {
+        assert_eq!(parse_concat(&headers(&[])).unwrap(), UploadConcat::None);
+        assert_eq!(
+            parse_concat(&headers(&[("upload-concat", "partial")])).unwrap(),
+            UploadConcat::Partial
+        );
+        assert_eq!(
+            parse_concat(&headers(&[(
+                "upload-concat",
+                "final;http://h/v1/uploads/A /v1/uploads/B"
+            )]))
+            .unwrap(),
+            UploadConcat::Final(vec!["A".into(), "B".into()])
+        );
+        for bad in ["final;", "final;/files/x", "whole", "final /v1/uploads/A"] {
+            let e = parse_concat(&headers(&[("upload-concat", bad)])).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert!(!defer_length(&headers(&[])).unwrap());
+        assert!(defer_length(&headers(&[("upload-defer-length", "1")])).unwrap());
+        assert!(defer_length(&headers(&[("upload-defer-length", "0")])).is_err());
+    }
 }

@@ -244,10 +244,13 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
 }
 
 /// Headers the browser may read from cross-origin responses (tus clients need these).
-const EXPOSED: [&str; 10] = [
+const EXPOSED: [&str; 13] = [
     "location",
     "upload-offset",
     "upload-length",
+    "upload-defer-length",
+    "upload-concat",
+    "upload-expires",
     "upload-metadata",
     "tus-version",
     "tus-resumable",
