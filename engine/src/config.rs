@@ -187,6 +187,21 @@ pub struct TranscodeConfig {
     /// Add an audio-only (AAC) variant, named `audio`, to the master playlist of sources
     /// with sound. Tenants can switch it per preset. Default false.
     pub audio_only: bool,
+    /// Segment container: `ts` (MPEG-TS, the default) or `fmp4` (fragmented MP4 / CMAF-style
+    /// segments with an `init.mp4` per rendition, `EXT-X-MAP`). Tenants can switch it per
+    /// preset.
+    pub segment_format: SegmentFormat,
+}
+
+/// The container of HLS media segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentFormat {
+    /// MPEG-TS segments (`.ts`): every HLS player, the widest reach.
+    #[default]
+    Ts,
+    /// Fragmented MP4 segments (`.m4s`) after an `init.mp4`.
+    Fmp4,
 }
 
 impl Default for TranscodeConfig {
@@ -210,6 +225,7 @@ impl Default for TranscodeConfig {
             max_duration_s: 6.0 * 3600.0,
             max_pixels: 8192 * 4320,
             audio_only: false,
+            segment_format: SegmentFormat::Ts,
         }
     }
 }

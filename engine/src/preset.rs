@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RungConfig, TranscodeConfig};
+use crate::config::{RungConfig, SegmentFormat, TranscodeConfig};
 
 /// Name of the audio-only rendition (its directory and playlist URI). Reserved: no ladder
 /// rung may use it.
@@ -51,6 +51,8 @@ pub struct PresetOverrides {
     pub audio_bitrate: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_only: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_format: Option<SegmentFormat>,
 }
 
 /// The complete preset a job runs with.
@@ -62,6 +64,9 @@ pub struct TranscodePreset {
     pub audio_bitrate: u32,
     /// Add an audio-only (AAC) variant to the master playlist.
     pub audio_only: bool,
+    /// Jobs snapshotted before this field existed made MPEG-TS.
+    #[serde(default)]
+    pub segment_format: SegmentFormat,
 }
 
 impl TranscodePreset {
@@ -73,6 +78,7 @@ impl TranscodePreset {
             segment_duration_s: t.segment_duration_s,
             audio_bitrate: t.audio_bitrate,
             audio_only: t.audio_only,
+            segment_format: t.segment_format,
         }
     }
 
@@ -92,6 +98,9 @@ impl TranscodePreset {
         }
         if let Some(a) = o.audio_only {
             self.audio_only = a;
+        }
+        if let Some(f) = o.segment_format {
+            self.segment_format = f;
         }
         self
     }

@@ -312,3 +312,41 @@ def test_rerun_needs_a_ready_asset(server, tenant):
     )
     assert r.status_code == 409, r.text
     assert "only the renditions of a ready asset" in r.json()["error"]["message"]
+
+
+def test_fmp4_segments_play_through_the_gateway(server, workdir):
+    """A tenant preset with `segment_format: fmp4`: every rendition gets an init.mp4 and
+    .m4s fragments behind EXT-X-MAP, served with the right types, and ffprobe plays the
+    whole ladder from the signed URL."""
+    t = server.tenant("fmp4-tenant")
+    body = {
+        "ladder": [{"name": "240p", "height": 240, "video_bitrate": 400000}],
+        "x264_preset": "ultrafast",
+        "segment_format": "fmp4",
+        "audio_only": True,
+    }
+    r = put_preset(server, t, body)
+    assert r.status_code == 200, r.text
+    assert put_preset(server, t, {"segment_format": "mkv"}).status_code == 400
+    clip = make_clip(workdir / "fmp4-src.mp4", seconds=5, size="320x240")
+    asset_id = server.tus_upload(t["api_key"], clip)
+    a = server.wait_asset(t["api_key"], asset_id, timeout=180)
+    assert a["status"] == "ready", a
+    url = playback_url(server, t, asset_id)
+    base = url.rsplit("/", 1)[0]
+    for rendition in ("240p", "audio"):
+        media = requests.get(f"{base}/{rendition}/index.m3u8", timeout=10)
+        assert media.status_code == 200
+        assert '#EXT-X-MAP:URI="init.mp4"' in media.text
+        _, segs = parse_media(media.text)
+        assert segs and all(uri.endswith(".m4s") for _, uri in segs)
+        init = requests.get(f"{base}/{rendition}/init.mp4", timeout=10)
+        assert init.status_code == 200 and init.headers["content-type"] == "video/mp4"
+        assert init.content[4:8] == b"ftyp"
+        seg = requests.get(f"{base}/{rendition}/{segs[0][1]}", timeout=10)
+        assert seg.headers["content-type"] == "video/iso.segment"
+        assert b"moof" in seg.content and b"moov" not in seg.content
+    probe = ffprobe_json("-show_format", "-show_streams", url)
+    assert abs(float(probe["format"]["duration"]) - 5.0) < 0.5, probe["format"]
+    codecs = sorted(s["codec_name"] for s in probe["streams"])
+    assert "h264" in codecs and "aac" in codecs, codecs

@@ -266,6 +266,7 @@ fn options(engine: &Engine, preset: &TranscodePreset) -> TranscodeOptions {
         storyboard_interval: crate::media::thumbs::DEFAULT_STORYBOARD_INTERVAL,
         audio_only: preset.audio_only,
         thumbnails: true,
+        segment_format: preset.segment_format,
     }
 }
 

@@ -16,6 +16,7 @@
 //! Everything here is blocking: async callers run it on `spawn_blocking`.
 
 mod error;
+pub mod fmp4;
 mod isobmff;
 pub mod ladder;
 pub mod playlist;
@@ -44,7 +45,12 @@ pub use transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode}
 /// machine without GStreamer).
 pub fn init() -> Result<(), MediaError> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| gstreamer::init().map_err(|e| e.to_string()))
-        .clone()
-        .map_err(|e| MediaError::Pipeline(format!("GStreamer could not be initialised: {e}")))
+    INIT.get_or_init(|| {
+        gstreamer::init().map_err(|e| e.to_string())?;
+        // fMP4 segments (isofmp4mux) come from gst-plugins-rs, linked in statically: Debian's
+        // GStreamer 1.22 has no fMP4 muxer.
+        gstfmp4::plugin_register_static().map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| MediaError::Pipeline(format!("GStreamer could not be initialised: {e}")))
 }

@@ -58,11 +58,24 @@ pub fn target_duration(segments: &[Segment]) -> u64 {
 
 /// A complete VOD media playlist for `segments`, in order.
 pub fn media_playlist(segments: &[Segment]) -> String {
+    media_playlist_with_map(segments, None)
+}
+
+/// A VOD media playlist whose segments need the initialisation section `map` first
+/// (fragmented MP4: `EXT-X-MAP`, which needs protocol version 6 in a media playlist).
+pub fn media_playlist_with_map(segments: &[Segment], map: Option<&str>) -> String {
     let mut out = String::new();
-    out.push_str("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:VOD\n");
     // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+        if map.is_some() { 6 } else { 3 }
+    );
     let _ = writeln!(out, "#EXT-X-TARGETDURATION:{}", target_duration(segments));
     out.push_str("#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    if let Some(m) = map {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{m}\"");
+    }
     for segment in segments {
         let _ = writeln!(
             out,

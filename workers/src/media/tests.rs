@@ -1337,3 +1337,89 @@ fn interlaced_input_is_deinterlaced() {
     );
     assert_eq!(v["streams"][0]["field_order"], "progressive", "{v}");
 }
+
+#[test]
+fn fmp4_output_has_one_init_and_aligned_bare_fragments() {
+    use crate::media::fmp4::INIT_NAME;
+    use crate::media::playlist::media_playlist_with_map;
+    use crate::media::transcode::SegmentFormat;
+    let dir = TestDir::new("fmp4");
+    let src = dir.path().join("src.mp4");
+    make_av(&src, "5", &[]);
+    let info = probe(&src, Duration::from_secs(10)).expect("probe");
+    let rungs = plan_ladder(
+        &[spec("360p", 360, 800_000), spec("180p", 180, 300_000)],
+        640,
+        360,
+    );
+    let out_dir = dir.path().join("out");
+    let o = TranscodeOptions {
+        segment_format: SegmentFormat::Fmp4,
+        audio_only: true,
+        thumbnails: false,
+        ..opts()
+    };
+    let (result, _) = run_transcode(&src, &out_dir, &info, &rungs, &o);
+    let output = result.expect("fMP4 transcode");
+    assert_close(output.duration_s, 5.0, FRAME + 1e-6, "output duration");
+    let audio = output.audio_only.clone().expect("audio-only rendition");
+
+    let mut starts: Vec<Vec<f64>> = vec![];
+    for v in output.variants.iter().chain(std::iter::once(&audio)) {
+        let rdir = out_dir.join(&v.rung.name);
+        let index = std::fs::read_to_string(rdir.join("index.m3u8")).expect("index.m3u8");
+        assert_eq!(index, media_playlist_with_map(&v.segments, Some(INIT_NAME)));
+        assert!(index.contains("#EXT-X-VERSION:6\n#EXT-X-PLAYLIST-TYPE:VOD\n"));
+        let init = std::fs::read(rdir.join(INIT_NAME)).expect("init.mp4");
+        assert_eq!(&init[4..8], b"ftyp");
+        // ffprobe reads the playlist (init + fragments) to the full duration.
+        assert_close(
+            playlist_duration(&rdir.join("index.m3u8")),
+            5.0,
+            0.1,
+            &format!("{} playlist duration", v.rung.name),
+        );
+        let mut rendition_starts = vec![];
+        for seg in &v.segments {
+            assert!(seg.uri.ends_with(".m4s"), "{}", seg.uri);
+            let bytes = std::fs::read(rdir.join(&seg.uri)).expect("segment");
+            assert!(
+                matches!(&bytes[4..8], b"styp" | b"moof"),
+                "{}: not a bare fragment",
+                seg.uri
+            );
+            assert!(bytes.windows(4).any(|w| w == b"moof"), "{}", seg.uri);
+            assert!(!bytes.windows(4).any(|w| w == b"moov"), "{}", seg.uri);
+            if v.rung.height == 0 {
+                continue;
+            }
+            // A fragment after the init section decodes on its own, from a keyframe, at its
+            // place on the timeline (decode times continue across segment files).
+            let joined = dir.path().join(format!("{}-{}.mp4", v.rung.name, seg.uri));
+            std::fs::write(&joined, [init.clone(), bytes].concat()).expect("write");
+            let facts = segment_facts(&joined);
+            assert!(facts.first_is_keyframe, "{}/{}", v.rung.name, seg.uri);
+            assert!(facts.has_aac, "{}/{} has no audio", v.rung.name, seg.uri);
+            assert_close(
+                facts.frames as f64 * FRAME,
+                seg.duration,
+                FRAME + 1e-6,
+                &format!("{}/{} frames", v.rung.name, seg.uri),
+            );
+            rendition_starts.push(facts.first_pts);
+        }
+        if v.rung.height > 0 {
+            starts.push(rendition_starts);
+        }
+    }
+    assert_eq!(starts[0].len(), 3);
+    for (a, b) in starts[0].iter().zip(&starts[1]) {
+        assert_close(*a, *b, 0.001, "segment start across renditions");
+    }
+    assert!(
+        starts[0].windows(2).all(|w| w[1] > w[0] + 1.5),
+        "{starts:?}"
+    );
+    let master = std::fs::read_to_string(out_dir.join("master.m3u8")).expect("master");
+    assert!(master.contains("360p/index.m3u8") && master.contains("audio/index.m3u8"));
+}

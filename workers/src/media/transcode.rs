@@ -30,13 +30,39 @@ use serde::{Deserialize, Serialize};
 
 use super::MediaError;
 use super::error::from_gst_error;
+use super::fmp4;
 use super::ladder::{AAC_LC_CODEC, Rung, h264_codec_string};
 use super::playlist::{
-    Segment, Variant, average_bit_rate, master_playlist, media_playlist, peak_bit_rate,
+    Segment, Variant, average_bit_rate, master_playlist, media_playlist_with_map, peak_bit_rate,
     target_duration,
 };
 use super::probe::{ProbeInfo, check_structure};
 use super::thumbs::{self, DEFAULT_STORYBOARD_INTERVAL, Thumbnails};
+pub use sluice_engine::config::SegmentFormat;
+
+/// File name extension of media segments in `format`.
+pub(crate) fn segment_ext(format: SegmentFormat) -> &'static str {
+    match format {
+        SegmentFormat::Ts => "ts",
+        SegmentFormat::Fmp4 => "m4s",
+    }
+}
+
+/// The muxer `splitmuxsink` restarts for every segment: MPEG-TS, or gst-plugins-rs'
+/// `isofmp4mux` (one ftyp+moov+moof+mdat file per segment, split into `init.mp4` and bare
+/// fragments afterwards by [`fmp4::split_init`](super::fmp4::split_init)). Decode times are
+/// the stream's running time, so the fragments of consecutive files follow each other.
+fn make_segment_muxer(format: SegmentFormat, name: &str) -> Result<gst::Element, MediaError> {
+    match format {
+        SegmentFormat::Ts => make("mpegtsmux", name),
+        SegmentFormat::Fmp4 => {
+            let m = make("isofmp4mux", name)?;
+            // One fragment per segment file: the segment is closed (EOS) long before this.
+            set(&m, "fragment-duration", 3_600_000_000_000u64)?;
+            Ok(m)
+        }
+    }
+}
 
 /// Tuning knobs of a transcode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,6 +86,9 @@ pub struct TranscodeOptions {
     /// Make the poster and storyboard (off when only one rendition is re-made).
     #[serde(default = "default_true")]
     pub thumbnails: bool,
+    /// MPEG-TS segments, or fragmented MP4 ones after an `init.mp4` (see [`fmp4`](super::fmp4)).
+    #[serde(default)]
+    pub segment_format: SegmentFormat,
 }
 
 fn default_true() -> bool {
@@ -84,6 +113,7 @@ impl Default for TranscodeOptions {
             storyboard_interval: DEFAULT_STORYBOARD_INTERVAL,
             audio_only: false,
             thumbnails: true,
+            segment_format: SegmentFormat::Ts,
         }
     }
 }
@@ -259,6 +289,7 @@ pub fn transcode(
                 "no video frame could be decoded".into(),
             ));
         }
+        split_fmp4(plan.opts.segment_format, out_dir, &rung.name, &segments)?;
         let sizes = segments
             .iter()
             .map(|(path, duration)| Ok((std::fs::metadata(path)?.len(), *duration)))
@@ -300,6 +331,12 @@ pub fn transcode(
             check_audio_alignment(&video_frags, &audio_fragments)?;
             let end_ns = branch.end_ns.load(Ordering::Relaxed);
             let segments = segments_from_fragments(&audio_fragments, end_ns, AAC_FRAME_NS);
+            split_fmp4(
+                plan.opts.segment_format,
+                out_dir,
+                AUDIO_ONLY_NAME,
+                &segments,
+            )?;
             let sizes = segments
                 .iter()
                 .map(|(path, duration)| Ok((std::fs::metadata(path)?.len(), *duration)))
@@ -343,10 +380,11 @@ pub fn transcode(
             }
         });
 
+    let map = (plan.opts.segment_format == SegmentFormat::Fmp4).then_some(fmp4::INIT_NAME);
     for v in variants.iter().chain(&audio_only) {
         write_atomically(
             &out_dir.join(&v.rung.name).join("index.m3u8"),
-            media_playlist(&v.segments),
+            media_playlist_with_map(&v.segments, map),
         )?;
     }
     let master: Vec<Variant> = variants
@@ -363,6 +401,38 @@ pub fn transcode(
         thumbnails,
         audio_only,
     })
+}
+
+/// `splitmuxsink` finds a muxer's pads by template name (`video`, `audio_%u`, or
+/// mpegtsmux's `sink_%d`); `isofmp4mux` names them `sink_%u`, so map them explicitly.
+fn set_pad_map(
+    sink: &gst::Element,
+    format: SegmentFormat,
+    pads: &[&str],
+) -> Result<(), MediaError> {
+    if format != SegmentFormat::Fmp4 {
+        return Ok(());
+    }
+    let mut map = gst::Structure::builder("x-pad-map");
+    for (i, pad) in pads.iter().enumerate() {
+        map = map.field(*pad, format!("sink_{i}"));
+    }
+    sink.set_property("muxer-pad-map", map.build());
+    Ok(())
+}
+
+/// fMP4 output: move each segment file's header into the rendition's `init.mp4`.
+fn split_fmp4(
+    format: SegmentFormat,
+    out_dir: &Path,
+    rendition: &str,
+    segments: &[(String, f64)],
+) -> Result<(), MediaError> {
+    if format != SegmentFormat::Fmp4 {
+        return Ok(());
+    }
+    let paths: Vec<PathBuf> = segments.iter().map(|(p, _)| PathBuf::from(p)).collect();
+    fmp4::split_init(&out_dir.join(rendition), &paths)
 }
 
 /// Rejects requests that cannot produce a valid ladder, before any work is done.
@@ -494,7 +564,10 @@ fn prepare_output_dirs(out_dir: &Path, rungs: &[Rung], audio_only: bool) -> Resu
             let entry = entry?;
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            if (name.starts_with("seg_") && name.ends_with(".ts")) || name == "index.m3u8" {
+            if (name.starts_with("seg_") && (name.ends_with(".ts") || name.ends_with(".m4s")))
+                || name == "index.m3u8"
+                || name == fmp4::INIT_NAME
+            {
                 remove_if_exists(&entry.path())?;
             }
         }
@@ -874,15 +947,17 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
         set(&parser, "config-interval", -1i32)?;
 
         let sink = make("splitmuxsink", &format!("mux-{i}"))?;
-        let muxer = make("mpegtsmux", &format!("tsmux-{i}"))?;
+        let muxer = make_segment_muxer(plan.opts.segment_format, &format!("segmux-{i}"))?;
         set(&sink, "muxer", &muxer)?;
+        set_pad_map(&sink, plan.opts.segment_format, &["video", "audio_0"])?;
         set(
             &sink,
             "location",
             format!(
-                "{}/{}/seg_%05d.ts",
+                "{}/{}/seg_%05d.{}",
                 escape_location(plan.out_dir),
-                rung.name
+                rung.name,
+                segment_ext(plan.opts.segment_format)
             ),
         )?;
         set(
@@ -919,7 +994,7 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
             link_pads(&request_pad(atee, "src_%u")?, &static_pad(&aqueue, "sink")?)?;
             link_pads(
                 &static_pad(&aqueue, "src")?,
-                &request_pad(&sink, "audio_%u")?,
+                &request_pad(&sink, "audio_0")?,
             )?;
         }
 
@@ -985,14 +1060,16 @@ fn attach_audio_only(
 ) -> Result<AudioOnlyBranch, MediaError> {
     let queue = time_queue("audio-only-queue", AUDIO_QUEUE_TIME)?;
     let sink = make("splitmuxsink", "mux-audio-only")?;
-    let muxer = make("mpegtsmux", "tsmux-audio-only")?;
+    let muxer = make_segment_muxer(plan.opts.segment_format, "segmux-audio-only")?;
     set(&sink, "muxer", &muxer)?;
+    set_pad_map(&sink, plan.opts.segment_format, &["audio_0"])?;
     set(
         &sink,
         "location",
         format!(
-            "{}/{AUDIO_ONLY_NAME}/seg_%05d.ts",
-            escape_location(plan.out_dir)
+            "{}/{AUDIO_ONLY_NAME}/seg_%05d.{}",
+            escape_location(plan.out_dir),
+            segment_ext(plan.opts.segment_format)
         ),
     )?;
     set(&sink, "max-size-time", 0u64)?;
@@ -1004,7 +1081,7 @@ fn attach_audio_only(
         .map_err(|e| MediaError::Pipeline(e.to_string()))?;
     link_pads(&request_pad(atee, "src_%u")?, &static_pad(&queue, "sink")?)?;
     let src = static_pad(&queue, "src")?;
-    link_pads(&src, &request_pad(&sink, "audio_%u")?)?;
+    link_pads(&src, &request_pad(&sink, "audio_0")?)?;
 
     let end_ns = Arc::new(AtomicU64::new(0));
     track_end_time(&src, end_ns.clone(), AAC_FRAME_NS);
