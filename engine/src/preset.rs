@@ -220,6 +220,7 @@ mod tests {
             segment_duration_s: Some(4.0),
             audio_bitrate: Some(96_000),
             audio_only: Some(true),
+            segment_format: Some(SegmentFormat::Fmp4),
         };
         assert_eq!(validate(&full), Ok(()));
         // The bounds themselves are allowed.
