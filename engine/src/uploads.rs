@@ -1,6 +1,8 @@
 //! Resumable uploads (the engine side of tus).
 //!
-//! Bytes of an unfinished upload live in `{data_dir}/uploads/{asset}`; the committed offset
+//! On an S3 hot tier, bytes stream into a multipart upload part by part ([`multipart`]).
+//! On the local hot tier (the embedded default), the bytes of an unfinished upload live in
+//! `{data_dir}/uploads/{asset}`; the committed offset
 //! lives in the metadata store and is written only after the bytes before it are synced to
 //! disk. A request that dies half-way leaves bytes past the committed offset: the next
 //! write truncates them, so the stored object is always exactly the bytes the client was
@@ -19,6 +21,8 @@ use crate::checksum::Checksum;
 use crate::model::{Asset, Principal, UploadState, upload_metadata_filename};
 use crate::sniff::{Sniffer, WINDOW};
 use crate::{Engine, Error, Result, store};
+
+mod multipart;
 
 /// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
@@ -92,14 +96,8 @@ impl Engine {
             let Ok(lease) = self.lease_upload(&tenant, &asset).await else {
                 continue;
             };
-            store::delete_upload(&self.inner.db, &asset).await?;
+            self.delete_upload_and_bytes(&tenant, &asset).await?;
             lease.release().await?;
-            let path = self.upload_path(&asset);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
-            }
             tracing::info!(asset, tenant, "expired upload swept");
             swept += 1;
         }
@@ -112,6 +110,22 @@ impl Engine {
             tracing::debug!(keys, "expired idempotency keys swept");
         }
         Ok(swept)
+    }
+
+    /// Delete an unfinished upload (under its lease): its bytes wherever they are (the
+    /// multipart upload is aborted first, so a failure leaves the session for a retry),
+    /// then its session and asset.
+    async fn delete_upload_and_bytes(&self, tenant: &str, asset: &str) -> Result<()> {
+        if let Some(mp) = store::upload_multipart(&self.inner.db, asset).await? {
+            self.discard_multipart(tenant, asset, &mp).await?;
+        }
+        store::delete_upload(&self.inner.db, asset).await?;
+        let path = self.upload_path(asset);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
     }
 
     pub(crate) fn upload_path(&self, asset: &str) -> PathBuf {
@@ -165,9 +179,13 @@ impl Engine {
         };
         let id = ulid::Ulid::new().to_string();
         let path = self.upload_path(&id);
-        tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| Error::io(&path, e))?;
+        // On S3 the bytes go to a multipart upload, opened below; locally, to this file.
+        let multipart = self.inner.storage.resumable_multipart();
+        if !multipart {
+            tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| Error::io(&path, e))?;
+        }
         store::insert_upload(
             &self.inner.db,
             store::NewUpload {
@@ -186,6 +204,13 @@ impl Engine {
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&path);
         })?;
+        if multipart
+            && length > 0
+            && let Err(e) = self.open_multipart(tenant, &id).await
+        {
+            let _ = store::delete_upload(&self.inner.db, &id).await;
+            return Err(e);
+        }
         metrics::counter!("sluice_uploads_created_total").increment(1);
         if length == 0 {
             self.finish_empty_upload(tenant, &id).await?;
@@ -270,6 +295,31 @@ impl Engine {
         E: std::fmt::Display,
     {
         let (state, complete) = self.live_upload(tenant, asset).await?;
+        let multipart = store::upload_multipart(&self.inner.db, asset).await?;
+        if let Some(mp) = multipart {
+            if !complete && state.offset == state.length && offset == state.length {
+                // Every byte is committed but completing failed half-way: finish now.
+                self.finish_multipart(tenant, asset).await?;
+                return Ok(UploadState {
+                    expires_at: None,
+                    ..state
+                });
+            }
+            if complete || state.offset == state.length {
+                return Err(Error::Conflict(format!(
+                    "upload {asset} is already complete"
+                )));
+            }
+            if offset != state.offset {
+                return Err(Error::OffsetMismatch {
+                    expected: state.offset,
+                    got: offset,
+                });
+            }
+            return self
+                .append_multipart(tenant, asset, state, mp, body, lease, checksum)
+                .await;
+        }
         if complete || state.offset == state.length {
             return Err(Error::Conflict(format!(
                 "upload {asset} is already complete"
@@ -335,7 +385,7 @@ impl Engine {
             }
             if let Err(what) = sniffer.feed(&chunk) {
                 drop(file);
-                self.refuse_upload(asset, what).await?;
+                self.refuse_upload(tenant, asset, what).await?;
                 return Err(Error::UnsupportedMedia(what));
             }
             file.write_all(&chunk).await.map_err(io)?;
@@ -408,14 +458,8 @@ impl Engine {
 
     /// The sniffer refused an upload: delete it (session, asset and bytes) under the lease
     /// the caller holds.
-    pub(crate) async fn refuse_upload(&self, asset: &str, what: &str) -> Result<()> {
-        store::delete_upload(&self.inner.db, asset).await?;
-        let path = self.upload_path(asset);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
+    pub(crate) async fn refuse_upload(&self, tenant: &str, asset: &str, what: &str) -> Result<()> {
+        self.delete_upload_and_bytes(tenant, asset).await?;
         metrics::counter!("sluice_uploads_refused_total", "reason" => "unsupported_media")
             .increment(1);
         tracing::info!(asset, what, "upload refused: not media");
@@ -426,11 +470,13 @@ impl Engine {
     /// transcode: the (empty) source is kept like any other, and the asset fails at once
     /// with a clear message, without a job.
     async fn finish_empty_upload(&self, tenant: &str, asset: &str) -> Result<()> {
-        let path = self.upload_path(asset);
-        self.inner
-            .storage
-            .put_file_move(&keys::source(tenant, asset), &path)
-            .await?;
+        let key = keys::source(tenant, asset);
+        if self.inner.storage.resumable_multipart() {
+            self.inner.storage.put(&key, Bytes::new()).await?;
+        } else {
+            let path = self.upload_path(asset);
+            self.inner.storage.put_file_move(&key, &path).await?;
+        }
         store::complete_empty_upload(&self.inner.db, asset, EMPTY_UPLOAD, self.now_ms()).await?;
         tracing::info!(asset, "zero-length upload: asset failed");
         self.emit_asset(tenant, asset, "asset.failed").await;
@@ -451,13 +497,7 @@ impl Engine {
                 "upload {asset} is complete; it can no longer be terminated"
             )));
         }
-        store::delete_upload(&self.inner.db, asset).await?;
-        lease.release().await?; // a no-op once the row is gone
-        let path = self.upload_path(asset);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&path, e)),
-        }
+        self.delete_upload_and_bytes(tenant, asset).await?;
+        lease.release().await // a no-op once the row is gone
     }
 }
