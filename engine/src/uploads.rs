@@ -96,6 +96,22 @@ impl Engine {
             let Ok(lease) = self.lease_upload(&tenant, &asset).await else {
                 continue;
             };
+            // Every byte committed on S3 but completing failed (and the client, told the
+            // upload was whole, never came back): finish it rather than drop it.
+            if let Some((state, false)) = store::get_upload(&self.inner.db, &tenant, &asset).await?
+                && state.offset == state.length
+                && state.length > 0
+                && store::upload_multipart(&self.inner.db, &asset)
+                    .await?
+                    .is_some()
+            {
+                match self.finish_multipart(&tenant, &asset).await {
+                    Ok(()) => tracing::info!(asset, "stalled upload completed by the sweeper"),
+                    Err(e) => tracing::warn!(asset, "could not complete a whole upload: {e}"),
+                }
+                lease.release().await?;
+                continue;
+            }
             self.delete_upload_and_bytes(&tenant, &asset).await?;
             lease.release().await?;
             tracing::info!(asset, tenant, "expired upload swept");

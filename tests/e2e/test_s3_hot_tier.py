@@ -54,7 +54,8 @@ ladder = [{{name = "360p", height = 360, video_bitrate = 800000}}]
     s.stop()
 
 
-def test_tus_upload_to_playback_on_garage(s3_server, workdir):
+def test_tus_upload_to_playback_on_garage(s3_server, server, workdir):
+    local = server
     server = s3_server
     r = requests.get(f"{server.url}/readyz", timeout=10)
     assert r.status_code == 200, r.text
@@ -68,6 +69,12 @@ def test_tus_upload_to_playback_on_garage(s3_server, workdir):
     upload_s = time.time() - started
     print(f"\nS3 tus upload of {size / 2**20:.1f} MiB in 2 MiB PATCHes: {upload_s:.2f}s "
           f"({size / 2**20 / upload_s:.1f} MiB/s)")
+    # The same upload into the local hot tier, for comparison (a figure, not a check).
+    lt = local.tenant("local-compare")
+    started = time.time()
+    local.tus_upload(lt["api_key"], clip, chunk_size=2 << 20)
+    local_s = time.time() - started
+    print(f"local tus upload of the same file: {local_s:.2f}s ({size / 2**20 / local_s:.1f} MiB/s)")
     a = server.wait_asset(t["api_key"], asset_id)
     assert a["status"] == "ready", (a, server.logs())
     assert [r["name"] for r in a["renditions"]] == ["360p"]

@@ -48,7 +48,8 @@ impl Engine {
     }
 
     /// Drop the S3 side of an unfinished upload: abort its multipart upload (freeing the
-    /// parts) and delete its tail objects. Safe to repeat.
+    /// parts), delete its tail objects, and the source object in case a completion went
+    /// through but was never recorded. Safe to repeat.
     pub(super) async fn discard_multipart(
         &self,
         tenant: &str,
@@ -62,6 +63,12 @@ impl Engine {
         storage
             .delete_prefix(&keys::upload_prefix(tenant, asset))
             .await?;
+        // Only when it exists: on some stores (Garage) deleting a key also drops the
+        // multipart uploads in progress on it, which would hide a failed abort.
+        let source = keys::source(tenant, asset);
+        if storage.head(&source).await.is_ok() {
+            storage.delete(&source).await?;
+        }
         metrics::counter!("sluice_upload_multipart_aborted_total").increment(1);
         Ok(())
     }
