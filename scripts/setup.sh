@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything Sluice needs on a fresh Debian 12 machine, skipping what is already
 # there: system packages (GStreamer 1.22 + plugins, ffmpeg for validation, PostgreSQL for
-# the scale-out tests), the Python and Node test clients, and the build. Safe to run again.
+# the scale-out tests), the Python and Node test clients, Garage (S3-compatible store for the
+# S3 tests), and the build. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,8 @@ if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then
     echo "==> installing Python test clients"
     .venv/bin/pip install -q -r tests/e2e/requirements.txt
   fi
+  # Garage, the S3-compatible store the S3 tests run against (a cargo build, once).
+  scripts/garage.sh install
   if [ ! -d tests/e2e/js/node_modules/tus-js-client ]; then
     echo "==> installing tus-js-client"
     (cd tests/e2e/js && npm ci --silent --no-audit --no-fund)

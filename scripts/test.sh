@@ -8,13 +8,21 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 SLUICE_SETUP_TEST_CLIENTS=1 scripts/setup.sh
 
-# A private PostgreSQL on loopback for the scale-out half of the tests; stopped on exit.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# A private PostgreSQL on loopback for the scale-out half of the tests, and a private Garage
+# (S3-compatible store) for the S3 hot tier; both stopped on exit.
 pg_dir=$(mktemp -d /tmp/sluice-test-pg.XXXXXX)
-pg_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-trap 'scripts/pg.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+garage_dir=$(mktemp -d /tmp/sluice-test-garage.XXXXXX)
+pg_port=$(free_port)
+trap 'scripts/pg.sh stop "$pg_dir"; rm -rf "$pg_dir"; scripts/garage.sh stop "$garage_dir"; rm -rf "$garage_dir"' EXIT
 echo "==> starting PostgreSQL on 127.0.0.1:$pg_port"
 SLUICE_TEST_PG_URL=$(scripts/pg.sh start "$pg_dir" "$pg_port")
 export SLUICE_TEST_PG_URL
+echo "==> starting Garage"
+garage_env=$(scripts/garage.sh start "$garage_dir" "$(free_port)" "$(free_port)" "$(free_port)")
+set -a; eval "$garage_env"; set +a
+echo "    S3 endpoint $SLUICE_TEST_S3_ENDPOINT, bucket $SLUICE_TEST_S3_BUCKET"
 
 echo "==> cargo fmt --check"
 cargo fmt --all --check

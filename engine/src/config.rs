@@ -103,15 +103,20 @@ impl Default for GatewayConfig {
     }
 }
 
-/// Where bytes live. Scale-out processes on one host (or on a shared filesystem) point
-/// these at the same directories.
+/// Where bytes live. Scale-out processes either share an S3-compatible store (`[storage.s3]`)
+/// or, on one host (or a shared filesystem), point these at the same directories.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// The local hot tier. Default `{data_dir}/hot`.
+    /// The local hot tier. Default `{data_dir}/hot`. Unused when `s3` is set.
     pub hot_dir: Option<PathBuf>,
-    /// Bytes of uploads in progress. Default `{data_dir}/uploads`.
+    /// Bytes of uploads in progress on the local hot tier, and the scratch file of raw
+    /// (`POST /v1/assets`) uploads on any tier. Default `{data_dir}/uploads`.
     pub uploads_dir: Option<PathBuf>,
+    /// An S3-compatible store (AWS S3, Garage, MinIO) as the hot tier. Set: every object
+    /// lives in the bucket, and tus uploads stream into it as multipart parts, so any gateway
+    /// can continue any upload. Default: unset (the local hot tier).
+    pub s3: Option<sluice_storage::S3Config>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -284,6 +289,10 @@ impl Config {
         {
             return bad("database_url must be a postgres:// URL (or unset for SQLite)");
         }
+        if let Some(s3) = &self.storage.s3 {
+            s3.validate()
+                .map_err(|e| crate::Error::Config(e.to_string()))?;
+        }
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {
             return bad("transcode.segment_duration_s must be between 0.5 and 30");
@@ -367,5 +376,35 @@ mod tests {
         )
         .unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn s3_section_parses_and_is_validated() {
+        let c = Config::from_toml(
+            "[storage.s3]\nendpoint = \"http://127.0.0.1:3900\"\nbucket = \"media\"\n\
+             region = \"garage\"\naccess_key_id = \"GK1\"\nallow_http = true\n",
+        )
+        .unwrap();
+        let s3 = c.storage.s3.as_ref().unwrap();
+        assert_eq!(s3.part_size, 8 << 20);
+        assert_eq!(s3.secret_access_key, None);
+        c.validate().unwrap();
+        // Plain http without allow_http, a tiny part size, unknown keys: refused.
+        let no_http = Config::from_toml(
+            "[storage.s3]\nendpoint = \"http://h:1\"\nbucket = \"b\"\naccess_key_id = \"k\"\n",
+        )
+        .unwrap();
+        assert!(no_http.validate().is_err());
+        let small = Config::from_toml(
+            "[storage.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\npart_size = 1024\n",
+        )
+        .unwrap();
+        assert!(small.validate().is_err());
+        assert!(
+            Config::from_toml(
+                "[storage.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\nsecret = \"x\"\n"
+            )
+            .is_err()
+        );
     }
 }

@@ -258,7 +258,10 @@ impl Engine {
             }
         };
 
-        let storage = Storage::local(&hot_dir)?;
+        let storage = match &config.storage.s3 {
+            Some(s3) => Storage::s3(s3)?,
+            None => Storage::local(&hot_dir)?,
+        };
         // The playback secret lives in the database: every gateway signs and verifies
         // with the same one.
         let secret = store::setting_or_insert(&db, "playback_secret", &random_token(32)).await?;

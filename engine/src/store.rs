@@ -616,9 +616,119 @@ pub(crate) async fn complete_upload(
     Ok(())
 }
 
+/// One committed part of a multipart upload.
+#[derive(Debug, Clone)]
+pub(crate) struct UploadPart {
+    pub index: i64,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// The S3 side of an unfinished upload: its multipart upload, committed tail and parts.
+#[derive(Debug, Clone)]
+pub(crate) struct MultipartRow {
+    pub multipart_id: String,
+    pub tail_key: Option<String>,
+    /// In part order.
+    pub parts: Vec<UploadPart>,
+}
+
+/// Record the multipart upload an upload streams into.
+pub(crate) async fn set_upload_multipart(db: &AnyPool, asset: &str, id: &str) -> Result<()> {
+    sqlx::query("UPDATE uploads SET multipart_id = $1 WHERE asset_id = $2")
+        .bind(id)
+        .bind(asset)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The multipart state of an upload (`None`: its bytes are in a local file).
+pub(crate) async fn upload_multipart(db: &AnyPool, asset: &str) -> Result<Option<MultipartRow>> {
+    let row = sqlx::query("SELECT multipart_id, tail_key FROM uploads WHERE asset_id = $1")
+        .bind(asset)
+        .fetch_optional(db)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let Some(multipart_id) = r.try_get::<Option<String>, _>("multipart_id")? else {
+        return Ok(None);
+    };
+    let parts = sqlx::query(
+        "SELECT part_index, etag, size FROM upload_parts WHERE asset_id = $1 \
+         ORDER BY part_index",
+    )
+    .bind(asset)
+    .fetch_all(db)
+    .await?
+    .iter()
+    .map(|p| {
+        Ok(UploadPart {
+            index: p.try_get("part_index")?,
+            etag: p.try_get("etag")?,
+            size: p.try_get::<i64, _>("size")? as u64,
+        })
+    })
+    .collect::<Result<Vec<_>>>()?;
+    Ok(Some(MultipartRow {
+        multipart_id,
+        tail_key: r.try_get("tail_key")?,
+        parts,
+    }))
+}
+
+/// Commit progress of a multipart upload in one transaction: new parts, the tail object
+/// (or none) and the offset, only while `owner` still holds the upload's lease. Returns
+/// false (and commits nothing) when the lease was lost.
+pub(crate) async fn commit_upload_parts(
+    db: &AnyPool,
+    asset: &str,
+    owner: &str,
+    parts: &[UploadPart],
+    tail_key: Option<&str>,
+    offset: u64,
+    expires_at: i64,
+) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let n = sqlx::query(
+        "UPDATE uploads SET \"offset\" = $1, tail_key = $2, expires_at = $3 \
+         WHERE asset_id = $4 AND lock_owner = $5",
+    )
+    .bind(offset as i64)
+    .bind(tail_key)
+    .bind(expires_at)
+    .bind(asset)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for p in parts {
+        sqlx::query(
+            "INSERT INTO upload_parts (asset_id, part_index, etag, size) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (asset_id, part_index) DO UPDATE SET etag = excluded.etag, \
+             size = excluded.size",
+        )
+        .bind(asset)
+        .bind(p.index)
+        .bind(&p.etag)
+        .bind(p.size as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Terminate an unfinished upload: the asset and its session disappear.
 pub(crate) async fn delete_upload(db: &AnyPool, asset: &str) -> Result<()> {
     let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM upload_parts WHERE asset_id = $1")
+        .bind(asset)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM uploads WHERE asset_id = $1")
         .bind(asset)
         .execute(&mut *tx)

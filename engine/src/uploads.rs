@@ -1,6 +1,8 @@
 //! Resumable uploads (the engine side of tus).
 //!
-//! Bytes of an unfinished upload live in `{data_dir}/uploads/{asset}`; the committed offset
+//! On an S3 hot tier, bytes stream into a multipart upload part by part ([`multipart`]).
+//! On the local hot tier (the embedded default), the bytes of an unfinished upload live in
+//! `{data_dir}/uploads/{asset}`; the committed offset
 //! lives in the metadata store and is written only after the bytes before it are synced to
 //! disk. A request that dies half-way leaves bytes past the committed offset: the next
 //! write truncates them, so the stored object is always exactly the bytes the client was
@@ -33,6 +35,8 @@ use crate::checksum::Checksum;
 use crate::model::{Asset, Principal, UploadConcat, UploadState, upload_metadata_filename};
 use crate::sniff::{Sniffer, WINDOW};
 use crate::{Engine, Error, Result, store};
+
+mod multipart;
 
 /// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
@@ -122,14 +126,24 @@ impl Engine {
             let Ok(lease) = self.lease_upload(&tenant, &asset).await else {
                 continue;
             };
-            store::delete_upload(&self.inner.db, &asset).await?;
-            lease.release().await?;
-            let path = self.upload_path(&asset);
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(&path, e)),
+            // Every byte committed on S3 but completing failed (and the client, told the
+            // upload was whole, never came back): finish it rather than drop it.
+            if let Some((state, false)) = store::get_upload(&self.inner.db, &tenant, &asset).await?
+                && state.length == Some(state.offset)
+                && state.offset > 0
+                && store::upload_multipart(&self.inner.db, &asset)
+                    .await?
+                    .is_some()
+            {
+                match self.finish_multipart(&tenant, &asset).await {
+                    Ok(()) => tracing::info!(asset, "stalled upload completed by the sweeper"),
+                    Err(e) => tracing::warn!(asset, "could not complete a whole upload: {e}"),
+                }
+                lease.release().await?;
+                continue;
             }
+            self.delete_upload_and_bytes(&tenant, &asset).await?;
+            lease.release().await?;
             tracing::info!(asset, tenant, "expired upload swept");
             swept += 1;
         }
@@ -142,6 +156,22 @@ impl Engine {
             tracing::debug!(keys, "expired idempotency keys swept");
         }
         Ok(swept)
+    }
+
+    /// Delete an unfinished upload (under its lease): its bytes wherever they are (the
+    /// multipart upload is aborted first, so a failure leaves the session for a retry),
+    /// then its session and asset.
+    async fn delete_upload_and_bytes(&self, tenant: &str, asset: &str) -> Result<()> {
+        if let Some(mp) = store::upload_multipart(&self.inner.db, asset).await? {
+            self.discard_multipart(tenant, asset, &mp).await?;
+        }
+        store::delete_upload(&self.inner.db, asset).await?;
+        let path = self.upload_path(asset);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&path, e)),
+        }
     }
 
     pub(crate) fn upload_path(&self, asset: &str) -> PathBuf {
@@ -223,9 +253,20 @@ impl Engine {
         };
         let id = ulid::Ulid::new().to_string();
         let path = self.upload_path(&id);
-        tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| Error::io(&path, e))?;
+        // On S3 the bytes go to a multipart upload, opened below; locally, to this file.
+        let multipart = self.inner.storage.resumable_multipart();
+        if multipart && (spec.length.is_none() || spec.partial) {
+            return Err(Error::InvalidInput(
+                "Upload-Defer-Length and Upload-Concat need the local hot tier; with the S3 \
+                 hot tier declare Upload-Length and upload in one session"
+                    .into(),
+            ));
+        }
+        if !multipart {
+            tokio::fs::File::create(&path)
+                .await
+                .map_err(|e| Error::io(&path, e))?;
+        }
         let concat = if spec.partial {
             UploadConcat::Partial
         } else {
@@ -250,6 +291,13 @@ impl Engine {
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&path);
         })?;
+        if multipart
+            && spec.length.is_some_and(|l| l > 0)
+            && let Err(e) = self.open_multipart(tenant, &id).await
+        {
+            let _ = store::delete_upload(&self.inner.db, &id).await;
+            return Err(e);
+        }
         metrics::counter!("sluice_uploads_created_total").increment(1);
         if spec.length == Some(0) && !spec.partial {
             self.finish_empty_upload(tenant, &id).await?;
@@ -366,6 +414,33 @@ impl Engine {
                 "a final upload is assembled from its partial uploads and takes no PATCH",
             ));
         }
+        let multipart = store::upload_multipart(&self.inner.db, asset).await?;
+        if let Some(mp) = multipart {
+            // S3 uploads always have a known length (creation refuses deferred ones).
+            let length = state.length.unwrap_or(0);
+            if !complete && state.offset == length && offset == length {
+                // Every byte is committed but completing failed half-way: finish now.
+                self.finish_multipart(tenant, asset).await?;
+                return Ok(UploadState {
+                    expires_at: None,
+                    ..state
+                });
+            }
+            if complete || state.offset == length {
+                return Err(Error::Conflict(format!(
+                    "upload {asset} is already complete"
+                )));
+            }
+            if offset != state.offset {
+                return Err(Error::OffsetMismatch {
+                    expected: state.offset,
+                    got: offset,
+                });
+            }
+            return self
+                .append_multipart(tenant, asset, state, mp, body, lease, checksum)
+                .await;
+        }
         if complete || state.is_full() {
             return Err(Error::Conflict(format!(
                 "upload {asset} is already complete"
@@ -455,7 +530,7 @@ impl Engine {
             }
             if let Err(what) = sniffer.feed(&chunk) {
                 drop(file);
-                self.refuse_upload(asset, what).await?;
+                self.refuse_upload(tenant, asset, what).await?;
                 return Err(Error::UnsupportedMedia(what));
             }
             file.write_all(&chunk).await.map_err(io)?;
@@ -536,14 +611,8 @@ impl Engine {
 
     /// The sniffer refused an upload: delete it (session, asset and bytes) under the lease
     /// the caller holds.
-    pub(crate) async fn refuse_upload(&self, asset: &str, what: &str) -> Result<()> {
-        store::delete_upload(&self.inner.db, asset).await?;
-        let path = self.upload_path(asset);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
+    pub(crate) async fn refuse_upload(&self, tenant: &str, asset: &str, what: &str) -> Result<()> {
+        self.delete_upload_and_bytes(tenant, asset).await?;
         metrics::counter!("sluice_uploads_refused_total", "reason" => "unsupported_media")
             .increment(1);
         tracing::info!(asset, what, "upload refused: not media");
@@ -554,11 +623,13 @@ impl Engine {
     /// transcode: the (empty) source is kept like any other, and the asset fails at once
     /// with a clear message, without a job.
     async fn finish_empty_upload(&self, tenant: &str, asset: &str) -> Result<()> {
-        let path = self.upload_path(asset);
-        self.inner
-            .storage
-            .put_file_move(&keys::source(tenant, asset), &path)
-            .await?;
+        let key = keys::source(tenant, asset);
+        if self.inner.storage.resumable_multipart() {
+            self.inner.storage.put(&key, Bytes::new()).await?;
+        } else {
+            let path = self.upload_path(asset);
+            self.inner.storage.put_file_move(&key, &path).await?;
+        }
         store::complete_empty_upload(&self.inner.db, asset, EMPTY_UPLOAD, self.now_ms()).await?;
         tracing::info!(asset, "zero-length upload: asset failed");
         self.emit_asset(tenant, asset, "asset.failed").await;
@@ -579,14 +650,8 @@ impl Engine {
                 "upload {asset} is complete; it can no longer be terminated"
             )));
         }
-        store::delete_upload(&self.inner.db, asset).await?;
-        lease.release().await?; // a no-op once the row is gone
-        let path = self.upload_path(asset);
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(&path, e)),
-        }
+        self.delete_upload_and_bytes(tenant, asset).await?;
+        lease.release().await // a no-op once the row is gone
     }
 
     /// tus concatenation: create the final upload from complete partial uploads of the

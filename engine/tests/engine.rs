@@ -16,11 +16,35 @@ impl Clock for FakeClock {
     }
 }
 
-/// Every test runs twice: on the embedded SQLite store and on PostgreSQL.
+/// Every test runs twice: on the embedded SQLite store and on PostgreSQL. Those that do not
+/// look at local files run a third time with the hot tier on S3 (the Garage that
+/// `scripts/test.sh` starts; `SLUICE_TEST_S3_*`).
 #[derive(Clone, Copy, Debug)]
 enum Backend {
     Sqlite,
     Postgres,
+    SqliteOnS3,
+}
+
+fn s3_test_config() -> sluice_storage::S3Config {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: scripts/test.sh starts Garage and exports SLUICE_TEST_S3_*")
+        })
+    };
+    sluice_storage::S3Config {
+        endpoint: Some(var("SLUICE_TEST_S3_ENDPOINT")),
+        bucket: var("SLUICE_TEST_S3_BUCKET"),
+        region: var("SLUICE_TEST_S3_REGION"),
+        access_key_id: var("SLUICE_TEST_S3_ACCESS_KEY_ID"),
+        secret_access_key: Some(var("SLUICE_TEST_S3_SECRET_ACCESS_KEY")),
+        allow_http: true,
+        prefix: Some(format!(
+            "engine-tests/{}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        )),
+        part_size: 5 << 20,
+    }
 }
 
 /// A fresh database on the test PostgreSQL server. The test scripts start one
@@ -43,14 +67,18 @@ async fn fresh_pg_database() -> String {
 
 async fn config_for(backend: Backend, dir: &std::path::Path) -> Config {
     let database_url = match backend {
-        Backend::Sqlite => None,
+        Backend::Sqlite | Backend::SqliteOnS3 => None,
         Backend::Postgres => Some(fresh_pg_database().await),
     };
-    Config {
+    let mut config = Config {
         data_dir: dir.to_path_buf(),
         database_url,
         ..Config::default()
+    };
+    if let Backend::SqliteOnS3 = backend {
+        config.storage.s3 = Some(s3_test_config());
     }
+    config
 }
 
 /// Generates `mod name { sqlite(), postgres() }` for an `async fn name(Backend)`.
@@ -68,6 +96,28 @@ macro_rules! on_both {
         }
     )*};
 }
+
+/// Generates `mod name_on_s3 { s3() }` for an `async fn name(Backend)`.
+macro_rules! on_s3 {
+    ($($name:ident => $module:ident),* $(,)?) => {$(
+        mod $module {
+            #[tokio::test]
+            async fn s3() {
+                super::$name(super::Backend::SqliteOnS3).await
+            }
+        }
+    )*};
+}
+
+on_s3!(
+    upload_survives_a_broken_request_and_completes_exactly => upload_broken_request_on_s3,
+    limits_and_termination => limits_and_termination_on_s3,
+    abandoned_uploads_expire_and_are_swept => abandoned_uploads_on_s3,
+    raw_uploads_are_idempotent => raw_uploads_on_s3,
+    non_media_is_refused_at_the_first_bytes => non_media_on_s3,
+    live_push_is_recorded_windowed_and_ends_idle => live_push_on_s3,
+    a_zero_length_upload_fails_at_once => zero_length_on_s3,
+);
 
 on_both!(
     admin_key_is_generated_once_and_keys_authenticate,

@@ -7,6 +7,9 @@
 //! tenants/{tenant}/assets/{asset}/staging/{job}/...      a job's output before publication
 //! tenants/{tenant}/assets/{asset}/live/...               a live stream: viewer playlists and
 //!                                                        segments named by our sequence
+//! tenants/{tenant}/assets/{asset}/upload/tail_{end}      an unfinished tus upload on S3: the
+//!                                                        committed bytes past the last whole
+//!                                                        multipart part, ending at offset `end`
 //! ```
 //!
 //! Ids are ULIDs chosen by the engine, never user input, but every key is still validated so
@@ -24,6 +27,18 @@ fn asset_root(tenant: &str, asset: &str) -> String {
 /// Where an asset's original upload lives.
 pub fn source(tenant: &str, asset: &str) -> String {
     format!("{}/source", asset_root(tenant, asset))
+}
+
+/// Prefix of the scratch objects of an unfinished upload (ends with `/`).
+pub fn upload_prefix(tenant: &str, asset: &str) -> String {
+    format!("{}/upload/", asset_root(tenant, asset))
+}
+
+/// The object holding an unfinished upload's committed bytes past its last whole part,
+/// named by the upload offset it ends at (a new name per commit: a request that dies before
+/// committing never overwrites the committed one).
+pub fn upload_tail(tenant: &str, asset: &str, end: u64) -> String {
+    format!("{}tail_{end:020}", upload_prefix(tenant, asset))
 }
 
 /// Prefix of an asset's published HLS output (ends with `/`).

@@ -2,10 +2,18 @@
 //!
 //! The rest of the engine names objects through [`keys`] (a pure key layout) and reads or
 //! writes them through [`Storage`], which wraps one `object_store` backend per tier. The
-//! embedded default is a local-filesystem hot tier inside the data dir; S3-compatible
-//! backends plug in behind the same trait, so the engine never learns which one it has.
+//! embedded default is a local-filesystem hot tier inside the data dir; an S3-compatible
+//! store (AWS S3, Garage, MinIO) plugs in behind the same methods through [`S3Config`].
+//!
+//! Besides whole-object writes, an S3 hot tier offers *resumable* multipart uploads
+//! ([`Storage::create_multipart`] and friends): each part is named by the upload id and its
+//! index, so a tus upload begun in one gateway process can be continued and completed by
+//! another (object_store's `put_multipart` handle lives in one process only).
 
 pub mod keys;
+mod s3;
+
+pub use s3::{MIN_PART_SIZE, S3Config};
 
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
@@ -15,6 +23,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use tokio::io::AsyncReadExt;
@@ -39,6 +48,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("invalid storage configuration: {0}")]
+    Config(String),
+    #[error("{what} is not supported by this storage backend")]
+    Unsupported { what: &'static str },
 }
 
 impl Error {
@@ -86,12 +99,18 @@ pub struct Storage {
     /// Set when the hot tier is a local filesystem: lets GStreamer read sources in place
     /// instead of copying them to a scratch file first.
     hot_root: Option<PathBuf>,
+    /// Set when the hot tier can continue a multipart upload from any process (S3).
+    multipart: Option<Arc<dyn MultipartStore>>,
+    /// Every key lives under this prefix in the backend (no trailing `/`), e.g. to share
+    /// one bucket between deployments.
+    prefix: Option<String>,
 }
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Storage")
             .field("hot", &self.hot.to_string())
+            .field("prefix", &self.prefix)
             .finish()
     }
 }
@@ -114,6 +133,21 @@ impl Storage {
         Ok(Self {
             hot: Arc::new(fs),
             hot_root: Some(root),
+            multipart: None,
+            prefix: None,
+        })
+    }
+
+    /// A hot tier on an S3-compatible store. Builds the client only: nothing is sent until
+    /// the first request (`check` is the readiness probe).
+    pub fn s3(config: &S3Config) -> Result<Self> {
+        let (store, prefix) = s3::build(config)?;
+        let store = Arc::new(store);
+        Ok(Self {
+            hot: store.clone(),
+            hot_root: None,
+            multipart: Some(store),
+            prefix,
         })
     }
 
@@ -122,15 +156,109 @@ impl Storage {
         Self {
             hot,
             hot_root: None,
+            multipart: None,
+            prefix: None,
         }
     }
 
-    fn path(key: &str) -> Result<Path> {
+    /// The backend path of a key: validated, then put under the configured prefix.
+    fn path(&self, key: &str) -> Result<Path> {
         keys::validate(key)?;
-        Path::parse(key).map_err(|_| Error::InvalidKey {
+        let full = match &self.prefix {
+            Some(p) => format!("{p}/{key}"),
+            None => key.to_string(),
+        };
+        Path::parse(&full).map_err(|_| Error::InvalidKey {
             key: key.to_string(),
             reason: "not a valid object path",
         })
+    }
+
+    /// The key of a backend path (the prefix removed).
+    fn key_of(&self, location: &Path) -> String {
+        let full = location.to_string();
+        match &self.prefix {
+            Some(p) => full
+                .strip_prefix(p.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .map(str::to_string)
+                .unwrap_or(full),
+            None => full,
+        }
+    }
+
+    /// Whether the hot tier can continue multipart uploads across processes (S3): then
+    /// uploads stream into it part by part instead of into a local file.
+    pub fn resumable_multipart(&self) -> bool {
+        self.multipart.is_some()
+    }
+
+    fn multipart_store(&self) -> Result<&Arc<dyn MultipartStore>> {
+        self.multipart.as_ref().ok_or(Error::Unsupported {
+            what: "resumable multipart upload",
+        })
+    }
+
+    /// Open a multipart upload that will become object `key`. Returns its upload id, which
+    /// any process can use to add parts, complete or abort it.
+    pub async fn create_multipart(&self, key: &str) -> Result<String> {
+        let path = self.path(key)?;
+        self.multipart_store()?
+            .create_multipart(&path)
+            .await
+            .map_err(|e| Error::backend(key, e))
+    }
+
+    /// Upload part `index` (0-based; S3 part number `index + 1`) of a multipart upload.
+    /// Every part but the last must be at least [`MIN_PART_SIZE`]. Uploading the same
+    /// index again replaces the part. Returns the part's ETag, needed to complete.
+    pub async fn put_part(
+        &self,
+        key: &str,
+        upload: &str,
+        index: usize,
+        data: Bytes,
+    ) -> Result<String> {
+        let path = self.path(key)?;
+        let id = upload.to_string();
+        let part = self
+            .multipart_store()?
+            .put_part(&path, &id, index, data.into())
+            .await
+            .map_err(|e| Error::backend(key, e))?;
+        Ok(part.content_id)
+    }
+
+    /// Complete a multipart upload from the ETags of its parts, in index order: the object
+    /// appears atomically.
+    pub async fn complete_multipart(
+        &self,
+        key: &str,
+        upload: &str,
+        etags: Vec<String>,
+    ) -> Result<()> {
+        let path = self.path(key)?;
+        let id = upload.to_string();
+        let parts = etags
+            .into_iter()
+            .map(|content_id| PartId { content_id })
+            .collect();
+        self.multipart_store()?
+            .complete_multipart(&path, &id, parts)
+            .await
+            .map_err(|e| Error::backend(key, e))?;
+        Ok(())
+    }
+
+    /// Abort a multipart upload and free its parts; aborting an unknown (already aborted
+    /// or completed) upload is not an error.
+    pub async fn abort_multipart(&self, key: &str, upload: &str) -> Result<()> {
+        let path = self.path(key)?;
+        let id = upload.to_string();
+        match self.multipart_store()?.abort_multipart(&path, &id).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::backend(key, e)),
+        }
     }
 
     /// The filesystem path of a hot-tier object, when the hot tier is local.
@@ -142,7 +270,7 @@ impl Storage {
 
     /// Store a small object in one request.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
-        let path = Self::path(key)?;
+        let path = self.path(key)?;
         self.hot
             .put(&path, data.into())
             .await
@@ -153,12 +281,21 @@ impl Storage {
     /// Stream a local file into the store as a multipart upload: memory stays bounded by
     /// the part size whatever the file size, and the object appears atomically at the end.
     pub async fn put_file(&self, key: &str, file: &FsPath) -> Result<u64> {
-        let path = Self::path(key)?;
+        let path = self.path(key)?;
         let io_err = |source| Error::Io {
             path: file.to_path_buf(),
             source,
         };
         let mut f = tokio::fs::File::open(file).await.map_err(io_err)?;
+        let size = f.metadata().await.map_err(io_err)?.len();
+        if size < UPLOAD_CHUNK as u64 {
+            // Small enough for one request (and for memory): no multipart round trips.
+            let mut buf = Vec::with_capacity(size as usize);
+            f.read_to_end(&mut buf).await.map_err(io_err)?;
+            let n = buf.len() as u64;
+            self.put(key, Bytes::from(buf)).await?;
+            return Ok(n);
+        }
         let upload = self
             .hot
             .put_multipart(&path)
@@ -190,7 +327,7 @@ impl Storage {
 
     /// Metadata of one object.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
-        let path = Self::path(key)?;
+        let path = self.path(key)?;
         let meta = self
             .hot
             .head(&path)
@@ -206,7 +343,7 @@ impl Storage {
 
     /// Read a whole object into memory (playlists and other small objects).
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes> {
-        let path = Self::path(key)?;
+        let path = self.path(key)?;
         let res = self
             .hot
             .get(&path)
@@ -217,7 +354,7 @@ impl Storage {
 
     /// Read one byte range of an object.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
-        let path = Self::path(key)?;
+        let path = self.path(key)?;
         self.hot
             .get_range(&path, range)
             .await
@@ -230,7 +367,7 @@ impl Storage {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectInfo, ByteStream)> {
-        let path = Self::path(key)?;
+        let path = self.path(key)?;
         let opts = object_store::GetOptions {
             range: range.map(Into::into),
             ..Default::default()
@@ -256,7 +393,7 @@ impl Storage {
 
     /// Delete one object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
-        let path = Self::path(key)?;
+        let path = self.path(key)?;
         match self.hot.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::backend(key, e)),
@@ -265,12 +402,12 @@ impl Storage {
 
     /// Keys of every object under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let path = Self::path(prefix.trim_end_matches('/'))?;
+        let path = self.path(prefix.trim_end_matches('/'))?;
         let mut out: Vec<ObjectInfo> = self
             .hot
             .list(Some(&path))
             .map_ok(|m| ObjectInfo {
-                key: m.location.to_string(),
+                key: self.key_of(&m.location),
                 size: m.size,
                 etag: m.e_tag,
                 last_modified: m.last_modified.into(),
@@ -293,7 +430,7 @@ impl Storage {
 
     /// Server-side copy within the hot tier.
     pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
-        let (f, t) = (Self::path(from)?, Self::path(to)?);
+        let (f, t) = (self.path(from)?, self.path(to)?);
         self.hot
             .copy(&f, &t)
             .await
