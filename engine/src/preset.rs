@@ -53,6 +53,10 @@ pub struct PresetOverrides {
     pub audio_only: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_format: Option<SegmentFormat>,
+    /// The tenant's own limit on source duration, seconds (the server's
+    /// `transcode.max_duration_s` still applies above it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_s: Option<f64>,
 }
 
 /// The complete preset a job runs with.
@@ -67,6 +71,9 @@ pub struct TranscodePreset {
     /// Jobs snapshotted before this field existed made MPEG-TS.
     #[serde(default)]
     pub segment_format: SegmentFormat,
+    /// The tenant's source-duration limit, if it set one.
+    #[serde(default)]
+    pub max_duration_s: Option<f64>,
 }
 
 impl TranscodePreset {
@@ -79,6 +86,7 @@ impl TranscodePreset {
             audio_bitrate: t.audio_bitrate,
             audio_only: t.audio_only,
             segment_format: t.segment_format,
+            max_duration_s: None,
         }
     }
 
@@ -101,6 +109,9 @@ impl TranscodePreset {
         }
         if let Some(f) = o.segment_format {
             self.segment_format = f;
+        }
+        if let Some(d) = o.max_duration_s {
+            self.max_duration_s = Some(d);
         }
         self
     }
@@ -178,6 +189,11 @@ pub fn validate(o: &PresetOverrides) -> Result<(), String> {
             ));
         }
     }
+    if let Some(d) = o.max_duration_s
+        && !(d.is_finite() && d >= 1.0)
+    {
+        return Err(format!("max_duration_s must be at least 1 second, got {d}"));
+    }
     if let Some(a) = o.audio_bitrate {
         let (lo, hi) = AUDIO_BITRATE_RANGE;
         if !(lo..=hi).contains(&a) {
@@ -221,6 +237,7 @@ mod tests {
             audio_bitrate: Some(96_000),
             audio_only: Some(true),
             segment_format: Some(SegmentFormat::Fmp4),
+            max_duration_s: Some(600.0),
         };
         assert_eq!(validate(&full), Ok(()));
         // The bounds themselves are allowed.

@@ -350,3 +350,16 @@ def test_fmp4_segments_play_through_the_gateway(server, workdir):
     assert abs(float(probe["format"]["duration"]) - 5.0) < 0.5, probe["format"]
     codecs = sorted(s["codec_name"] for s in probe["streams"])
     assert "h264" in codecs and "aac" in codecs, codecs
+
+
+def test_a_source_beyond_the_tenant_duration_limit_fails_clearly(server, workdir):
+    t = server.tenant("short-limit")
+    assert put_preset(server, t, {"max_duration_s": 0.5}).status_code == 400
+    r = put_preset(server, t, {"max_duration_s": 2, "x264_preset": "ultrafast"})
+    assert r.status_code == 200, r.text
+    clip = make_clip(workdir / "too-long.mp4", seconds=4, size="320x240")
+    asset_id = server.tus_upload(t["api_key"], clip)
+    a = server.wait_asset(t["api_key"], asset_id, timeout=120)
+    assert a["status"] == "failed", a
+    assert "limit of this tenant's preset" in a["error"], a
+    assert server.alive()

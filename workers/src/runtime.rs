@@ -303,6 +303,7 @@ async fn run_job(
         video.height,
         probe.duration_s,
         &engine.config().transcode,
+        spec.preset.max_duration_s,
     )
     .map_err(JobError::Permanent)?;
     let specs: Vec<RungSpec> = spec
@@ -381,6 +382,7 @@ fn check_limits(
     height: u32,
     duration_s: f64,
     limits: &sluice_engine::config::TranscodeConfig,
+    tenant_max_duration_s: Option<f64>,
 ) -> Result<(), String> {
     let pixels = u64::from(width) * u64::from(height);
     if width == 0 || height == 0 {
@@ -398,6 +400,13 @@ fn check_limits(
         return Err(format!(
             "the video lasts {duration_s:.0} s, longer than the {:.0} s this server accepts",
             limits.max_duration_s
+        ));
+    }
+    if let Some(max) = tenant_max_duration_s
+        && duration_s > max
+    {
+        return Err(format!(
+            "the video lasts {duration_s:.1} s, longer than the {max:.1} s limit of this tenant's preset"
         ));
     }
     Ok(())
@@ -546,16 +555,23 @@ mod tests {
     #[test]
     fn source_limits() {
         let l = TranscodeConfig::default();
-        assert_eq!(check_limits(1920, 1080, 60.0, &l), Ok(()));
-        assert_eq!(check_limits(8192, 4320, 60.0, &l), Ok(()));
+        assert_eq!(check_limits(1920, 1080, 60.0, &l, None), Ok(()));
+        assert_eq!(check_limits(8192, 4320, 60.0, &l, Some(60.0)), Ok(()));
         assert_eq!(
-            check_limits(16384, 16384, 10.0, &l),
+            check_limits(1280, 720, 60.5, &l, Some(60.0)),
+            Err(
+                "the video lasts 60.5 s, longer than the 60.0 s limit of this tenant's preset"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check_limits(16384, 16384, 10.0, &l, None),
             Err("the video is 16384x16384, larger than the 35389440 pixels per frame this server accepts".into())
         );
         assert_eq!(
-            check_limits(1280, 720, 30_000.0, &l),
+            check_limits(1280, 720, 30_000.0, &l, None),
             Err("the video lasts 30000 s, longer than the 21600 s this server accepts".into())
         );
-        assert!(check_limits(0, 720, 1.0, &l).is_err());
+        assert!(check_limits(0, 720, 1.0, &l, None).is_err());
     }
 }
