@@ -1698,6 +1698,19 @@ pub(crate) async fn live_playlist_segments(
     rows.iter().map(seg_from_row).collect()
 }
 
+/// Segments (and init segments) a playlist names whose bytes have not arrived.
+pub(crate) async fn live_missing_segments(db: &AnyPool, stream: &str) -> Result<i64> {
+    let n: i64 = sqlx::query(
+        "SELECT COUNT(*) FROM live_segments WHERE stream_id = $1 AND received_at IS NULL \
+         AND (playlist IS NOT NULL OR is_init = 1)",
+    )
+    .bind(stream)
+    .fetch_one(db)
+    .await?
+    .get(0);
+    Ok(n)
+}
+
 /// The init segments of a stream that have their bytes.
 pub(crate) async fn live_received_inits(db: &AnyPool, stream: &str) -> Result<Vec<(i64, String)>> {
     let rows = sqlx::query(

@@ -1114,6 +1114,46 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
         e.live_put_segment(&s.id, &token, "seg4.ts", seg(4)).await,
         Err(Error::Conflict(_))
     ));
+
+    // The final playlist (ENDLIST) may arrive before the last segment it names: the stream
+    // ends only once that segment is in, and the recording has it.
+    let s2 = e.create_live(&who, None, None).await.unwrap();
+    let token2 = s2
+        .ingest_path
+        .clone()
+        .unwrap()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    e.live_put_segment(&s2.id, &token2, "seg0.ts", seg(7))
+        .await
+        .unwrap();
+    e.live_put_playlist(&s2.id, &token2, "index.m3u8", playlist(0, 2, true))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(e.get_live(&who, &s2.id).await.unwrap().state, "receiving");
+    e.live_put_segment(&s2.id, &token2, "seg1.ts", seg(8))
+        .await
+        .unwrap();
+    let mut state = String::new();
+    for _ in 0..50 {
+        state = e.get_live(&who, &s2.id).await.unwrap().state;
+        if state == "ended" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "ended");
+    let source2 = format!("tenants/{}/assets/{}/source", t.id, s2.asset_id);
+    let mut expected2 = ts(7, 2).to_vec();
+    expected2.extend_from_slice(&ts(8, 2));
+    assert_eq!(
+        e.storage().get_bytes(&source2).await.unwrap().to_vec(),
+        expected2
+    );
 }
 
 async fn presets_are_stored_validated_and_snapshotted_into_jobs(backend: Backend) {

@@ -387,17 +387,31 @@ impl Engine {
         }
         store::live_ok(db, &row.id, body.len() as i64, 0, self.now_ms()).await?;
         drop(_guard);
-        // The encoder said it is done with every playlist it pushed: end the stream.
-        let playlists = store::live_playlists(db, &row.id).await?;
-        if !playlists.is_empty() && playlists.iter().all(|p| p.ended) {
-            let engine = self.clone();
-            let id = row.id.clone();
-            tokio::spawn(async move {
-                if let Err(e) = engine.finalize_live(&id, "endlist").await {
-                    tracing::warn!(stream = %id, "ending the live stream failed (retried by the sweeper): {e}");
-                }
-            });
+        self.end_if_complete(&row.id).await?;
+        Ok(())
+    }
+
+    /// The encoder said it is done with every playlist it pushed (`EXT-X-ENDLIST`) and
+    /// every segment those playlists name is stored: end the stream. Checked after each
+    /// playlist and each segment, because the last segment's PUT may still be in flight
+    /// when the final playlist arrives (ffmpeg does not wait for answers); a segment that
+    /// never comes is skipped when the idle timeout ends the stream.
+    async fn end_if_complete(&self, id: &str) -> Result<()> {
+        let db = &self.inner.db;
+        let playlists = store::live_playlists(db, id).await?;
+        if playlists.is_empty()
+            || !playlists.iter().all(|p| p.ended)
+            || store::live_missing_segments(db, id).await? > 0
+        {
+            return Ok(());
         }
+        let engine = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = engine.finalize_live(&id, "endlist").await {
+                tracing::warn!(stream = %id, "ending the live stream failed (retried by the sweeper): {e}");
+            }
+        });
         Ok(())
     }
 
@@ -680,7 +694,8 @@ impl Engine {
         } else if let Some(p) = listed {
             self.render_live_playlist(row, &p, false).await?;
         }
-        Ok(())
+        drop(_guard);
+        self.end_if_complete(&row.id).await
     }
 
     /// DELETE under the ingest URL (`-hls_flags delete_segments`): acknowledged, but the
