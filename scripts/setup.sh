@@ -37,9 +37,10 @@ if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then
   fi
   # Garage, the S3-compatible store the S3 tests run against (a cargo build, once).
   scripts/garage.sh install
-  if [ ! -d tests/e2e/js/node_modules/tus-js-client ]; then
-    echo "==> installing tus-js-client"
-    (cd tests/e2e/js && npm ci --silent --no-audit --no-fund)
+  # Reinstalled whenever the lock file changed since the last install (a stamp copy of it).
+  if ! cmp -s tests/e2e/js/package-lock.json tests/e2e/js/node_modules/.sluice-lock; then
+    echo "==> installing the Node test clients (tus-js-client, Uppy)"
+    (cd tests/e2e/js && npm ci --silent --no-audit --no-fund && cp package-lock.json node_modules/.sluice-lock)
   fi
 fi
 
