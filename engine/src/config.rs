@@ -68,6 +68,10 @@ pub struct LiveConfig {
     pub max_playlist_bytes: u64,
     /// How often the live sweeper ends idle streams, seconds. Default 2.
     pub sweep_interval_s: u64,
+    /// How a recording becomes VOD when a stream does not say (`POST /v1/live` `vod`):
+    /// `transcode` (the tenant's ladder) or `copy` (the pushed renditions as they are).
+    /// Default `transcode`.
+    pub vod: crate::live::VodMode,
 }
 
 impl Default for LiveConfig {
@@ -80,6 +84,7 @@ impl Default for LiveConfig {
             max_segment_bytes: 64 << 20,
             max_playlist_bytes: 1 << 20,
             sweep_interval_s: 2,
+            vod: crate::live::VodMode::Transcode,
         }
     }
 }

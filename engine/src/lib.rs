@@ -97,6 +97,8 @@ struct Inner {
     uploads_dir: PathBuf,
     work_dir: PathBuf,
     clock: Arc<dyn Clock>,
+    /// This process's locks of live streams' state changes (see [`live`]).
+    live_locks: live::StreamLocks,
 }
 
 fn hash_key(key: &str) -> [u8; 32] {
@@ -295,6 +297,7 @@ impl Engine {
                 uploads_dir,
                 work_dir,
                 clock,
+                live_locks: Default::default(),
             }),
         };
         Ok((engine, report))
@@ -621,7 +624,22 @@ impl Engine {
         class: JobClass,
     ) -> Result<String> {
         let preset = self.effective_preset(tenant).await?;
-        self.enqueue(tenant, asset, class, &preset, None).await
+        self.enqueue(tenant, asset, class, &preset, None, "transcode")
+            .await
+    }
+
+    /// Queue the job that publishes a live recording's pushed renditions as they are.
+    pub(crate) async fn enqueue_live_copy(&self, tenant: &str, asset: &str) -> Result<String> {
+        let preset = self.effective_preset(tenant).await?;
+        self.enqueue(
+            tenant,
+            asset,
+            JobClass::LiveToVod,
+            &preset,
+            None,
+            LIVE_COPY_KIND,
+        )
+        .await
     }
 
     async fn enqueue(
@@ -631,6 +649,7 @@ impl Engine {
         class: JobClass,
         preset: &TranscodePreset,
         rendition: Option<&str>,
+        kind: &'static str,
     ) -> Result<String> {
         let job_id = ulid::Ulid::new().to_string();
         let waiting = store::count_waiting(&self.inner.db, tenant).await?;
@@ -643,7 +662,7 @@ impl Engine {
                 id: &job_id,
                 tenant,
                 asset,
-                kind: "transcode",
+                kind,
                 priority,
                 now: self.now_ms(),
                 preset: &preset_json,
@@ -657,7 +676,7 @@ impl Engine {
             asset_id: asset.to_string(),
         };
         self.push_task(job, priority, Duration::ZERO).await?;
-        metrics::counter!("sluice_jobs_enqueued_total", "kind" => "transcode").increment(1);
+        metrics::counter!("sluice_jobs_enqueued_total", "kind" => kind).increment(1);
         Ok(job_id)
     }
 
@@ -712,10 +731,9 @@ impl Engine {
     }
 
     async fn job_ended(&self, job: &TranscodeJob, status: &'static str, error: &str) -> Result<()> {
-        let whole = !matches!(
-            store::job_spec(&self.inner.db, &job.job_id).await?,
-            Some((_, Some(_)))
-        );
+        let whole = store::job_spec(&self.inner.db, &job.job_id)
+            .await?
+            .is_none_or(|s| s.rendition.is_none());
         store::job_ended(
             &self.inner.db,
             &job.job_id,
@@ -923,14 +941,18 @@ impl Engine {
     /// before presets existed get the tenant's preset as it is now), and the one rendition
     /// to re-run, if that is all the job does.
     pub async fn job_spec(&self, job: &TranscodeJob) -> Result<JobSpec> {
-        let (preset, rendition) = store::job_spec(&self.inner.db, &job.job_id)
+        let row = store::job_spec(&self.inner.db, &job.job_id)
             .await?
             .ok_or_else(|| Error::not_found("job", &job.job_id))?;
-        let preset = match preset.and_then(|p| serde_json::from_str(&p).ok()) {
+        let preset = match row.preset.and_then(|p| serde_json::from_str(&p).ok()) {
             Some(p) => p,
             None => self.effective_preset(&job.tenant_id).await?,
         };
-        Ok(JobSpec { preset, rendition })
+        Ok(JobSpec {
+            preset,
+            rendition: row.rendition,
+            live_copy: row.kind == LIVE_COPY_KIND,
+        })
     }
 
     /// `POST /v1/assets/{id}/renditions/{name}/rerun`: transcode that one rendition of a
@@ -965,19 +987,32 @@ impl Engine {
                 "asset {asset_id} already has a job queued or running"
             )));
         }
-        let snapshot = match &asset.job_id {
-            Some(j) => store::job_spec(&self.inner.db, j)
-                .await?
-                .and_then(|(p, _)| p)
-                .and_then(|p| serde_json::from_str::<TranscodePreset>(&p).ok()),
+        let spec = match &asset.job_id {
+            Some(j) => store::job_spec(&self.inner.db, j).await?,
             None => None,
         };
+        if spec.as_ref().is_some_and(|s| s.kind == LIVE_COPY_KIND) {
+            return Err(Error::Conflict(format!(
+                "asset {asset_id} keeps the renditions its live encoder pushed; they were \
+                 not transcoded here and cannot be re-run"
+            )));
+        }
+        let snapshot = spec
+            .and_then(|s| s.preset)
+            .and_then(|p| serde_json::from_str::<TranscodePreset>(&p).ok());
         let preset = match snapshot {
             Some(p) => p,
             None => self.effective_preset(tenant).await?,
         };
         let job_id = self
-            .enqueue(tenant, asset_id, JobClass::Upload, &preset, Some(name))
+            .enqueue(
+                tenant,
+                asset_id,
+                JobClass::Upload,
+                &preset,
+                Some(name),
+                "transcode",
+            )
             .await?;
         tracing::info!(asset = asset_id, job = %job_id, rendition = name, "rendition re-run queued");
         self.get_job(who, &job_id).await
@@ -1047,7 +1082,12 @@ pub struct JobSpec {
     pub preset: TranscodePreset,
     /// `Some(name)`: re-run only this rendition of a ready asset.
     pub rendition: Option<String>,
+    /// Publish a live recording's pushed renditions as they are (no transcode).
+    pub live_copy: bool,
 }
+
+/// The job kind that publishes a live recording as pushed.
+pub(crate) const LIVE_COPY_KIND: &str = "live_copy";
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -1227,11 +1227,13 @@ pub(crate) struct LiveRow {
     pub last_ok_at: Option<i64>,
     pub created_at: i64,
     pub ended_at: Option<i64>,
+    /// `transcode` or `copy`.
+    pub vod_mode: String,
 }
 
 const LIVE_COLS: &str = "id, tenant_id, asset_id, name, ingest_hash, state, end_reason, \
     dvr_window_s, master, primary_playlist, segments_received, bytes_received, \
-    rejected_requests, last_error, last_error_at, last_ok_at, created_at, ended_at";
+    rejected_requests, last_error, last_error_at, last_ok_at, created_at, ended_at, vod_mode";
 
 fn live_from_row(r: &sqlx::any::AnyRow) -> Result<LiveRow> {
     Ok(LiveRow {
@@ -1253,6 +1255,7 @@ fn live_from_row(r: &sqlx::any::AnyRow) -> Result<LiveRow> {
         last_ok_at: r.try_get("last_ok_at")?,
         created_at: r.try_get("created_at")?,
         ended_at: r.try_get("ended_at")?,
+        vod_mode: r.try_get("vod_mode")?,
     })
 }
 
@@ -1263,6 +1266,7 @@ pub(crate) struct NewLive<'a> {
     pub name: Option<&'a str>,
     pub ingest_hash: &'a str,
     pub dvr_window_s: i64,
+    pub vod_mode: &'a str,
     pub now: i64,
 }
 
@@ -1282,8 +1286,8 @@ pub(crate) async fn insert_live(db: &AnyPool, l: NewLive<'_>) -> Result<()> {
     .await?;
     sqlx::query(
         "INSERT INTO live_streams (id, tenant_id, asset_id, name, ingest_hash, state, \
-         dvr_window_s, vod, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'idle', $6, 1, $7, $8)",
+         dvr_window_s, vod, vod_mode, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'idle', $6, 1, $7, $8, $9)",
     )
     .bind(l.id)
     .bind(l.tenant)
@@ -1291,6 +1295,7 @@ pub(crate) async fn insert_live(db: &AnyPool, l: NewLive<'_>) -> Result<()> {
     .bind(l.name)
     .bind(l.ingest_hash)
     .bind(l.dvr_window_s)
+    .bind(l.vod_mode)
     .bind(l.now)
     .bind(l.now)
     .execute(&mut *tx)
@@ -1324,6 +1329,16 @@ pub(crate) async fn get_live(
                 .await?
         }
     };
+    row.as_ref().map(live_from_row).transpose()
+}
+
+/// The stream recording into `asset`.
+pub(crate) async fn live_by_asset(db: &AnyPool, asset: &str) -> Result<Option<LiveRow>> {
+    let sql = format!("SELECT {LIVE_COLS} FROM live_streams WHERE asset_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(asset)
+        .fetch_optional(db)
+        .await?;
     row.as_ref().map(live_from_row).transpose()
 }
 
@@ -1554,10 +1569,12 @@ pub(crate) struct LiveSegmentRow {
     pub discontinuity: bool,
     pub map_seq: Option<i64>,
     pub received: bool,
+    /// Bytes stored (None until received).
+    pub size: Option<i64>,
 }
 
 const SEG_COLS: &str =
-    "seq, name, ext, is_init, playlist, pos, duration, discontinuity, map_seq, received_at";
+    "seq, name, ext, is_init, playlist, pos, duration, discontinuity, map_seq, received_at, size";
 
 fn seg_from_row(r: &sqlx::any::AnyRow) -> Result<LiveSegmentRow> {
     Ok(LiveSegmentRow {
@@ -1570,6 +1587,7 @@ fn seg_from_row(r: &sqlx::any::AnyRow) -> Result<LiveSegmentRow> {
         discontinuity: r.try_get::<i64, _>("discontinuity")? != 0,
         map_seq: r.try_get("map_seq")?,
         received: r.try_get::<Option<i64>, _>("received_at")?.is_some(),
+        size: r.try_get("size")?,
     })
 }
 
@@ -1591,13 +1609,19 @@ pub(crate) async fn live_latest_by_name(
     row.as_ref().map(seg_from_row).transpose()
 }
 
+/// The next sequence number of a stream's stored objects, allocated in one statement
+/// (atomic across gateways sharing the database).
 pub(crate) async fn live_next_seq(db: &AnyPool, stream: &str) -> Result<i64> {
-    let n: Option<i64> = sqlx::query("SELECT MAX(seq) FROM live_segments WHERE stream_id = $1")
-        .bind(stream)
-        .fetch_one(db)
-        .await?
-        .get(0);
-    Ok(n.unwrap_or(0) + 1)
+    let row = sqlx::query(
+        "UPDATE live_streams SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq - 1",
+    )
+    .bind(stream)
+    .fetch_optional(db)
+    .await?;
+    match row {
+        Some(r) => Ok(r.try_get(0)?),
+        None => Err(crate::Error::not_found("live stream", stream)),
+    }
 }
 
 /// A new row: received bytes (`received_at` set) or a listed-but-missing name.
@@ -1790,15 +1814,23 @@ pub(crate) async fn delete_tenant_preset(db: &AnyPool, tenant: &str) -> Result<b
 }
 
 /// The preset snapshot (JSON) and the rendition of a job.
-pub(crate) async fn job_spec(
-    db: &AnyPool,
-    job_id: &str,
-) -> Result<Option<(Option<String>, Option<String>)>> {
-    let row = sqlx::query("SELECT preset, rendition FROM jobs WHERE id = $1")
+/// What a job runs, as stored at enqueue time.
+pub(crate) struct JobSpecRow {
+    pub kind: String,
+    pub preset: Option<String>,
+    pub rendition: Option<String>,
+}
+
+pub(crate) async fn job_spec(db: &AnyPool, job_id: &str) -> Result<Option<JobSpecRow>> {
+    let row = sqlx::query("SELECT kind, preset, rendition FROM jobs WHERE id = $1")
         .bind(job_id)
         .fetch_optional(db)
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    Ok(row.map(|r| JobSpecRow {
+        kind: r.get(0),
+        preset: r.get(1),
+        rendition: r.get(2),
+    }))
 }
 
 /// Jobs of an asset that are queued or running.

@@ -132,6 +132,7 @@ on_both!(
     storage_quota_counts_sources_and_reservations,
     non_media_is_refused_at_the_first_bytes,
     live_push_is_recorded_windowed_and_ends_idle,
+    live_segments_from_two_gateways_get_distinct_objects,
     presets_are_stored_validated_and_snapshotted_into_jobs,
     one_rendition_of_a_ready_asset_can_be_rerun,
     a_zero_length_upload_fails_at_once,
@@ -1011,7 +1012,10 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
     let who = Principal::Tenant {
         tenant_id: t.id.clone(),
     };
-    let s = e.create_live(&who, Some("door"), Some(2)).await.unwrap();
+    let s = e
+        .create_live(&who, Some("door"), Some(2), None)
+        .await
+        .unwrap();
     let path = s.ingest_path.clone().unwrap();
     let token = path
         .trim_end_matches('/')
@@ -1117,7 +1121,7 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
 
     // The final playlist (ENDLIST) may arrive before the last segment it names: the stream
     // ends only once that segment is in, and the recording has it.
-    let s2 = e.create_live(&who, None, None).await.unwrap();
+    let s2 = e.create_live(&who, None, None, None).await.unwrap();
     let token2 = s2
         .ingest_path
         .clone()
@@ -1153,6 +1157,75 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
     assert_eq!(
         e.storage().get_bytes(&source2).await.unwrap().to_vec(),
         expected2
+    );
+}
+
+/// Two gateway processes taking the requests of one stream at once (an encoder behind a
+/// load balancer): every segment gets its own sequence number and object.
+async fn live_segments_from_two_gateways_get_distinct_objects(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e1, clock) = engine(backend, dir.path()).await;
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        database_url: e1.config().database_url.clone(),
+        ..Config::default()
+    };
+    let (e2, _) = Engine::open_with_clock(config, None, clock).await.unwrap();
+    let t = e1.create_tenant(&Principal::Admin, "lb").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let s = e1.create_live(&who, None, Some(600), None).await.unwrap();
+    let token = s
+        .ingest_path
+        .unwrap()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    const N: u8 = 24;
+    let puts = (0..N).map(|i| {
+        let e = if i % 2 == 0 { e1.clone() } else { e2.clone() };
+        let (id, token) = (s.id.clone(), token.clone());
+        tokio::spawn(async move {
+            let body = stream::iter(vec![Ok::<_, String>(ts(i + 1, 3))]);
+            e.live_put_segment(&id, &token, &format!("s{i}.ts"), body)
+                .await
+        })
+    });
+    for r in futures::future::join_all(puts).await {
+        r.unwrap().unwrap();
+    }
+    let mut p = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n");
+    for i in 0..N {
+        p += &format!("#EXTINF:1.0,\ns{i}.ts\n");
+    }
+    e2.live_put_playlist(&s.id, &token, "index.m3u8", Bytes::from(p))
+        .await
+        .unwrap();
+    let prefix = format!("tenants/{}/assets/{}/live/", t.id, s.asset_id);
+    let storage = e1.storage();
+    let viewer = storage
+        .get_bytes(&format!("{prefix}index.m3u8"))
+        .await
+        .unwrap();
+    let uris: Vec<String> = String::from_utf8(viewer.to_vec())
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    assert_eq!(uris.len(), N as usize);
+    let distinct: std::collections::HashSet<&String> = uris.iter().collect();
+    assert_eq!(distinct.len(), N as usize, "{uris:?}");
+    for (i, uri) in uris.iter().enumerate() {
+        let bytes = storage.get_bytes(&format!("{prefix}{uri}")).await.unwrap();
+        assert_eq!(bytes, ts(i as u8 + 1, 3), "segment {i} at {uri}");
+    }
+    assert_eq!(
+        e1.get_live(&who, &s.id).await.unwrap().segments_received,
+        N as u64
     );
 }
 

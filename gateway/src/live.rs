@@ -20,6 +20,7 @@ use crate::{ApiResult, App, base_url, principal, status_only};
 struct NewLiveReq {
     name: Option<String>,
     dvr_window_s: Option<u64>,
+    vod: Option<String>,
 }
 
 pub async fn create(app: &App, req: Request<Incoming>) -> ApiResult {
@@ -28,7 +29,12 @@ pub async fn create(app: &App, req: Request<Incoming>) -> ApiResult {
     let body: NewLiveReq = read_json(req, true).await?.unwrap_or_default();
     let s = app
         .engine
-        .create_live(&who, body.name.as_deref(), body.dvr_window_s)
+        .create_live(
+            &who,
+            body.name.as_deref(),
+            body.dvr_window_s,
+            body.vod.as_deref(),
+        )
         .await?;
     let mut v = serde_json::to_value(&s)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;

@@ -167,6 +167,118 @@ def test_ffmpeg_push_plays_live_then_as_vod(live_server, key, variant, extra):
     assert abs(float(vod["format"]["duration"]) - total) < 1.0
 
 
+def push_two_variants(ingest_url, seconds):
+    """ffmpeg pushing two fMP4 renditions and a master playlist (var_stream_map)."""
+    args = [
+        "ffmpeg", "-v", "error", "-re",
+        "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+        "-t", str(seconds),
+        "-filter_complex", "[0:v]split=2[hi][lo0];[lo0]scale=320:180[lo]",
+        "-map", "[hi]", "-map", "[lo]", "-map", "1:a", "-map", "1:a",
+        "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-keyint_min", "25",
+        "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v:0", "900k", "-b:v:1", "250k",
+        "-c:a", "aac", "-b:a", "64k",
+        "-f", "hls", "-hls_time", "1", "-hls_list_size", "4",
+        "-hls_segment_type", "fmp4", "-hls_fmp4_init_filename", "init_%v.mp4",
+        "-master_pl_name", "master.m3u8", "-var_stream_map", "v:0,a:0 v:1,a:1",
+        "-method", "PUT", ingest_url + "stream_%v.m3u8",
+    ]
+    return subprocess.Popen(args, stderr=subprocess.PIPE)
+
+
+def master_variants(text):
+    """(attributes, uri) of each variant of a master playlist."""
+    lines = text.splitlines()
+    return [
+        (lines[i][len("#EXT-X-STREAM-INF:"):], lines[i + 1])
+        for i in range(len(lines))
+        if lines[i].startswith("#EXT-X-STREAM-INF:")
+    ]
+
+
+@pytest.mark.parametrize("variant", ["ts", "fmp4-two-renditions"])
+def test_copy_vod_publishes_the_pushed_renditions(live_server, key, variant):
+    """`vod: "copy"`: no transcode; the asset plays the encoder's own segments, byte for
+    byte, with a master playlist that names their resolution and codecs."""
+    srv = live_server
+    s = create_stream(srv, key, name=f"copy-{variant}", vod="copy")
+    assert s["vod"] == "copy"
+    sid = s["id"]
+    if variant == "ts":
+        enc = push(s["ingest_url"], 6)
+    else:
+        enc = push_two_variants(s["ingest_url"], 6)
+    _, err = enc.communicate(timeout=60)
+    assert enc.returncode == 0, err.decode()
+    ended = wait_for(
+        lambda: (x := stream_state(srv, key, sid))["state"] == "ended" and x, 20, "stream end"
+    )
+    assert ended["rejected_requests"] == 0, ended
+    live_url = playback_url(srv, key, sid)
+
+    asset = srv.wait_asset(key, s["asset_id"], timeout=60)
+    assert asset["status"] == "ready", asset
+    job = requests.get(f"{srv.url}/v1/jobs/{asset['job_id']}", headers=auth(key), timeout=10)
+    assert job.json()["kind"] == "live_copy", job.text
+    expected = {"ts": [(426, 240)], "fmp4-two-renditions": [(640, 360), (320, 180)]}[variant]
+    assert [(r["width"], r["height"]) for r in asset["renditions"]] == expected, asset
+    for r in asset["renditions"]:
+        assert r["codecs"].startswith("avc1.") and r["codecs"].endswith(",mp4a.40.2"), r
+        assert r["bandwidth"] > 50_000, r
+
+    r = requests.post(
+        f"{srv.url}/v1/assets/{s['asset_id']}/playback", json={}, headers=auth(key), timeout=10
+    )
+    url = r.json()["url"]
+    master = requests.get(url, timeout=10)
+    assert master.status_code == 200
+    variants = master_variants(master.text)
+    assert len(variants) == len(expected), master.text
+    base = url.rsplit("/", 1)[0]
+    vod_total = None
+    for attrs, uri in variants:
+        media = requests.get(f"{base}/{uri}", timeout=10).text
+        assert "#EXT-X-PLAYLIST-TYPE:VOD" in media and media.rstrip().endswith("#EXT-X-ENDLIST")
+        total = sum(d for d, _ in media_entries(media))
+        assert 5.0 <= total <= 7.5, media
+        vod_total = vod_total or total
+        if variant != "ts":
+            assert '#EXT-X-MAP:URI="' in media
+    if variant == "ts":
+        # Without a pushed master one is written from the probe.
+        assert "RESOLUTION=426x240" in variants[0][0] and 'CODECS="avc1.' in variants[0][0]
+        # The VOD segments are the pushed bytes: compare with what the live playlist served.
+        live_media = requests.get(live_url, timeout=10).text
+        live_base = live_url.rsplit("/", 1)[0]
+        live_first = media_entries(live_media)[0][1]
+        vod_media = requests.get(f"{base}/{variants[0][1]}", timeout=10).text
+        vod_first = media_entries(vod_media)[0][1]
+        vod_dir = f"{base}/{variants[0][1].rsplit('/', 1)[0]}"
+        a = requests.get(f"{live_base}/{live_first}", timeout=10).content
+        b = requests.get(f"{vod_dir}/{vod_first}", timeout=10).content
+        assert len(a) > 1000 and a == b
+    assert abs(asset["duration_s"] - vod_total) < 0.01, (asset, vod_total)
+    probe = ffprobe_json("-show_format", "-show_streams", url)
+    assert abs(float(probe["format"]["duration"]) - vod_total) < 1.0, probe["format"]
+    assert sorted({st["codec_type"] for st in probe["streams"]}) == ["audio", "video"]
+    # The renditions were not transcoded here: there is nothing to re-run.
+    rerun = requests.post(
+        f"{srv.url}/v1/assets/{s['asset_id']}/renditions/{asset['renditions'][0]['name']}/rerun",
+        headers=auth(key),
+        timeout=10,
+    )
+    assert rerun.status_code == 409, rerun.text
+
+
+def test_vod_mode_is_validated(live_server, key):
+    r = requests.post(
+        f"{live_server.url}/v1/live", json={"vod": "keep"}, headers=auth(key), timeout=10
+    )
+    assert r.status_code == 400, r.text
+    assert "transcode" in r.json()["error"]["message"]
+
+
 @pytest.fixture(scope="module")
 def segments(tmp_path_factory):
     """Real 1 s TS segments and their playlist, made by ffmpeg into a directory."""

@@ -283,6 +283,9 @@ async fn run_job(
         .await
         .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", scratch.display())))?;
     let spec = engine.job_spec(job).await?;
+    if spec.live_copy {
+        return run_live_copy(engine, job, scratch, stop, &progress).await;
+    }
     let source = engine.source_file(job, scratch).await?;
 
     let src = source.clone();
@@ -372,6 +375,67 @@ async fn run_job(
     let duration_s = (output.duration_s * 1000.0).round() / 1000.0;
     engine.job_succeeded(job, &renditions, duration_s).await?;
     tracing::info!(job = %job.job_id, asset = %job.asset_id, variants = renditions.len(), "asset ready");
+    Ok(())
+}
+
+/// A live recording kept as pushed: probe a sample of each rendition (its first segment)
+/// for the master playlist's resolution and codecs, then let the engine publish the
+/// segments by server-side copies.
+async fn run_live_copy(
+    engine: &Engine,
+    job: &TranscodeJob,
+    scratch: &Path,
+    stop: &Stop,
+    progress: &watch::Sender<f64>,
+) -> Result<(), JobError> {
+    use futures::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    let permanent = |e: sluice_engine::Error| {
+        if e.is_retryable() {
+            JobError::Transient(e.to_string())
+        } else {
+            JobError::Permanent(e.to_string())
+        }
+    };
+    let plan = engine.live_copy_plan(job).await.map_err(permanent)?;
+    let mut probes = Vec::with_capacity(plan.renditions.len());
+    for (i, r) in plan.renditions.iter().enumerate() {
+        stop.check()?;
+        let sample = scratch.join(format!("sample-{i}"));
+        let io = |e: std::io::Error| JobError::Transient(format!("{}: {e}", sample.display()));
+        let mut file = tokio::fs::File::create(&sample).await.map_err(io)?;
+        for key in &r.sample_keys {
+            let (_, mut stream) = engine.storage().get_stream(key, None).await?;
+            while let Some(chunk) = stream.try_next().await? {
+                file.write_all(&chunk).await.map_err(io)?;
+            }
+        }
+        file.flush().await.map_err(io)?;
+        drop(file);
+        let path = sample.clone();
+        let info = blocking(move || media::probe_sample(&path, Duration::from_secs(30))).await??;
+        let (width, height) = info.video.as_ref().map_or((0, 0), |v| (v.width, v.height));
+        let codecs: Vec<String> = [
+            info.video.as_ref().and_then(|v| v.hls_codec.clone()),
+            info.audio.as_ref().and_then(|a| a.hls_codec.clone()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        probes.push(sluice_engine::live::vod::RenditionProbe {
+            width,
+            height,
+            codecs: codecs.join(","),
+        });
+        let _ = progress.send((i + 1) as f64 / (plan.renditions.len() + 1) as f64);
+    }
+    stop.check()?;
+    let (renditions, duration_s) = engine
+        .publish_live_copy(job, &plan, &probes)
+        .await
+        .map_err(permanent)?;
+    engine.job_succeeded(job, &renditions, duration_s).await?;
+    tracing::info!(job = %job.job_id, asset = %job.asset_id, renditions = renditions.len(), "live recording published as pushed");
     Ok(())
 }
 

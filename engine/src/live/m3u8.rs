@@ -307,9 +307,111 @@ pub fn write_media(
     out
 }
 
+/// The media playlist of a finished recording published as VOD: every segment from the
+/// start, `EXT-X-PLAYLIST-TYPE:VOD`, `EXT-X-ENDLIST`.
+pub fn write_vod_media(target_duration: u64, segments: &[OutSegment]) -> String {
+    let text = write_media(target_duration, 0, 0, segments, true);
+    // After `#EXTM3U` and the version line, which `write_media` always writes first.
+    let mut lines = text.splitn(3, '\n');
+    let (head, version, rest) = (
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+        lines.next().unwrap_or_default(),
+    );
+    format!("{head}\n{version}\n#EXT-X-PLAYLIST-TYPE:VOD\n{rest}")
+}
+
+/// Rewrite the URIs of a master playlist (variant lines and `URI="…"` attributes of
+/// `EXT-X-MEDIA` / `EXT-X-I-FRAME-STREAM-INF`) through `map`; an entry whose URI maps to
+/// `None` is dropped with its tag. Everything else is kept as the encoder wrote it.
+pub fn rewrite_master(text: &str, map: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut pending_inf: Option<&str> = None;
+    for raw in text.lines() {
+        let line = raw.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("#EXT-X-STREAM-INF:") {
+            pending_inf = Some(line);
+            continue;
+        }
+        if !line.starts_with('#') {
+            if let (Some(inf), Some(uri)) = (pending_inf.take(), map(line)) {
+                let _ = writeln!(out, "{inf}\n{uri}");
+            }
+            continue;
+        }
+        match line
+            .split_once(':')
+            .and_then(|(_, attrs)| attribute(attrs, "URI"))
+        {
+            Some(uri) => {
+                if let Some(new) = map(uri) {
+                    out.push_str(&line.replacen(
+                        &format!("URI=\"{uri}\""),
+                        &format!("URI=\"{new}\""),
+                        1,
+                    ));
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vod_media_playlist_has_every_segment_and_its_type() {
+        let segs = vec![
+            OutSegment {
+                uri: "00000001.ts".into(),
+                duration: 2.0,
+                discontinuity: false,
+                map: None,
+            },
+            OutSegment {
+                uri: "00000003.ts".into(),
+                duration: 1.5,
+                discontinuity: true,
+                map: None,
+            },
+        ];
+        assert_eq!(
+            write_vod_media(2, &segs),
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:2\n\
+             #EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.000,\n00000001.ts\n#EXT-X-DISCONTINUITY\n\
+             #EXTINF:1.500,\n00000003.ts\n#EXT-X-ENDLIST\n"
+        );
+    }
+
+    #[test]
+    fn master_rewrite_maps_uris_and_drops_unknown_entries() {
+        let master = "#EXTM3U\n#EXT-X-VERSION:3\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio.m3u8\"\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"a\"\nlow.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=3000000\nhigh.m3u8\n\
+            #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1,URI=\"iframes.m3u8\"\n";
+        let out = rewrite_master(master, |u| match u {
+            "audio.m3u8" => Some("audio/index.m3u8".into()),
+            "low.m3u8" => Some("low/index.m3u8".into()),
+            _ => None,
+        });
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:3\n\
+             #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio/index.m3u8\"\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"a\"\nlow/index.m3u8\n"
+        );
+    }
 
     const FFMPEG_TS: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n\
         #EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000000,\nindex7.ts\n#EXTINF:1.966667,\nindex8.ts\n";

@@ -14,9 +14,10 @@
 //! of one stream are serialised per process, which is how encoders send them anyway.
 
 pub mod m3u8;
+pub mod vod;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
@@ -29,6 +30,37 @@ use crate::{Engine, Error, JobClass, Principal, Result, hash_key, random_token, 
 
 use m3u8::{OutSegment, Playlist};
 
+/// How a stream's recording becomes a VOD asset when it ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VodMode {
+    /// Transcode the recording to the tenant's ladder (ahead of uploads in the queue).
+    #[default]
+    Transcode,
+    /// Publish the renditions the encoder pushed as they are: no encode, ready in seconds,
+    /// the quality is the encoder's.
+    Copy,
+}
+
+impl VodMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VodMode::Transcode => "transcode",
+            VodMode::Copy => "copy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "transcode" => Ok(VodMode::Transcode),
+            "copy" => Ok(VodMode::Copy),
+            other => Err(Error::InvalidInput(format!(
+                "vod must be \"transcode\" or \"copy\", not {other:?}"
+            ))),
+        }
+    }
+}
+
 /// A live stream as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveStream {
@@ -40,6 +72,8 @@ pub struct LiveStream {
     pub state: String,
     pub end_reason: Option<String>,
     pub dvr_window_s: u64,
+    /// How the recording becomes VOD: `transcode` or `copy`.
+    pub vod: VodMode,
     pub segments_received: u64,
     pub bytes_received: u64,
     pub rejected_requests: u64,
@@ -105,17 +139,20 @@ pub fn sniff_segment(head: &[u8]) -> Result<()> {
     ))
 }
 
-/// Per-process lock of one stream's state changes.
-static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
-    LazyLock::new(Default::default);
+/// One engine's (one process's) locks of live streams' state changes. Held per engine,
+/// not per program: two engines in one test process behave like two gateways.
+#[derive(Default)]
+pub(crate) struct StreamLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
-fn stream_lock(id: &str) -> Arc<tokio::sync::Mutex<()>> {
-    let mut map = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    map.entry(id.to_string()).or_default().clone()
-}
+impl StreamLocks {
+    fn get(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(id.to_string()).or_default().clone()
+    }
 
-fn forget_lock(id: &str) {
-    LOCKS.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    fn forget(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
 }
 
 /// The stable error code stored with a refused ingest request.
@@ -148,6 +185,7 @@ impl Engine {
         who: &Principal,
         name: Option<&str>,
         dvr_window_s: Option<u64>,
+        vod: Option<&str>,
     ) -> Result<LiveStream> {
         let tenant = self.tenant_of(who)?.to_string();
         let (default_dvr, max_dvr) = self.dvr_bounds();
@@ -164,6 +202,10 @@ impl Engine {
                 "name must be 1 to 200 characters".into(),
             ));
         }
+        let vod = match vod {
+            Some(v) => VodMode::parse(v)?,
+            None => self.inner.config.live.vod,
+        };
         let id = ulid::Ulid::new().to_string();
         let asset = ulid::Ulid::new().to_string();
         let token = random_token(24);
@@ -177,6 +219,7 @@ impl Engine {
                 name,
                 ingest_hash: &hex::encode(hash_key(&token)),
                 dvr_window_s: dvr as i64,
+                vod_mode: vod.as_str(),
                 now,
             },
         )
@@ -238,6 +281,7 @@ impl Engine {
             state,
             end_reason: r.end_reason,
             dvr_window_s: r.dvr_window_s as u64,
+            vod: VodMode::parse(&r.vod_mode).unwrap_or_default(),
             segments_received: r.segments_received as u64,
             bytes_received: r.bytes_received as u64,
             rejected_requests: r.rejected_requests as u64,
@@ -366,7 +410,7 @@ impl Engine {
         let parsed = m3u8::parse(text)
             .map_err(|e| Error::InvalidInput(format!("malformed playlist {name}: {e}")))?;
         let db = &self.inner.db;
-        let lock = stream_lock(&row.id);
+        let lock = self.inner.live_locks.get(&row.id);
         let _guard = lock.lock().await;
         match parsed {
             Playlist::Master(m) => {
@@ -660,7 +704,7 @@ impl Engine {
         size: u64,
     ) -> Result<()> {
         let db = &self.inner.db;
-        let lock = stream_lock(&row.id);
+        let lock = self.inner.live_locks.get(&row.id);
         let _guard = lock.lock().await;
         let now = self.now_ms();
         // Which row do these bytes belong to? One listed and waiting for them; the same
@@ -722,7 +766,7 @@ impl Engine {
         let row = store::get_live(db, None, id)
             .await?
             .ok_or_else(|| Error::not_found("live stream", id))?;
-        let lock = stream_lock(id);
+        let lock = self.inner.live_locks.get(id);
         let guard = lock.lock().await;
         let playlists = store::live_playlists(db, id).await?;
         for p in &playlists {
@@ -748,14 +792,18 @@ impl Engine {
             .await?;
         } else {
             store::live_asset_recorded(db, asset, recorded as i64, self.now_ms()).await?;
-            let job_id = self
-                .enqueue_transcode(&row.tenant_id, asset, JobClass::LiveToVod)
-                .await?;
+            let job_id = match VodMode::parse(&row.vod_mode).unwrap_or_default() {
+                VodMode::Transcode => {
+                    self.enqueue_transcode(&row.tenant_id, asset, JobClass::LiveToVod)
+                        .await?
+                }
+                VodMode::Copy => self.enqueue_live_copy(&row.tenant_id, asset).await?,
+            };
             store::complete_upload(db, asset, &job_id, self.now_ms()).await?;
-            tracing::info!(stream = id, asset = %asset, job = %job_id, bytes = recorded, "live stream recorded, VOD transcode queued");
+            tracing::info!(stream = id, asset = %asset, job = %job_id, bytes = recorded, vod = %row.vod_mode, "live stream recorded, VOD job queued");
         }
         store::live_ended(db, id, self.now_ms()).await?;
-        forget_lock(id);
+        self.inner.live_locks.forget(id);
         metrics::counter!("sluice_live_streams_ended_total", "reason" => reason.to_string())
             .increment(1);
         Ok(())

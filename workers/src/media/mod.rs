@@ -32,7 +32,7 @@ use std::sync::OnceLock;
 pub use error::MediaError;
 pub use ladder::{AAC_LC_CODEC, Rung, RungSpec, default_ladder, h264_codec_string, plan_ladder};
 pub use playlist::{Segment, Variant, master_playlist, media_playlist};
-pub use probe::{AudioInfo, ProbeInfo, VideoInfo, probe};
+pub use probe::{AudioInfo, ProbeInfo, VideoInfo, probe, probe_sample};
 pub use thumbs::Thumbnails;
 pub use transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode};
 

@@ -31,6 +31,9 @@ pub struct VideoInfo {
     pub fps_den: u32,
     /// Short codec name (`h264`, `hevc`, `vp9`, ...) or GStreamer's description.
     pub codec: String,
+    /// The codec as an HLS `CODECS` entry (`avc1.64001f`), when it has one we can name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls_codec: Option<String>,
 }
 
 /// The audio stream that will be transcoded.
@@ -42,6 +45,9 @@ pub struct AudioInfo {
     pub sample_rate: u32,
     /// Short codec name (`aac`, `mp3`, `opus`, ...) or GStreamer's description.
     pub codec: String,
+    /// The codec as an HLS `CODECS` entry (`mp4a.40.2`), when it has one we can name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hls_codec: Option<String>,
 }
 
 /// The result of [`probe`].
@@ -90,6 +96,20 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Audio-only files probe successfully with `video: None`; [`ProbeInfo::require_video`] or
 /// the transcoder turn that into [`MediaError::NoVideo`].
 pub fn probe(path: &Path, timeout: Duration) -> Result<ProbeInfo, MediaError> {
+    probe_inner(path, timeout, true)
+}
+
+/// Like [`probe`], for a short sample of a stream (a live segment, with its init segment
+/// for fMP4) whose container may not declare a duration: `duration_s` is then 0.
+pub fn probe_sample(path: &Path, timeout: Duration) -> Result<ProbeInfo, MediaError> {
+    probe_inner(path, timeout, false)
+}
+
+fn probe_inner(
+    path: &Path,
+    timeout: Duration,
+    need_duration: bool,
+) -> Result<ProbeInfo, MediaError> {
     super::init()?;
     let with_path =
         |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
@@ -153,6 +173,7 @@ pub fn probe(path: &Path, timeout: Duration) -> Result<ProbeInfo, MediaError> {
         channels: a.channels(),
         sample_rate: a.sample_rate(),
         codec: codec_name(a.caps().as_ref()),
+        hls_codec: a.caps().as_ref().and_then(hls_codec),
     });
     let container = info
         .stream_info()
@@ -166,6 +187,7 @@ pub fn probe(path: &Path, timeout: Duration) -> Result<ProbeInfo, MediaError> {
         .filter(|d| *d > 0.0);
     let duration_s = match (duration_s, &video) {
         (Some(d), _) => d,
+        (None, _) if !need_duration && (video.is_some() || audio.is_some()) => 0.0,
         (None, Some(_)) => return Err(MediaError::MissingDuration),
         (None, None) => return Err(MediaError::NoVideo),
     };
@@ -250,7 +272,36 @@ fn video_info(v: &pbutils::DiscovererVideoInfo) -> VideoInfo {
         fps_num,
         fps_den,
         codec: codec_name(v.caps().as_ref()),
+        hls_codec: v.caps().as_ref().and_then(hls_codec),
     }
+}
+
+/// The HLS `CODECS` entry (RFC 6381) of a stream's caps: H.264 from its profile and level
+/// (as the parsers put them in the caps), AAC from its profile, MP3, AC-3 and E-AC-3.
+/// `None` for anything else, or H.264 caps without profile and level.
+pub(crate) fn hls_codec(caps: &gst::Caps) -> Option<String> {
+    let s = caps.structure(0)?;
+    let text = |f: &str| s.get::<&str>(f).ok();
+    let int = |f: &str| s.get::<i32>(f).ok();
+    Some(match s.name().as_str() {
+        "video/x-h264" => super::h264_codec_string(text("profile")?, text("level")?),
+        "audio/mpeg" => match (int("mpegversion"), int("layer")) {
+            (Some(2 | 4), _) => format!(
+                "mp4a.40.{}",
+                match text("profile") {
+                    Some("main") => 1,
+                    Some("he-aac") => 5,
+                    Some("he-aac-v2") => 29,
+                    _ => 2,
+                }
+            ),
+            (Some(1), Some(3)) => "mp4a.40.34".into(),
+            _ => return None,
+        },
+        "audio/x-ac3" => "ac-3".into(),
+        "audio/x-eac3" => "ec-3".into(),
+        _ => return None,
+    })
 }
 
 /// Whether a GStreamer `image-orientation` tag swaps width and height.
@@ -414,6 +465,7 @@ mod tests {
                 fps_num: 30000,
                 fps_den: 1001,
                 codec: "h264".into(),
+                hls_codec: None,
             }),
             audio: None,
         };

@@ -1076,6 +1076,7 @@ fn garbage_and_text_are_not_media() {
             fps_num: 30,
             fps_den: 1,
             codec: "h264".into(),
+            hls_codec: None,
         }),
         audio: None,
     };
@@ -1245,6 +1246,7 @@ fn a_branch_that_never_gets_data_trips_the_watchdog() {
         channels: 2,
         sample_rate: 48_000,
         codec: "aac".into(),
+        hls_codec: None,
     });
     let rungs = plan_ladder(&[spec("180p", 180, 300_000)], 640, 360);
     let stall = TranscodeOptions {
