@@ -590,6 +590,29 @@ fn transcodes_audio_and_video_into_an_aligned_ladder() {
     assert_eq!(reports.last(), Some(&1.0));
 }
 
+/// A live segment as an encoder pushes it: the sample probe names its codecs for a master
+/// playlist's `CODECS` (what a `vod: "copy"` publication advertises).
+#[test]
+fn a_pushed_segment_probes_with_its_hls_codecs() {
+    let dir = TestDir::new("sample");
+    let seg = dir.path().join("seg.ts");
+    make_av(
+        &seg,
+        "1",
+        &["-profile:v", "high", "-level:v", "3.1", "-f", "mpegts"],
+    );
+    let info = crate::media::probe_sample(&seg, Duration::from_secs(10)).expect("probe");
+    let video = info.video.expect("video");
+    assert_eq!((video.width, video.height), (640, 360));
+    // `-preset ultrafast` turns off CABAC and 8x8 transforms: x264 writes Constrained
+    // Baseline whatever the profile ceiling; the level is the one asked for (3.1).
+    assert_eq!(video.hls_codec.as_deref(), Some("avc1.42e01f"));
+    assert_eq!(
+        info.audio.expect("audio").hls_codec.as_deref(),
+        Some("mp4a.40.2")
+    );
+}
+
 #[test]
 fn video_only_input_transcodes_without_an_audio_branch() {
     let dir = TestDir::new("video-only");
