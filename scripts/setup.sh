@@ -45,4 +45,11 @@ if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then
 fi
 
 echo "==> building sluice"
-cargo build --locked --bin sluice
+if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
+  # Everything the test run needs, with the same feature unification as `cargo test
+  # --workspace` (dev-dependencies included), so the test step reuses these artifacts
+  # instead of compiling the dependency graph a second time.
+  cargo build --locked --workspace --all-targets
+else
+  cargo build --locked --bin sluice
+fi
