@@ -717,7 +717,12 @@ async fn a_final_cut_short_by_a_crash_is_swept_or_completed(backend: Backend) {
     // Crash points: as soon as the final exists, once its multipart upload is open, and
     // once its partials were consumed (the last two by watching the database).
     let mut seen = std::collections::BTreeSet::new();
-    for point in ["created", "assembling", "consumed"] {
+    for point in [
+        "created",
+        "assembling",
+        "consumed",
+        "assembling, then expiry",
+    ] {
         let mut parts = Vec::new();
         for i in 0..3 {
             let bytes = &data[i * third..if i == 2 { data.len() } else { (i + 1) * third }];
@@ -742,7 +747,7 @@ async fn a_final_cut_short_by_a_crash_is_swept_or_completed(backend: Backend) {
         loop {
             let reached = match point {
                 "created" => !query_texts(&e2, dir.path(), finals).await.is_empty(),
-                "assembling" => !query_texts(
+                "assembling" | "assembling, then expiry" => !query_texts(
                     &e2,
                     dir.path(),
                     &format!("{finals} AND multipart_id IS NOT NULL"),
@@ -809,6 +814,16 @@ async fn a_final_cut_short_by_a_crash_is_swept_or_completed(backend: Backend) {
             for p in &parts {
                 assert!(e2.upload_state(&who, p).await.is_err());
                 assert!(storage.head(&keys::source(&t.id, p)).await.is_err());
+            }
+        } else if point == "assembling, then expiry" {
+            // Partials sealed by the dead final (their multipart uploads completed into
+            // objects) expire like any others: sessions and objects go.
+            clock.0.fetch_add(25 * 3600 * 1000, Ordering::SeqCst);
+            assert_eq!(e1.sweep_expired_uploads().await.unwrap(), 3);
+            for p in &parts {
+                assert!(e2.upload_state(&who, p).await.is_err());
+                assert!(storage.head(&keys::source(&t.id, p)).await.is_err());
+                assert!(upload_objects(&e2, &t.id, p).await.is_empty());
             }
         } else {
             // The partials are whole: a new final succeeds with exactly their bytes.
