@@ -510,12 +510,12 @@ impl Engine {
                         }
                         at += want;
                         if buf.len() == part_size {
-                            let data =
-                                std::mem::replace(&mut buf, BytesMut::with_capacity(part_size));
                             let etag = storage
-                                .put_part(&target, &upload, etags.len(), data.freeze())
+                                .put_part(&target, &upload, etags.len(), buf.split().freeze())
                                 .await?;
                             etags.push(etag);
+                            // The sent part is dropped by now: this takes its memory back.
+                            buf.reserve(part_size);
                         }
                         if renewed.elapsed() >= LEASE_RENEW {
                             self.renew_leases(leases, own).await?;
