@@ -576,6 +576,15 @@ pub(crate) async fn consume_partials(
         .execute(&mut *tx)
         .await?;
     for p in partials {
+        // (Parts of a partial's multipart upload, on an S3 hot tier.)
+        sqlx::query(
+            "DELETE FROM upload_parts WHERE asset_id IN (SELECT asset_id FROM uploads \
+             WHERE asset_id = $1 AND tenant_id = $2 AND concat = 'partial')",
+        )
+        .bind(p)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "DELETE FROM uploads WHERE asset_id = $1 AND tenant_id = $2 AND concat = 'partial'",
         )

@@ -10,18 +10,20 @@
 //! source and a transcode job is queued.
 //!
 //! tus creation-defer-length: an upload may start without a length; PATCHes are then bounded
-//! by the maximum upload size, and one of them declares the length.
+//! by the maximum upload size, and one of them declares the length. Both tiers alike.
 //!
-//! tus concatenation: a *partial* upload fills its file like any other but never becomes an
-//! asset (its asset row is hidden) and keeps expiring after its last byte. A *final* upload
-//! names complete partials in order; its file is assembled in the uploads directory without
-//! moving bytes through user space: the first partial's file is renamed to the final's, and
-//! the others are appended with `copy_file_range(2)` (through `std::io::copy`), which shares
-//! extents on filesystems with reflinks (XFS, btrfs) and is an in-kernel copy elsewhere
-//! (ext4). The file is synced, the partials' sessions are deleted in the same transaction
-//! that records the final's offset, and the final then completes like any upload (a rename
-//! into a local hot tier). A crash during assembly leaves the final unfinished (it expires)
-//! and the first partial without its bytes: the client starts the upload again.
+//! tus concatenation: a *partial* upload fills its file (or multipart upload) like any other
+//! but never becomes an asset (its asset row is hidden) and keeps expiring after its last
+//! byte. A *final* upload names complete partials in order. On the local tier its file is
+//! assembled in the uploads directory without moving bytes through user space: the first
+//! partial's file is renamed to the final's, and the others are appended with
+//! `copy_file_range(2)` (through `std::io::copy`), which shares extents on filesystems with
+//! reflinks (XFS, btrfs) and is an in-kernel copy elsewhere (ext4). The file is synced, the
+//! partials' sessions are deleted in the same transaction that records the final's offset,
+//! and the final then completes like any upload (a rename into a local hot tier). A crash
+//! during local assembly leaves the final unfinished (it expires) and the first partial
+//! without its bytes: the client starts the upload again. On S3 the partials stay intact
+//! until the final's source object is complete (see [`multipart`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -128,14 +130,15 @@ impl Engine {
             };
             // Every byte committed on S3 but completing failed (and the client, told the
             // upload was whole, never came back): finish it rather than drop it.
+            // (A final whose partials were consumed is whole too.) An unused partial is not
+            // finished: it expires like any unfinished upload.
             if let Some((state, false)) = store::get_upload(&self.inner.db, &tenant, &asset).await?
-                && state.length == Some(state.offset)
+                && self.inner.storage.resumable_multipart()
+                && state.is_full()
                 && state.offset > 0
-                && store::upload_multipart(&self.inner.db, &asset)
-                    .await?
-                    .is_some()
+                && state.concat != UploadConcat::Partial
             {
-                match self.finish_multipart(&tenant, &asset).await {
+                match self.finish_multipart(&tenant, &asset, &lease).await {
                     Ok(()) => tracing::info!(asset, "stalled upload completed by the sweeper"),
                     Err(e) => tracing::warn!(asset, "could not complete a whole upload: {e}"),
                 }
@@ -162,8 +165,17 @@ impl Engine {
     /// multipart upload is aborted first, so a failure leaves the session for a retry),
     /// then its session and asset.
     async fn delete_upload_and_bytes(&self, tenant: &str, asset: &str) -> Result<()> {
-        if let Some(mp) = store::upload_multipart(&self.inner.db, asset).await? {
-            self.discard_multipart(tenant, asset, &mp).await?;
+        if self.inner.storage.resumable_multipart() {
+            let mp = store::upload_multipart(&self.inner.db, asset).await?;
+            self.discard_multipart(tenant, asset, mp.as_ref()).await?;
+            // A final whose partials were consumed (their sessions are gone) still owns
+            // their objects until it completes.
+            if let Some((state, false)) = store::get_upload(&self.inner.db, tenant, asset).await?
+                && let UploadConcat::Final(partials) = &state.concat
+                && state.is_full()
+            {
+                self.drop_partial_objects(tenant, partials).await?;
+            }
         }
         store::delete_upload(&self.inner.db, asset).await?;
         let path = self.upload_path(asset);
@@ -253,15 +265,9 @@ impl Engine {
         };
         let id = ulid::Ulid::new().to_string();
         let path = self.upload_path(&id);
-        // On S3 the bytes go to a multipart upload, opened below; locally, to this file.
+        // On S3 the bytes go to a multipart upload, opened below (also while the length is
+        // deferred); locally, to this file.
         let multipart = self.inner.storage.resumable_multipart();
-        if multipart && (spec.length.is_none() || spec.partial) {
-            return Err(Error::InvalidInput(
-                "Upload-Defer-Length and Upload-Concat need the local hot tier; with the S3 \
-                 hot tier declare Upload-Length and upload in one session"
-                    .into(),
-            ));
-        }
         if !multipart {
             tokio::fs::File::create(&path)
                 .await
@@ -292,7 +298,7 @@ impl Engine {
             let _ = std::fs::remove_file(&path);
         })?;
         if multipart
-            && spec.length.is_some_and(|l| l > 0)
+            && spec.length != Some(0)
             && let Err(e) = self.open_multipart(tenant, &id).await
         {
             let _ = store::delete_upload(&self.inner.db, &id).await;
@@ -414,32 +420,16 @@ impl Engine {
                 "a final upload is assembled from its partial uploads and takes no PATCH",
             ));
         }
+        let partial = state.concat == UploadConcat::Partial;
         let multipart = store::upload_multipart(&self.inner.db, asset).await?;
-        if let Some(mp) = multipart {
-            // S3 uploads always have a known length (creation refuses deferred ones).
-            let length = state.length.unwrap_or(0);
-            if !complete && state.offset == length && offset == length {
-                // Every byte is committed but completing failed half-way: finish now.
-                self.finish_multipart(tenant, asset).await?;
-                return Ok(UploadState {
-                    expires_at: None,
-                    ..state
-                });
-            }
-            if complete || state.offset == length {
-                return Err(Error::Conflict(format!(
-                    "upload {asset} is already complete"
-                )));
-            }
-            if offset != state.offset {
-                return Err(Error::OffsetMismatch {
-                    expected: state.offset,
-                    got: offset,
-                });
-            }
-            return self
-                .append_multipart(tenant, asset, state, mp, body, lease, checksum)
-                .await;
+        if multipart.is_some() && !complete && !partial && state.is_full() && offset == state.offset
+        {
+            // S3: every byte is committed but completing failed half-way: finish now.
+            self.finish_multipart(tenant, asset, lease).await?;
+            return Ok(UploadState {
+                expires_at: None,
+                ..state
+            });
         }
         if complete || state.is_full() {
             return Err(Error::Conflict(format!(
@@ -452,7 +442,6 @@ impl Engine {
                 got: offset,
             });
         }
-        let partial = state.concat == UploadConcat::Partial;
         match (state.length, declared_length) {
             (Some(known), Some(declared)) if known != declared => {
                 return Err(Error::InvalidInput(format!(
@@ -471,6 +460,11 @@ impl Engine {
                 state.length = Some(declared);
             }
             _ => {}
+        }
+        if let Some(mp) = multipart {
+            return self
+                .append_multipart(tenant, asset, state, mp, body, lease, checksum)
+                .await;
         }
         // While the length is deferred, the maximum upload size bounds the bytes.
         let max = self.inner.config.uploads.max_size;
@@ -764,6 +758,14 @@ impl Engine {
 
         let id = ulid::Ulid::new().to_string();
         let concat = UploadConcat::Final(partials.to_vec());
+        let multipart = self.inner.storage.resumable_multipart();
+        // On S3 the final expires at once: its lease keeps the sweeper away while it is
+        // assembled, so only a gateway that died half-way leaves it to the next sweep.
+        let expires_at = if multipart {
+            self.now_ms()
+        } else {
+            self.upload_expiry()
+        };
         store::insert_upload(
             &self.inner.db,
             store::NewUpload {
@@ -777,12 +779,32 @@ impl Engine {
                 filename,
                 device,
                 now: self.now_ms(),
-                expires_at: self.upload_expiry(),
+                expires_at,
             },
         )
         .await?;
         // Its own lease keeps the sweeper away until it is complete.
         let final_lease = self.lease_upload(&tenant, &id).await?;
+        if multipart {
+            let assembled = self
+                .assemble_multipart(&tenant, &id, partials, &lengths, leases, &final_lease)
+                .await;
+            if let Err(e) = assembled {
+                // The partials are untouched: drop the final and whatever it wrote.
+                if let Err(e2) = self.delete_upload_and_bytes(&tenant, &id).await {
+                    tracing::warn!(asset = %id, "could not drop the failed final upload: {e2}");
+                }
+                drop(final_lease);
+                return Err(e);
+            }
+            store::consume_partials(&self.inner.db, &tenant, &id, total, partials).await?;
+            let finished = self.finish_multipart(&tenant, &id, &final_lease).await;
+            final_lease.release().await?;
+            finished?;
+            metrics::counter!("sluice_uploads_concatenated_total").increment(1);
+            tracing::info!(asset = %id, parts = partials.len(), bytes = total, "partial uploads concatenated");
+            return Ok(id);
+        }
         let paths: Vec<PathBuf> = partials.iter().map(|p| self.upload_path(p)).collect();
         let dest = self.upload_path(&id);
         if let Err(e) = self.assemble(&dest, &paths, &lengths, leases).await {

@@ -1,7 +1,8 @@
 //! tus uploads on an S3 hot tier (a real Garage on loopback, started by `scripts/test.sh`,
 //! which exports the `SLUICE_TEST_S3_*` variables; without them these tests fail rather than
 //! skip). Bytes stream into multipart parts recorded in the metadata store, so a second
-//! engine, with its own uploads directory, continues an upload the first one began.
+//! engine, with its own uploads directory, continues an upload the first one began; the
+//! same holds for deferred lengths and partial uploads, which a final upload assembles.
 //! Every test runs on SQLite and on PostgreSQL (`SLUICE_TEST_PG_URL`).
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use bytes::Bytes;
 use futures::stream;
 use sha1::Digest;
 use sluice_engine::checksum::Checksum;
-use sluice_engine::{AssetStatus, Clock, Config, Engine, Error, Principal};
+use sluice_engine::{AssetStatus, Clock, Config, Engine, Error, NewUploadSpec, Principal};
 use sluice_storage::{S3Config, keys};
 use sqlx::Connection;
 
@@ -50,6 +51,9 @@ macro_rules! on_both {
 on_both!(
     uploads_resume_across_engines_part_by_part,
     termination_expiry_and_refusal_abort_the_multipart_upload,
+    deferred_length_streams_into_parts_across_engines,
+    partials_assemble_into_the_final_source_part_by_part,
+    a_final_cut_short_by_a_crash_is_swept_or_completed,
 );
 
 fn env(name: &str) -> String {
@@ -167,6 +171,28 @@ async fn multipart_id(e: &Engine, dir: &std::path::Path, asset: &str) -> String 
             sqlx::query_scalar("SELECT multipart_id FROM sluice.uploads WHERE asset_id = $1")
                 .bind(asset)
                 .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// Rows of a query returning one optional text column, straight from the database.
+async fn query_texts(e: &Engine, dir: &std::path::Path, sql: &str) -> Vec<Option<String>> {
+    match &e.config().database_url {
+        None => {
+            let url = format!("sqlite://{}", dir.join("meta.db").display());
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+                .fetch_all(&mut c)
+                .await
+                .unwrap()
+        }
+        Some(url) => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            let sql = sql.replace("FROM uploads", "FROM sluice.uploads");
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_all(&mut c)
                 .await
                 .unwrap()
         }
@@ -405,4 +431,421 @@ async fn termination_expiry_and_refusal_abort_the_multipart_upload(backend: Back
         Err(Error::UnsupportedMedia(_))
     ));
     gone(c.id.clone(), id).await;
+}
+
+fn spec(length: Option<u64>, partial: bool) -> NewUploadSpec<'static> {
+    NewUploadSpec {
+        length,
+        metadata: None,
+        partial,
+    }
+}
+
+/// creation-defer-length on S3: bytes stream into parts and tails before the length is
+/// known, any gateway continues, and the length is declared with the last bytes or after
+/// them (the pending tail then becomes the last part).
+async fn deferred_length_streams_into_parts_across_engines(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e1, e2, _) = two_engines(backend, dir.path()).await;
+    let t = e1.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let data = mp4_like(13 * MIB + 4321);
+    let len = data.len() as u64;
+
+    // Declared with the last bytes.
+    let a = e1
+        .create_upload_with(&who, &spec(None, false))
+        .await
+        .unwrap();
+    // The multipart upload is open before any length is known.
+    assert!(!multipart_id(&e1, dir.path(), &a).await.is_empty());
+    let s = e1
+        .append_upload(&who, &a, 0, body(&data[..7 * MIB], true))
+        .await
+        .unwrap();
+    assert_eq!((s.offset, s.length), (7 * MIB as u64, None));
+    assert_eq!(
+        upload_objects(&e1, &t.id, &a).await,
+        vec![keys::upload_tail(&t.id, &a, 7 * MIB as u64)]
+    );
+    // Gateway 2 continues, still deferred; a length below the offset is refused.
+    let s = e2
+        .append_upload(
+            &who,
+            &a,
+            7 * MIB as u64,
+            body(&data[7 * MIB..11 * MIB], false),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s.offset, s.length), (11 * MIB as u64, None));
+    assert!(matches!(
+        e2.append_upload_declaring(&who, &a, 11 * MIB as u64, body(b"", false), None, Some(5))
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(e1.upload_state(&who, &a).await.unwrap().length, None);
+    let s = e1
+        .append_upload_declaring(
+            &who,
+            &a,
+            11 * MIB as u64,
+            body(&data[11 * MIB..], false),
+            None,
+            Some(len),
+        )
+        .await
+        .unwrap();
+    assert_eq!((s.offset, s.length, s.expires_at), (len, Some(len), None));
+    assert_eq!(
+        e2.get_asset(&who, &a).await.unwrap().status,
+        AssetStatus::Queued
+    );
+    let src = e2
+        .storage()
+        .get_bytes(&keys::source(&t.id, &a))
+        .await
+        .unwrap();
+    assert!(src.as_ref() == data.as_slice(), "source bytes differ");
+    assert!(upload_objects(&e1, &t.id, &a).await.is_empty());
+
+    // Declared after the bytes, by an empty PATCH on the other gateway: the tail of 3 MiB
+    // becomes the last part.
+    let b = e2
+        .create_upload_with(&who, &spec(None, false))
+        .await
+        .unwrap();
+    e2.append_upload(&who, &b, 0, body(&data, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        upload_objects(&e2, &t.id, &b).await,
+        vec![keys::upload_tail(&t.id, &b, len)]
+    );
+    let s = e1
+        .append_upload_declaring(&who, &b, len, body(b"", false), None, Some(len))
+        .await
+        .unwrap();
+    assert_eq!((s.offset, s.expires_at), (len, None));
+    let src = e1
+        .storage()
+        .get_bytes(&keys::source(&t.id, &b))
+        .await
+        .unwrap();
+    assert!(src.as_ref() == data.as_slice(), "source bytes differ");
+    assert!(upload_objects(&e1, &t.id, &b).await.is_empty());
+    assert_eq!(
+        e1.get_asset(&who, &b).await.unwrap().status,
+        AssetStatus::Queued
+    );
+    e1.storage().delete_prefix("tenants/").await.unwrap();
+}
+
+/// A final upload on S3: its partials (uploaded through both gateways, with tails, one of
+/// them deferred and declared after its bytes, some empty) are sealed and streamed into a
+/// new multipart upload cut at the part size; the partials and their objects disappear.
+/// One non-empty partial is a server-side copy.
+async fn partials_assemble_into_the_final_source_part_by_part(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e1, e2, _) = two_engines(backend, dir.path()).await;
+    let t = e1.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let storage = e1.storage().clone();
+    let data = mp4_like(15 * MIB + 18);
+    let cuts = [0, 7 * MIB + 1, 7 * MIB + 1, 12 * MIB + 100_001, data.len()];
+    let mut parts = Vec::new();
+    for (i, w) in cuts.windows(2).enumerate() {
+        let bytes = &data[w[0]..w[1]];
+        let n = bytes.len() as u64;
+        let deferred = i == 2;
+        let id = e1
+            .create_upload_with(&who, &spec((!deferred).then_some(n), true))
+            .await
+            .unwrap();
+        if n > 0 {
+            // Half through one gateway (a broken request), the rest through the other.
+            let half = bytes.len() / 2;
+            e1.append_upload(&who, &id, 0, body(&bytes[..half], true))
+                .await
+                .unwrap();
+            let s = e2
+                .append_upload(&who, &id, half as u64, body(&bytes[half..], false))
+                .await
+                .unwrap();
+            assert_eq!(s.offset, n);
+            if deferred {
+                // The length comes after the bytes: a tail stays pending.
+                assert!(!upload_objects(&e1, &t.id, &id).await.is_empty());
+                e1.append_upload_declaring(&who, &id, n, body(b"", false), None, Some(n))
+                    .await
+                    .unwrap();
+            }
+            // A whole partial queues nothing and keeps expiring.
+            let s = e1.upload_state(&who, &id).await.unwrap();
+            assert!(s.expires_at.is_some());
+            assert!(matches!(
+                e1.get_asset(&who, &id).await,
+                Err(Error::NotFound { .. })
+            ));
+            assert!(matches!(
+                e2.append_upload(&who, &id, n, body(b"x", false)).await,
+                Err(Error::Conflict(_))
+            ));
+        } else if deferred {
+            e1.append_upload_declaring(&who, &id, 0, body(b"", false), None, Some(0))
+                .await
+                .unwrap();
+        }
+        parts.push(id);
+    }
+    // An empty partial created with Upload-Length: 0 as well.
+    let empty = e2
+        .create_upload_with(&who, &spec(Some(0), true))
+        .await
+        .unwrap();
+    parts.insert(1, empty);
+
+    let a = e2
+        .create_final_upload(&who, &parts, None, Some(data.len() as u64))
+        .await
+        .unwrap();
+    assert_eq!(a.status, AssetStatus::Queued);
+    let source = keys::source(&t.id, &a.id);
+    let src = storage.get_bytes(&source).await.unwrap();
+    assert_eq!(src.len(), data.len());
+    assert!(src.as_ref() == data.as_slice(), "final source bytes differ");
+    // Cut at the part size: 5 + 5 + 5 MiB + 18 bytes, whatever the partials' sizes
+    // (a multipart ETag ends in its part count).
+    let etag = storage
+        .head(&source)
+        .await
+        .unwrap()
+        .etag
+        .unwrap_or_default();
+    assert!(etag.trim_matches('"').ends_with("-4"), "{etag}");
+    for p in &parts {
+        assert!(matches!(
+            e1.upload_state(&who, p).await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(storage.head(&keys::source(&t.id, p)).await.is_err());
+        assert!(upload_objects(&e1, &t.id, p).await.is_empty());
+    }
+    assert!(upload_objects(&e1, &t.id, &a.id).await.is_empty());
+    assert_eq!(files_in(&dir.path().join("uploads-1")), 0);
+    assert_eq!(files_in(&dir.path().join("uploads-2")), 0);
+
+    // One partial holding every byte (and an empty one): a server-side copy.
+    let one = e1
+        .create_upload_with(&who, &spec(Some(6 * MIB as u64), true))
+        .await
+        .unwrap();
+    e1.append_upload(&who, &one, 0, body(&data[..6 * MIB], false))
+        .await
+        .unwrap();
+    let nothing = e1
+        .create_upload_with(&who, &spec(Some(0), true))
+        .await
+        .unwrap();
+    let b = e1
+        .create_final_upload(&who, &[nothing.clone(), one.clone()], None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (b.status, b.size),
+        (AssetStatus::Queued, Some(6 * MIB as u64))
+    );
+    let src = storage
+        .get_bytes(&keys::source(&t.id, &b.id))
+        .await
+        .unwrap();
+    assert!(src.as_ref() == &data[..6 * MIB], "copied source differs");
+    assert!(storage.head(&keys::source(&t.id, &one)).await.is_err());
+
+    // Termination of a partial (whole or not) drops its multipart upload and objects.
+    let c = e2
+        .create_upload_with(&who, &spec(Some(6 * MIB as u64), true))
+        .await
+        .unwrap();
+    e2.append_upload(&who, &c, 0, body(&data[..6 * MIB], false))
+        .await
+        .unwrap();
+    let id = multipart_id(&e2, dir.path(), &c).await;
+    e1.terminate_upload(&who, &c).await.unwrap();
+    assert!(
+        storage
+            .put_part(
+                &keys::source(&t.id, &c),
+                &id,
+                3,
+                Bytes::from_static(b"late")
+            )
+            .await
+            .is_err()
+    );
+    assert!(
+        storage
+            .list(&format!("tenants/{}/assets/{c}", t.id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    storage.delete_prefix("tenants/").await.unwrap();
+}
+
+/// Whenever a gateway dies while it assembles a final upload (the request's future is
+/// dropped at some await point), the next sweep either completes the final with exactly
+/// the partials' bytes, or deletes it with everything it wrote while the partials stay
+/// whole for another final; never a final that is half-written, or ready without its bytes.
+async fn a_final_cut_short_by_a_crash_is_swept_or_completed(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e1, e2, clock) = two_engines(backend, dir.path()).await;
+    let t = e1.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let storage = e1.storage().clone();
+    let data = mp4_like(3 * 6 * MIB + 1000);
+    let third = data.len() / 3;
+    let finals =
+        "SELECT asset_id FROM uploads WHERE concat LIKE 'final;%' AND completed_at IS NULL";
+
+    // Crash points: as soon as the final exists, once its multipart upload is open, and
+    // once its partials were consumed (the last two by watching the database).
+    let mut seen = std::collections::BTreeSet::new();
+    for point in [
+        "created",
+        "assembling",
+        "consumed",
+        "assembling, then expiry",
+    ] {
+        let mut parts = Vec::new();
+        for i in 0..3 {
+            let bytes = &data[i * third..if i == 2 { data.len() } else { (i + 1) * third }];
+            let id = e1
+                .create_upload_with(&who, &spec(Some(bytes.len() as u64), true))
+                .await
+                .unwrap();
+            e1.append_upload(&who, &id, 0, body(bytes, false))
+                .await
+                .unwrap();
+            parts.push(id);
+        }
+        let task = {
+            let (e, who, parts) = (e1.clone(), who.clone(), parts.clone());
+            tokio::spawn(async move { e.create_final_upload(&who, &parts, None, None).await })
+        };
+        let partial_rows = format!(
+            "SELECT asset_id FROM uploads WHERE asset_id IN ('{}')",
+            parts.join("','")
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let reached = match point {
+                "created" => !query_texts(&e2, dir.path(), finals).await.is_empty(),
+                "assembling" | "assembling, then expiry" => !query_texts(
+                    &e2,
+                    dir.path(),
+                    &format!("{finals} AND multipart_id IS NOT NULL"),
+                )
+                .await
+                .is_empty(),
+                _ => query_texts(&e2, dir.path(), &partial_rows).await.is_empty(),
+            };
+            if reached || task.is_finished() || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        task.abort();
+        let outcome = task.await;
+        // What the crash left: an unfinished final (and its multipart upload, if any).
+        let left = query_texts(&e2, dir.path(), finals).await;
+        let mp: Vec<Option<String>> = query_texts(
+            &e2,
+            dir.path(),
+            "SELECT multipart_id FROM uploads WHERE concat LIKE 'final;%' AND completed_at IS NULL",
+        )
+        .await;
+        // The other gateway sweeps once the dead one's leases have lapsed.
+        clock.0.fetch_add(60_000, Ordering::SeqCst);
+        e2.sweep_expired_uploads().await.unwrap();
+        let final_id = match (&outcome, left.first()) {
+            (Ok(Ok(a)), _) => Some(a.id.clone()),
+            (_, Some(Some(id))) => Some(id.clone()),
+            _ => None,
+        };
+        let completed = match &final_id {
+            Some(id) => match e2.get_asset(&who, id).await {
+                Ok(a) => {
+                    assert_eq!(a.status, AssetStatus::Queued, "{point}");
+                    let src = storage.get_bytes(&keys::source(&t.id, id)).await.unwrap();
+                    assert!(src.as_ref() == data.as_slice(), "{point}: bytes differ");
+                    true
+                }
+                Err(Error::NotFound { .. }) => {
+                    assert!(storage.head(&keys::source(&t.id, id)).await.is_err());
+                    assert!(upload_objects(&e2, &t.id, id).await.is_empty());
+                    if let Some(Some(upload)) = mp.first() {
+                        assert!(
+                            storage
+                                .put_part(
+                                    &keys::source(&t.id, id),
+                                    upload,
+                                    0,
+                                    Bytes::from_static(b"x")
+                                )
+                                .await
+                                .is_err(),
+                            "{point}: the final's multipart upload is still open"
+                        );
+                    }
+                    false
+                }
+                Err(e) => panic!("{point}: {e:?}"),
+            },
+            None => false,
+        };
+        if completed {
+            for p in &parts {
+                assert!(e2.upload_state(&who, p).await.is_err());
+                assert!(storage.head(&keys::source(&t.id, p)).await.is_err());
+            }
+        } else if point == "assembling, then expiry" {
+            // Partials sealed by the dead final (their multipart uploads completed into
+            // objects) expire like any others: sessions and objects go.
+            clock.0.fetch_add(25 * 3600 * 1000, Ordering::SeqCst);
+            assert_eq!(e1.sweep_expired_uploads().await.unwrap(), 3);
+            for p in &parts {
+                assert!(e2.upload_state(&who, p).await.is_err());
+                assert!(storage.head(&keys::source(&t.id, p)).await.is_err());
+                assert!(upload_objects(&e2, &t.id, p).await.is_empty());
+            }
+        } else {
+            // The partials are whole: a new final succeeds with exactly their bytes.
+            let a = e2
+                .create_final_upload(&who, &parts, None, None)
+                .await
+                .unwrap();
+            let src = storage
+                .get_bytes(&keys::source(&t.id, &a.id))
+                .await
+                .unwrap();
+            assert!(
+                src.as_ref() == data.as_slice(),
+                "{point}: retried final differs"
+            );
+        }
+        assert!(query_texts(&e2, dir.path(), finals).await.is_empty());
+        seen.insert((point, completed, outcome.is_ok()));
+    }
+    eprintln!("crash points (point, completed by the sweep, request finished first): {seen:?}");
+    // At least the crash in the middle of the copy happened (18 MiB take far longer than
+    // the polling interval), and was cleaned up rather than completed.
+    assert!(seen.contains(&("assembling", false, false)), "{seen:?}");
+    storage.delete_prefix("tenants/").await.unwrap();
 }

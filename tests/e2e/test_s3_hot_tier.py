@@ -1,19 +1,25 @@
 """`sluice serve` with a real S3-compatible store (Garage on loopback) as its hot tier: a
 tuspy upload streams into multipart parts (PATCHes end mid-part, so tails are exercised),
 the worker downloads the source from S3 and publishes HLS back to it, and playback and the
-source download are served from the bucket. scripts/test.sh starts Garage and exports
-SLUICE_TEST_S3_*; without them this test fails rather than skips."""
+source download are served from the bucket. tus-js-client's `parallelUploads`
+(concatenation: partials in their own multipart uploads, assembled into the final's
+source) and `uploadLengthDeferred` work on the bucket too. scripts/test.sh starts Garage
+and exports SLUICE_TEST_S3_*; without them these tests fail rather than skip."""
 
 import os
+import subprocess
 import time
 import urllib.parse
 import uuid
+
+from pathlib import Path
 
 import pytest
 import requests
 
 from conftest import Sluice, ffprobe_json, make_clip, sha256
 
+JS = Path(__file__).parent / "js"
 S3_VARS = ["ENDPOINT", "BUCKET", "REGION", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY"]
 
 
@@ -54,13 +60,42 @@ ladder = [{{name = "360p", height = 360, video_bitrate = 800000}}]
     s.stop()
 
 
-def test_tus_upload_to_playback_on_garage(s3_server, server, workdir):
+@pytest.fixture(scope="module")
+def big_clip(workdir):
+    """A clip of several 5 MiB parts (high bitrate)."""
+    return make_clip(workdir / "s3clip.mp4", seconds=8, extra=("-b:v", "12M", "-maxrate", "12M", "-bufsize", "4M"))
+
+
+def node(script, *args):
+    out = subprocess.run(
+        ["node", str(JS / script), *args], capture_output=True, text=True, timeout=300, cwd=JS
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def check_ready_source(server, key, asset_id, path):
+    a = server.wait_asset(key, asset_id)
+    assert a["status"] == "ready", (a, server.logs())
+    assert a["size"] == path.stat().st_size
+    r = requests.get(
+        f"{server.url}/v1/assets/{asset_id}/source",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=60,
+    )
+    assert r.status_code == 200
+    assert sha256(r.content) == sha256(path)
+    # Nothing of the upload stayed on the local disk.
+    assert not any((server.data_dir / "uploads").iterdir())
+
+
+def test_tus_upload_to_playback_on_garage(s3_server, server, workdir, big_clip):
     local = server
     server = s3_server
     r = requests.get(f"{server.url}/readyz", timeout=10)
     assert r.status_code == 200, r.text
-    # A clip of several 5 MiB parts (high bitrate), uploaded in 2 MiB PATCHes.
-    clip = make_clip(workdir / "s3clip.mp4", seconds=8, extra=("-b:v", "12M", "-maxrate", "12M", "-bufsize", "4M"))
+    # Uploaded in 2 MiB PATCHes.
+    clip = big_clip
     size = clip.stat().st_size
     assert size > 11 << 20, size
     t = server.tenant("s3")
@@ -113,3 +148,33 @@ def test_tus_upload_to_playback_on_garage(s3_server, server, workdir):
     assert full.status_code == 200 and len(full.content) > 1000
     part = requests.get(seg, headers={"Range": "bytes=100-199"}, timeout=10)
     assert part.status_code == 206 and part.content == full.content[100:200]
+
+
+def test_tus_js_client_parallel_uploads_on_garage(s3_server, big_clip):
+    """Three partials of about 4 MiB each stream into their own multipart uploads; the final
+    is assembled into 5 MiB parts that straddle them."""
+    server = s3_server
+    t = server.tenant("s3-parallel")
+    url = node("upload-parallel.mjs", f"{server.url}/v1/uploads/", t["api_key"], str(big_clip), "3")
+    h = {"Authorization": f"Bearer {t['api_key']}", "Tus-Resumable": "1.0.0"}
+    head = requests.head(url, headers=h, timeout=5)
+    assert head.status_code == 200
+    size = big_clip.stat().st_size
+    assert head.headers["Upload-Offset"] == head.headers["Upload-Length"] == str(size)
+    concat = head.headers["Upload-Concat"]
+    assert concat.startswith("final;")
+    partials = concat[len("final;"):].split()
+    assert len(partials) == 3
+    # The partials are consumed: sessions and objects.
+    for p in partials:
+        assert requests.head(p, headers=h, timeout=5).status_code == 404
+    check_ready_source(server, t["api_key"], url.rsplit("/", 1)[1], big_clip)
+
+
+def test_tus_js_client_deferred_length_on_garage(s3_server, big_clip):
+    """tus-js-client with `uploadLengthDeferred` (256 KiB PATCHes: tails all the way, parts as
+    they fill); the last PATCH declares the length."""
+    server = s3_server
+    t = server.tenant("s3-defer")
+    url = node("upload-parallel.mjs", f"{server.url}/v1/uploads/", t["api_key"], str(big_clip), "defer")
+    check_ready_source(server, t["api_key"], url.rsplit("/", 1)[1], big_clip)

@@ -13,6 +13,23 @@
 //! Commits are conditional on the request still holding the upload's lease. Parts sent by a
 //! request that dies before committing are simply sent again by the next request (a part
 //! index uploaded twice keeps the last); S3 ignores parts a completion does not list.
+//!
+//! A deferred length (creation-defer-length) changes nothing but the bound: until a PATCH
+//! declares it, the maximum upload size limits the bytes; a length declared after the bytes
+//! (a tail still pending) turns the tail into the last part when the upload completes.
+//!
+//! Concatenation: a partial streams into its own multipart upload like any upload; its
+//! last byte completes nothing. A final upload first *seals* each partial (its multipart
+//! upload is completed into the partial's own source object, idempotently), then builds its
+//! source: one server-side copy when a single partial holds every byte, otherwise a new
+//! multipart upload of the final's source key fed by ranged reads of the partials, cut into
+//! `part_size` parts (object_store offers no UploadPartCopy; memory stays one part). Only
+//! once that object is complete does one transaction record the final's offset and delete
+//! the partials' sessions; their objects are deleted when the final completes. A gateway
+//! that dies before that transaction leaves the partials whole and a final whose lease
+//! lapses; the final expired at creation, so the next sweep deletes it and its objects (the
+//! client may send the final again). A gateway that dies after it leaves a whole final,
+//! which the next sweep completes (and queues), like a stalled upload.
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
@@ -20,10 +37,14 @@ use sluice_storage::keys;
 
 use super::{LEASE_RENEW, UploadLease};
 use crate::checksum::Checksum;
-use crate::model::UploadState;
+use crate::model::{UploadConcat, UploadState};
 use crate::sniff::{Sniffer, WINDOW};
 use crate::store::{self, MultipartRow, UploadPart};
 use crate::{Engine, Error, Result};
+
+/// The largest object one S3 CopyObject request may copy (5 GiB); a single larger
+/// partial is assembled through a multipart upload like several.
+const MAX_SERVER_COPY: u64 = 5 << 30;
 
 impl Engine {
     /// The part size of multipart uploads (S3 hot tier).
@@ -47,29 +68,47 @@ impl Engine {
         Ok(())
     }
 
-    /// Drop the S3 side of an unfinished upload: abort its multipart upload (freeing the
-    /// parts), delete its tail objects, and the source object in case a completion went
-    /// through but was never recorded. Safe to repeat.
+    /// Drop the S3 side of an unfinished upload: abort its multipart upload if it has one
+    /// (freeing the parts), delete its tail objects, and the source object in case a
+    /// completion (or a final's assembly) went through but was never recorded. Safe to
+    /// repeat.
     pub(super) async fn discard_multipart(
         &self,
         tenant: &str,
         asset: &str,
-        mp: &MultipartRow,
+        mp: Option<&MultipartRow>,
     ) -> Result<()> {
         let storage = &self.inner.storage;
-        storage
-            .abort_multipart(&keys::source(tenant, asset), &mp.multipart_id)
-            .await?;
+        let source = keys::source(tenant, asset);
+        if let Some(mp) = mp {
+            storage.abort_multipart(&source, &mp.multipart_id).await?;
+            metrics::counter!("sluice_upload_multipart_aborted_total").increment(1);
+        }
         storage
             .delete_prefix(&keys::upload_prefix(tenant, asset))
             .await?;
         // Only when it exists: on some stores (Garage) deleting a key also drops the
         // multipart uploads in progress on it, which would hide a failed abort.
-        let source = keys::source(tenant, asset);
         if storage.head(&source).await.is_ok() {
             storage.delete(&source).await?;
         }
-        metrics::counter!("sluice_upload_multipart_aborted_total").increment(1);
+        Ok(())
+    }
+
+    /// Delete the objects of partial uploads a final consumed (their sealed sources and
+    /// any upload objects). Safe to repeat.
+    pub(super) async fn drop_partial_objects(
+        &self,
+        tenant: &str,
+        partials: &[String],
+    ) -> Result<()> {
+        let storage = &self.inner.storage;
+        for p in partials {
+            storage.delete(&keys::source(tenant, p)).await?;
+            storage
+                .delete_prefix(&keys::upload_prefix(tenant, p))
+                .await?;
+        }
         Ok(())
     }
 
@@ -129,8 +168,10 @@ impl Engine {
         let source = keys::source(tenant, asset);
         let part_size = self.part_size();
         let parts_bytes: u64 = mp.parts.iter().map(|p| p.size).sum();
-        // Known on S3: creation refuses deferred lengths there.
-        let length = state.length.unwrap_or(0);
+        let partial = state.concat == UploadConcat::Partial;
+        // While the length is deferred, the maximum upload size bounds the bytes.
+        let max = self.inner.config.uploads.max_size;
+        let limit = state.length.unwrap_or(max);
 
         // The buffer starts with the committed tail: the next part begins with it.
         let mut buf = BytesMut::with_capacity(part_size);
@@ -159,7 +200,7 @@ impl Engine {
         let mut pending: Vec<UploadPart> = Vec::new();
         let mut received = state.offset;
         let mut body_error = None;
-        let mut too_long = false;
+        let mut too_long = None;
         let mut renewed = std::time::Instant::now();
         let mut hasher = checksum.map(Checksum::hasher);
 
@@ -175,8 +216,8 @@ impl Engine {
                     break;
                 }
             };
-            if received + chunk.len() as u64 > length {
-                too_long = true;
+            if received + chunk.len() as u64 > limit {
+                too_long = Some(received + chunk.len() as u64);
                 break;
             }
             if let Err(what) = sniffer.feed(&chunk) {
@@ -214,16 +255,18 @@ impl Engine {
                 }
             }
         }
-        if too_long {
-            return Err(Error::InvalidInput(format!(
-                "the body runs past Upload-Length ({} bytes){}",
-                length,
-                if committed > state.offset {
-                    format!("; bytes up to offset {committed} were stored")
-                } else {
-                    String::new()
-                }
-            )));
+        if let Some(size) = too_long {
+            let stored = if committed > state.offset {
+                format!("; bytes up to offset {committed} were stored")
+            } else {
+                String::new()
+            };
+            return Err(match state.length {
+                Some(length) => Error::InvalidInput(format!(
+                    "the body runs past Upload-Length ({length} bytes){stored}"
+                )),
+                None => Error::TooLarge { size, max },
+            });
         }
         if let (Some(h), Some(c)) = (hasher, checksum) {
             let verdict = match &body_error {
@@ -242,8 +285,10 @@ impl Engine {
             }
         }
 
-        let finished = received == length;
-        if received > committed {
+        let finished = state.length == Some(received);
+        // Also when a PATCH declared the length after the bytes: the tail (in `buf`)
+        // becomes the last part.
+        if received > committed || (finished && !buf.is_empty()) {
             if finished {
                 if !buf.is_empty() {
                     let size = buf.len() as u64;
@@ -276,13 +321,14 @@ impl Engine {
         if let Some(e) = body_error {
             tracing::info!(asset, offset = received, "upload request ended early: {e}");
         }
-        if finished {
-            self.finish_multipart(tenant, asset).await?;
+        // A whole partial waits for its final upload; anything else whole is an asset now.
+        if finished && !partial {
+            self.finish_multipart(tenant, asset, lease).await?;
         }
         let expires_at = self.upload_expiry();
         Ok(UploadState {
             offset: received,
-            expires_at: (!finished).then_some(if received != state.offset {
+            expires_at: (!finished || partial).then_some(if received != state.offset {
                 expires_at
             } else {
                 state.expires_at.unwrap_or(expires_at)
@@ -291,28 +337,92 @@ impl Engine {
         })
     }
 
-    /// All bytes are committed: complete the multipart upload into the source object, clean
-    /// the tail objects, then queue the transcode. Safe to repeat after a failure half-way
-    /// (a completed multipart upload is recognised by its object).
-    pub(super) async fn finish_multipart(&self, tenant: &str, asset: &str) -> Result<()> {
+    /// Make the source object of an upload whose bytes are all committed: a pending tail
+    /// becomes the last part, the multipart upload is completed (an upload of no bytes is
+    /// an empty object), and the object's size is checked. Safe to repeat after a failure
+    /// half-way (a completed multipart upload is recognised by its object).
+    async fn seal_multipart(
+        &self,
+        tenant: &str,
+        asset: &str,
+        state: &UploadState,
+        lease: &UploadLease,
+    ) -> Result<()> {
         let storage = &self.inner.storage;
         let source = keys::source(tenant, asset);
-        let mp = store::upload_multipart(&self.inner.db, asset)
-            .await?
-            .ok_or_else(|| Error::not_found("upload", asset))?;
+        let length = match state.length {
+            Some(l) if l == state.offset => l,
+            _ => {
+                return Err(Error::Conflict(format!(
+                    "upload {asset} is not complete: {} bytes of {} received",
+                    state.offset,
+                    state
+                        .length
+                        .map_or("an undeclared length".into(), |l| l.to_string())
+                )));
+            }
+        };
+        let mp = store::upload_multipart(&self.inner.db, asset).await?;
+        if length == 0 {
+            // S3 completes no multipart upload without parts.
+            if let Some(mp) = &mp {
+                storage.abort_multipart(&source, &mp.multipart_id).await?;
+            }
+            storage.put(&source, Bytes::new()).await?;
+            return Ok(());
+        }
+        // No multipart upload: a final assembled by one server-side copy.
+        if let Some(mut mp) = mp {
+            if let Some(tail) = mp.tail_key.clone() {
+                let data = storage.get_bytes(&tail).await?;
+                let index = mp.parts.len() as i64;
+                let size = data.len() as u64;
+                let etag = storage
+                    .put_part(&source, &mp.multipart_id, index as usize, data)
+                    .await?;
+                let part = UploadPart { index, etag, size };
+                self.commit_parts(asset, lease, std::slice::from_ref(&part), None, length)
+                    .await?;
+                mp.parts.push(part);
+                self.drop_tail(Some(&tail)).await;
+            }
+            let etags: Vec<String> = mp.parts.iter().map(|p| p.etag.clone()).collect();
+            if let Err(e) = storage
+                .complete_multipart(&source, &mp.multipart_id, etags)
+                .await
+            {
+                // Completed by an earlier attempt that failed afterwards?
+                match storage.head(&source).await {
+                    Ok(info) if info.size == length => {}
+                    _ => return Err(e.into()),
+                }
+            }
+        }
+        let size = storage.head(&source).await?.size;
+        if size != length {
+            return Err(Error::Conflict(format!(
+                "upload {asset} is inconsistent: its object holds {size} of {length} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// All bytes are committed: seal the source object, clean the upload's objects (and a
+    /// final's consumed partials), then queue the transcode. Safe to repeat after a
+    /// failure half-way.
+    pub(super) async fn finish_multipart(
+        &self,
+        tenant: &str,
+        asset: &str,
+        lease: &UploadLease,
+    ) -> Result<()> {
+        let storage = &self.inner.storage;
         let (state, _) = store::get_upload(&self.inner.db, tenant, asset)
             .await?
             .ok_or_else(|| Error::not_found("upload", asset))?;
-        let etags: Vec<String> = mp.parts.iter().map(|p| p.etag.clone()).collect();
-        if let Err(e) = storage
-            .complete_multipart(&source, &mp.multipart_id, etags)
-            .await
-        {
-            // Completed by an earlier attempt that failed afterwards?
-            match storage.head(&source).await {
-                Ok(info) if Some(info.size) == state.length => {}
-                _ => return Err(e.into()),
-            }
+        self.seal_multipart(tenant, asset, &state, lease).await?;
+        if let UploadConcat::Final(partials) = &state.concat {
+            self.drop_partial_objects(tenant, partials).await?;
         }
         storage
             .delete_prefix(&keys::upload_prefix(tenant, asset))
@@ -321,7 +431,121 @@ impl Engine {
             .enqueue_transcode(tenant, asset, crate::JobClass::Upload)
             .await?;
         store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
-        tracing::info!(asset, job = %job_id, parts = mp.parts.len(), "upload complete, transcode queued");
+        tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
+        Ok(())
+    }
+
+    /// Renew every lease a final upload's assembly holds.
+    async fn renew_leases(&self, leases: &[UploadLease], own: &UploadLease) -> Result<()> {
+        for lease in leases.iter().chain(std::iter::once(own)) {
+            self.renew_lease(lease).await?;
+        }
+        Ok(())
+    }
+
+    /// Build the source object of final upload `dest` from its complete partials, in order
+    /// (see the module docs), under the partials' `leases` (same order) and its own. Leaves
+    /// the partials and their sessions intact; on failure the caller discards `dest`.
+    pub(super) async fn assemble_multipart(
+        &self,
+        tenant: &str,
+        dest: &str,
+        partials: &[String],
+        lengths: &[u64],
+        leases: &[UploadLease],
+        own: &UploadLease,
+    ) -> Result<()> {
+        let storage = &self.inner.storage;
+        let started = std::time::Instant::now();
+        let mut renewed = std::time::Instant::now();
+        for (id, lease) in partials.iter().zip(leases) {
+            let (state, _) = store::get_upload(&self.inner.db, tenant, id)
+                .await?
+                .ok_or_else(|| Error::not_found("upload", id))?;
+            self.seal_multipart(tenant, id, &state, lease).await?;
+            if renewed.elapsed() >= LEASE_RENEW {
+                self.renew_leases(leases, own).await?;
+                renewed = std::time::Instant::now();
+            }
+        }
+        let target = keys::source(tenant, dest);
+        let total: u64 = lengths.iter().sum();
+        let non_empty: Vec<(&String, u64)> = partials
+            .iter()
+            .zip(lengths.iter().copied())
+            .filter(|(_, l)| *l > 0)
+            .collect();
+        match non_empty.as_slice() {
+            [] => storage.put(&target, Bytes::new()).await?,
+            [(id, len)] if *len <= MAX_SERVER_COPY => {
+                storage.copy(&keys::source(tenant, id), &target).await?;
+            }
+            _ => {
+                let upload = storage.create_multipart(&target).await?;
+                // Recorded first, so a sweep after a crash aborts it.
+                if let Err(e) = store::set_upload_multipart(&self.inner.db, dest, &upload).await {
+                    let _ = storage.abort_multipart(&target, &upload).await;
+                    return Err(e);
+                }
+                let part_size = self.part_size();
+                let mut buf = BytesMut::with_capacity(part_size);
+                let mut etags = Vec::new();
+                for (id, len) in &non_empty {
+                    let key = keys::source(tenant, id);
+                    let mut at = 0u64;
+                    while at < *len {
+                        // Exactly what fills the part buffer (or ends the partial).
+                        let want = ((part_size - buf.len()) as u64).min(len - at);
+                        let (_, mut stream) = storage.get_stream(&key, Some(at..at + want)).await?;
+                        let before = buf.len();
+                        while let Some(chunk) = stream.next().await {
+                            buf.extend_from_slice(&chunk?);
+                        }
+                        let got = (buf.len() - before) as u64;
+                        if got != want {
+                            return Err(Error::Conflict(format!(
+                                "partial upload {id} is inconsistent: a read of {want} bytes \
+                                 at {at} returned {got}"
+                            )));
+                        }
+                        at += want;
+                        if buf.len() == part_size {
+                            let etag = storage
+                                .put_part(&target, &upload, etags.len(), buf.split().freeze())
+                                .await?;
+                            etags.push(etag);
+                            // The sent part is dropped by now: this takes its memory back.
+                            buf.reserve(part_size);
+                        }
+                        if renewed.elapsed() >= LEASE_RENEW {
+                            self.renew_leases(leases, own).await?;
+                            renewed = std::time::Instant::now();
+                        }
+                    }
+                }
+                if !buf.is_empty() {
+                    let etag = storage
+                        .put_part(&target, &upload, etags.len(), buf.freeze())
+                        .await?;
+                    etags.push(etag);
+                }
+                storage.complete_multipart(&target, &upload, etags).await?;
+            }
+        }
+        let size = storage.head(&target).await?.size;
+        if size != total {
+            return Err(Error::Conflict(format!(
+                "final upload {dest} is inconsistent: its object holds {size} of {total} bytes"
+            )));
+        }
+        let secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            asset = dest,
+            bytes = total,
+            ms = (secs * 1000.0) as u64,
+            mib_per_s = format!("{:.1}", total as f64 / (1 << 20) as f64 / secs.max(1e-6)),
+            "final upload assembled from its partials"
+        );
         Ok(())
     }
 }
