@@ -30,9 +30,9 @@ def free_port():
 class Sluice:
     """One running `sluice serve` process."""
 
-    def __init__(self, data_dir, config_text=None, env=None):
+    def __init__(self, data_dir, config_text=None, env=None, port=None):
         self.data_dir = Path(data_dir)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", str(data_dir)]
         if config_text is not None:
