@@ -228,12 +228,14 @@ def watch_viewer_playlist(url, stop):
     return seen, th
 
 
-def test_hlssink2_push_plays_live_then_as_vod(live_server, key, tmp_path):
+@pytest.mark.parametrize("late_copies", [False, True], ids=["in-order", "late-playlist-copies"])
+def test_hlssink2_push_plays_live_then_as_vod(live_server, key, tmp_path, late_copies):
     """GStreamer's hlssink2 writing through Gio output streams that PUT (and DELETE) under
-    the ingest URL, as GStreamer applications push HLS over HTTP."""
+    the ingest URL, as GStreamer applications push HLS over HTTP. With late copies, each
+    playlist is followed by the previous version again (uploads overtaking each other)."""
     require_gst_python()
     srv = live_server
-    s = create_stream(srv, key, name="gst-hlssink2")
+    s = create_stream(srv, key, name=f"gst-hlssink2-{'late' if late_copies else 'ordered'}")
     sid = s["id"]
     url = playback_url(srv, key, sid)
     deletes_before = metric_value(srv, "sluice_live_requests_total", '{kind="delete",result="ok"}')
@@ -242,7 +244,8 @@ def test_hlssink2_push_plays_live_then_as_vod(live_server, key, tmp_path):
     enc = subprocess.Popen(
         [SYSTEM_PYTHON, str(HLSSINK2_PUSH), s["ingest_url"], "--duration", str(seconds),
          "--target-duration", "1", "--max-files", "3", "--playlist-length", "3",
-         "--events", str(events), "--fail-on-http-error"],
+         "--events", str(events),
+         *(["--late-playlist-copies"] if late_copies else ["--fail-on-http-error"])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     stop = threading.Event()
@@ -273,7 +276,16 @@ def test_hlssink2_push_plays_live_then_as_vod(live_server, key, tmp_path):
         watcher.join(10)
     assert enc.returncode == 0, err.decode()
     summary = json.loads(out.decode().strip().splitlines()[-1])
-    assert summary["http_errors"] == 0, (summary, err.decode())
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    if late_copies:
+        assert summary["late_copies"] == summary["playlists"] - 1, summary
+        # Every late copy was accepted, but the one after the final playlist may find the
+        # stream ended already (409).
+        refused = [e for e in log if e["status"] not in (201, 204)]
+        assert all(e["late_copy"] and e["status"] == 409 for e in refused), refused
+        assert len(refused) <= 1, refused
+    else:
+        assert summary["http_errors"] == 0, (summary, err.decode())
     assert summary["segments"] >= seconds - 2, summary
     # max-files 3: hlssink2 asked to delete every segment but the last three.
     assert summary["deletes"] == summary["segments"] - 3, summary
@@ -282,8 +294,7 @@ def test_hlssink2_push_plays_live_then_as_vod(live_server, key, tmp_path):
 
     # Quickly available: a segment is in the viewer playlist right after both its bytes and
     # the playlist naming it are in (the polling here is every 0.1 s plus a request).
-    log = [json.loads(line) for line in events.read_text().splitlines()]
-    puts = [e for e in log if e["method"] == "PUT"]
+    puts = [e for e in log if e["method"] == "PUT" and not e["late_copy"]]
     seg_done = {int(e["name"][7:12]): e["done"] for e in puts if e["name"].startswith("segment")}
     playlist_done = [e["done"] for e in puts if e["name"] == "index.m3u8"]
     assert len(seg_done) == summary["segments"] and len(playlist_done) == summary["playlists"]
@@ -304,8 +315,9 @@ def test_hlssink2_push_plays_live_then_as_vod(live_server, key, tmp_path):
         lambda: (x := stream_state(srv, key, sid))["state"] == "ended" and x, 20, "stream end"
     )
     assert ended["end_reason"] == "endlist", ended
-    assert ended["rejected_requests"] == 0, ended
+    assert ended["rejected_requests"] == 0, ended  # a request after the end is not recorded
     assert ended["segments_received"] == summary["segments"], (ended, summary)
+    assert "#EXT-X-DISCONTINUITY" not in requests.get(url, timeout=10).text
     final = requests.get(url, timeout=10).text
     assert final.rstrip().endswith("#EXT-X-ENDLIST")
     finals = media_entries(final)

@@ -10,10 +10,12 @@ blocks the encoder thread, so a slow server slows the pipeline down instead of g
 buffer. Playlists are PUT in the order hlssink2 wrote them (one after the other); a
 segment's PUT runs beside them, as with any encoder that uploads in the background.
 
-A fragment's stream is closed (ending its PUT) when hlssink2 reports the fragment closed
-(`splitmuxsink-fragment-closed` on the bus); a playlist's when hlssink2 drops its
-reference after writing it. After `--duration` seconds the pipeline gets EOS, so hlssink2
-writes its final playlist with #EXT-X-ENDLIST.
+A fragment's PUT ends when hlssink2 reports the fragment closed
+(`splitmuxsink-fragment-closed` on the bus: all its bytes are in the pipe) and the pipe is
+drained; a playlist's when hlssink2 drops its stream after writing it (the stream's last
+reference closes the pipe). After `--duration` seconds the pipeline gets EOS, so hlssink2
+writes its final playlist with #EXT-X-ENDLIST. `--late-playlist-copies` re-sends the
+previous playlist after each one, as when uploads from several threads overtake each other.
 
 Needs the system's python3-gi and gir1.2-gstreamer-1.0 (run it with /usr/bin/python3).
 Exit status: 0 when the pipeline ran to EOS, 1 on a pipeline error or timeout, 2 on bad
@@ -62,16 +64,18 @@ class Uploader:
         self.threads = []
         self.last_playlist_done = None  # threading.Event of the previous playlist's PUT
         self.events = events  # a text file: one JSON line per finished request
+        self.late_copies = False  # after each playlist, PUT the previous version again
+        self.previous_playlist = None
 
     def _conn(self):
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=self.timeout)
 
-    def _record(self, method, name, status, started, error=None):
+    def _record(self, method, name, status, started, error=None, late_copy=False):
         with self.lock:
             if self.events is not None:
                 self.events.write(json.dumps({
-                    "method": method, "name": name, "status": status,
+                    "method": method, "name": name, "status": status, "late_copy": late_copy,
                     "started": round(started, 3), "done": round(time.time(), 3),
                 }) + "\n")
                 self.events.flush()
@@ -81,7 +85,7 @@ class Uploader:
                 n = self.stats["http_errors"]
                 log(f"HTTP error #{n}: {method} {name} -> {status if status else ''} {error or ''}".rstrip())
 
-    def _request(self, method, name, body=None, content_type=None):
+    def _request(self, method, name, body=None, content_type=None, late_copy=False):
         """One request; `body` yields the chunks of a chunked body. Returns bytes sent."""
         sent = 0
         started = time.time()
@@ -107,11 +111,11 @@ class Uploader:
             text = resp.read()
             if resp.status >= 400:
                 self._record(method, name, resp.status, started,
-                             text.decode(errors="replace")[:300])
+                             text.decode(errors="replace")[:300], late_copy)
             else:
-                self._record(method, name, resp.status, started)
+                self._record(method, name, resp.status, started, None, late_copy)
         except (OSError, http.client.HTTPException) as e:
-            self._record(method, name, 0, started, f"{type(e).__name__}: {e}")
+            self._record(method, name, 0, started, f"{type(e).__name__}: {e}", late_copy)
             if body is not None:
                 # Keep draining the pipe so GStreamer's write never blocks forever.
                 for _ in body:
@@ -146,10 +150,25 @@ class Uploader:
             try:
                 if prev is not None:
                     prev.wait()
-                n = self._request("PUT", name, body(), content_type)
+                copy = []
+
+                def kept():
+                    for data in body():
+                        copy.append(data)
+                        yield data
+
+                n = self._request("PUT", name, kept() if ordered else body(), content_type)
                 with self.lock:
                     self.stats["playlists" if ordered else "segments"] += 1
                     self.stats["bytes"] += n
+                if ordered and self.late_copies:
+                    # What a newer upload overtaking an older one looks like to the server.
+                    if self.previous_playlist is not None:
+                        self._request("PUT", name, iter([self.previous_playlist]), content_type,
+                                      late_copy=True)
+                        with self.lock:
+                            self.stats["late_copies"] = self.stats.get("late_copies", 0) + 1
+                    self.previous_playlist = b"".join(copy)
             finally:
                 os.close(rfd)
                 done.set()
@@ -244,6 +263,9 @@ def main():
     ap.add_argument("--video-kbps", type=int, default=600)
     ap.add_argument("--http-timeout", type=float, default=30.0)
     ap.add_argument("--events", help="append one JSON line per finished request to this file")
+    ap.add_argument("--late-playlist-copies", action="store_true",
+                    help="after each playlist, PUT the previous version again, as when uploads "
+                    "from several threads overtake each other")
     ap.add_argument("--fail-on-http-error", action="store_true",
                     help="exit 3 when any request got an HTTP error status or failed")
     args = ap.parse_args()
@@ -256,6 +278,7 @@ def main():
     try:
         events = open(args.events, "a") if args.events else None
         up = Uploader(args.ingest_url, args.http_timeout, events)
+        up.late_copies = args.late_playlist_copies
         pipeline, sink = build_pipeline(args)
     except (ValueError, RuntimeError) as e:
         log(str(e))
