@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything Sluice needs on a fresh Debian 12 machine, skipping what is already
-# there: system packages (GStreamer 1.22 + plugins, ffmpeg for validation, PostgreSQL for
-# the scale-out tests), the Python and Node test clients, Garage (S3-compatible store for the
-# S3 tests), and the build. Safe to run again.
+# there: system packages (GStreamer 1.22 + plugins and its Python bindings, ffmpeg for
+# validation, PostgreSQL for the scale-out tests), the Python and Node test clients, Garage
+# (S3-compatible store for the S3 tests), and the build. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   ffmpeg python3-venv postgresql
+  # GStreamer from the system Python, for the hlssink2 live-push test (tests/e2e/tools/)
+  python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1570,6 +1570,8 @@ pub(crate) async fn live_save_playlist(
 #[derive(Debug, Clone)]
 pub(crate) struct LiveSegmentRow {
     pub seq: i64,
+    /// The encoder's name for it.
+    pub name: String,
     pub ext: String,
     pub is_init: bool,
     pub playlist: Option<String>,
@@ -1588,6 +1590,7 @@ const SEG_COLS: &str =
 fn seg_from_row(r: &sqlx::any::AnyRow) -> Result<LiveSegmentRow> {
     Ok(LiveSegmentRow {
         seq: r.try_get("seq")?,
+        name: r.try_get("name")?,
         ext: r.try_get("ext")?,
         is_init: r.try_get::<i64, _>("is_init")? != 0,
         playlist: r.try_get("playlist")?,

@@ -136,6 +136,7 @@ on_both!(
     non_media_is_refused_at_the_first_bytes,
     live_push_is_recorded_windowed_and_ends_idle,
     live_segments_from_two_gateways_get_distinct_objects,
+    a_late_copy_of_a_sliding_playlist_is_not_a_restart,
     presets_are_stored_validated_and_snapshotted_into_jobs,
     one_rendition_of_a_ready_asset_can_be_rerun,
     a_zero_length_upload_fails_at_once,
@@ -1161,6 +1162,153 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
         e.storage().get_bytes(&source2).await.unwrap().to_vec(),
         expected2
     );
+}
+
+/// Playlist PUTs can overtake each other (an encoder uploading from several threads or
+/// connections: GStreamer applications writing hlssink2's playlists over HTTP do). A late copy
+/// of a sliding-window playlist has a lower media sequence than the one before it: that is
+/// not an encoder restart, and it must neither add a discontinuity nor re-list segments
+/// whose bytes will never be sent again.
+async fn a_late_copy_of_a_sliding_playlist_is_not_a_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "gst").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let s = e.create_live(&who, None, None, None).await.unwrap();
+    let token = s
+        .ingest_path
+        .clone()
+        .unwrap()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    // hlssink2's shape: a blank line after the header, integer and long float durations.
+    let playlist = |first: u64, last: u64, end: bool| {
+        let mut p = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-TARGETDURATION:2\n\n"
+        );
+        for i in first..=last {
+            let d = if i == 4 { "1.0399999618530273" } else { "2" };
+            p += &format!("#EXTINF:{d},\nsegment{i:05}.ts\n");
+        }
+        if end {
+            p += "#EXT-X-ENDLIST";
+        }
+        Bytes::from(p)
+    };
+    let put_seg = |i: u8| {
+        let e = e.clone();
+        let (id, token) = (s.id.clone(), token.clone());
+        async move {
+            let body = stream::iter(vec![Ok::<_, String>(ts(i, 2))]);
+            e.live_put_segment(&id, &token, &format!("segment{i:05}.ts"), body)
+                .await
+                .unwrap()
+        }
+    };
+    let put_pl = |first: u64, last: u64, end: bool| {
+        let e = e.clone();
+        let (id, token) = (s.id.clone(), token.clone());
+        async move {
+            e.live_put_playlist(&id, &token, "index.m3u8", playlist(first, last, end))
+                .await
+                .unwrap()
+        }
+    };
+    let viewer = || {
+        let key = format!("tenants/{}/assets/{}/live/index.m3u8", t.id, s.asset_id);
+        let storage = e.storage().clone();
+        async move { String::from_utf8(storage.get_bytes(&key).await.unwrap().to_vec()).unwrap() }
+    };
+    // playlist-length 3: [0], [0,1], [0..2], [1..3], [2..4]; the copy [1..3] comes last.
+    for i in 0..=2u8 {
+        put_seg(i).await;
+        put_pl(0, i as u64, false).await;
+    }
+    put_seg(3).await;
+    put_seg(4).await;
+    put_pl(2, 4, false).await;
+    let before = viewer().await;
+    assert_eq!(before.matches("#EXTINF").count(), 5, "{before}");
+    put_pl(1, 3, false).await; // the late copy
+    let after = viewer().await;
+    assert_eq!(after, before);
+    assert!(!after.contains("#EXT-X-DISCONTINUITY"), "{after}");
+    assert_eq!(
+        e.get_live(&who, &s.id).await.unwrap().playlists[0].segments,
+        5
+    );
+    // The stream goes on: the next segment is shown at once.
+    put_seg(5).await;
+    put_pl(3, 5, false).await;
+    let v = viewer().await;
+    assert_eq!(v.matches("#EXTINF").count(), 6, "{v}");
+
+    // The final playlist comes before its last segment, then a late copy of an earlier
+    // version without #EXT-X-ENDLIST (as a playlist that has not filled its window yet
+    // looks): the end is not undone, and the stream ends once the last segment is in.
+    put_pl(4, 6, true).await;
+    put_pl(4, 5, false).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(e.get_live(&who, &s.id).await.unwrap().state, "receiving");
+    put_seg(6).await;
+    let mut state = String::new();
+    for _ in 0..50 {
+        state = e.get_live(&who, &s.id).await.unwrap().state;
+        if state == "ended" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "ended");
+    let source = format!("tenants/{}/assets/{}/source", t.id, s.asset_id);
+    let expected: Vec<u8> = (0..=6u8).flat_map(|i| ts(i, 2).to_vec()).collect();
+    assert_eq!(
+        e.storage().get_bytes(&source).await.unwrap().to_vec(),
+        expected
+    );
+
+    // A real restart still is one: media sequence back to 0 below the window, names reused.
+    let s2 = e.create_live(&who, None, None, None).await.unwrap();
+    let token2 = s2
+        .ingest_path
+        .clone()
+        .unwrap()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for i in 0..=4u8 {
+        let body = stream::iter(vec![Ok::<_, String>(ts(i, 2))]);
+        e.live_put_segment(&s2.id, &token2, &format!("segment{i:05}.ts"), body)
+            .await
+            .unwrap();
+        let first = (i as u64).saturating_sub(2);
+        e.live_put_playlist(
+            &s2.id,
+            &token2,
+            "index.m3u8",
+            playlist(first, i as u64, false),
+        )
+        .await
+        .unwrap();
+    }
+    let body = stream::iter(vec![Ok::<_, String>(ts(9, 2))]);
+    e.live_put_segment(&s2.id, &token2, "segment00000.ts", body)
+        .await
+        .unwrap();
+    e.live_put_playlist(&s2.id, &token2, "index.m3u8", playlist(0, 0, false))
+        .await
+        .unwrap();
+    let key2 = format!("tenants/{}/assets/{}/live/index.m3u8", t.id, s2.asset_id);
+    let v2 = String::from_utf8(e.storage().get_bytes(&key2).await.unwrap().to_vec()).unwrap();
+    assert_eq!(v2.matches("#EXTINF").count(), 6, "{v2}");
+    assert!(v2.contains("#EXT-X-DISCONTINUITY"), "{v2}");
 }
 
 /// Two gateway processes taking the requests of one stream at once (an encoder behind a

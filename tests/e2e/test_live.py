@@ -1,9 +1,14 @@
 """Live HLS push with real encoders: ffmpeg `-f hls -method PUT` (TS and fMP4, with and
-without persistent connections), played while live through the signed playback URL and as
-a VOD asset after the stream ends; refused pushes show in the stream's state and metrics."""
+without persistent connections) and GStreamer's hlssink2 with PUT streams
+(tools/hlssink2_push.py), played while live through the signed playback URL and as a VOD
+asset after the stream ends; refused pushes show in the stream's state and metrics."""
 
+import json
+import re
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -277,6 +282,169 @@ def test_vod_mode_is_validated(live_server, key):
     )
     assert r.status_code == 400, r.text
     assert "transcode" in r.json()["error"]["message"]
+
+
+# GStreamer's Python bindings come from the system (python3-gi, gir1.2-gstreamer-1.0, installed
+# by scripts/setup.sh), not from the test venv.
+SYSTEM_PYTHON = "/usr/bin/python3"
+HLSSINK2_PUSH = Path(__file__).resolve().parent / "tools" / "hlssink2_push.py"
+
+
+def require_gst_python():
+    """Fail (never skip) when the system Python cannot drive GStreamer's hlssink2."""
+    check = (
+        "import gi; gi.require_version('Gst', '1.0'); from gi.repository import Gio, Gst; "
+        "Gst.init(None); "
+        "missing = [f for f in ('hlssink2', 'x264enc', 'videotestsrc', 'audiotestsrc') "
+        "if not Gst.ElementFactory.find(f)]; "
+        "assert not missing, missing; assert Gio.UnixOutputStream"
+    )
+    try:
+        r = subprocess.run([SYSTEM_PYTHON, "-c", check], capture_output=True, timeout=60)
+    except FileNotFoundError:
+        pytest.fail(f"{SYSTEM_PYTHON} is missing: the hlssink2 test needs the system Python")
+    if r.returncode != 0:
+        pytest.fail(
+            "GStreamer's Python bindings or plugins are missing for the hlssink2 push test "
+            "(scripts/setup.sh installs python3-gi, gir1.2-gstreamer-1.0, "
+            f"gir1.2-gst-plugins-base-1.0): {r.stderr.decode()[-500:]}"
+        )
+
+
+def metric_value(srv, name, labels):
+    """One sample of a Prometheus counter on the server (0 when not exported yet)."""
+    text = requests.get(f"{srv.url}/metrics", timeout=10).text
+    m = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def watch_viewer_playlist(url, stop):
+    """Poll a viewer playlist until `stop` is set; returns {position: first time seen}."""
+    seen = {}
+
+    def run():
+        while not stop.is_set():
+            try:
+                r = requests.get(url, timeout=5)
+            except requests.RequestException:
+                continue
+            now = time.time()
+            if r.status_code == 200:
+                first = int(tag_value(r.text, "#EXT-X-MEDIA-SEQUENCE") or 0)
+                for i, _ in enumerate(media_entries(r.text)):
+                    seen.setdefault(first + i, now)
+            time.sleep(0.1)
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return seen, th
+
+
+@pytest.mark.parametrize("late_copies", [False, True], ids=["in-order", "late-playlist-copies"])
+def test_hlssink2_push_plays_live_then_as_vod(live_server, key, tmp_path, late_copies):
+    """GStreamer's hlssink2 writing through Gio output streams that PUT (and DELETE) under
+    the ingest URL, as GStreamer applications push HLS over HTTP. With late copies, each
+    playlist is followed by the previous version again (uploads overtaking each other)."""
+    require_gst_python()
+    srv = live_server
+    s = create_stream(srv, key, name=f"gst-hlssink2-{'late' if late_copies else 'ordered'}")
+    sid = s["id"]
+    url = playback_url(srv, key, sid)
+    deletes_before = metric_value(srv, "sluice_live_requests_total", '{kind="delete",result="ok"}')
+    events = tmp_path / "hlssink2-events.jsonl"
+    seconds = 10
+    enc = subprocess.Popen(
+        [SYSTEM_PYTHON, str(HLSSINK2_PUSH), s["ingest_url"], "--duration", str(seconds),
+         "--target-duration", "1", "--max-files", "3", "--playlist-length", "3",
+         "--events", str(events),
+         *(["--late-playlist-copies"] if late_copies else ["--fail-on-http-error"])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    stop = threading.Event()
+    seen, watcher = watch_viewer_playlist(url, stop)
+    try:
+        st = wait_for(
+            lambda: (x := stream_state(srv, key, sid))["segments_received"] >= 3 and x,
+            30,
+            "three segments from hlssink2",
+        )
+        assert st["state"] == "receiving", st
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 200 and "#EXT-X-ENDLIST" not in r.text, r.text
+        entries = media_entries(r.text)
+        assert len(entries) >= 2, r.text
+        base = url.rsplit("/", 1)[0]
+        for _, uri in entries:
+            seg = requests.get(f"{base}/{uri}", timeout=10)
+            assert seg.status_code == 200 and seg.content[0] == 0x47, uri
+        probe = ffprobe_json("-show_streams", url)
+        kinds = sorted(x["codec_type"] for x in probe["streams"])
+        assert kinds == ["audio", "video"], probe
+    finally:
+        out, err = enc.communicate(timeout=90)
+        encoder_done = time.time()
+        time.sleep(1.0)  # one more look at the viewer playlist for the last segment
+        stop.set()
+        watcher.join(10)
+    assert enc.returncode == 0, err.decode()
+    summary = json.loads(out.decode().strip().splitlines()[-1])
+    log = [json.loads(line) for line in events.read_text().splitlines()]
+    if late_copies:
+        assert summary["late_copies"] == summary["playlists"] - 1, summary
+        # Every late copy was accepted, but the one after the final playlist may find the
+        # stream ended already (409).
+        refused = [e for e in log if e["status"] not in (201, 204)]
+        assert all(e["late_copy"] and e["status"] == 409 for e in refused), refused
+        assert len(refused) <= 1, refused
+    else:
+        assert summary["http_errors"] == 0, (summary, err.decode())
+    assert summary["segments"] >= seconds - 2, summary
+    # max-files 3: hlssink2 asked to delete every segment but the last three.
+    assert summary["deletes"] == summary["segments"] - 3, summary
+    deletes = metric_value(srv, "sluice_live_requests_total", '{kind="delete",result="ok"}')
+    assert deletes - deletes_before >= summary["deletes"], (deletes, deletes_before, summary)
+
+    # Quickly available: a segment is in the viewer playlist right after both its bytes and
+    # the playlist naming it are in (the polling here is every 0.1 s plus a request).
+    puts = [e for e in log if e["method"] == "PUT" and not e["late_copy"]]
+    seg_done = {int(e["name"][7:12]): e["done"] for e in puts if e["name"].startswith("segment")}
+    playlist_done = [e["done"] for e in puts if e["name"] == "index.m3u8"]
+    assert len(seg_done) == summary["segments"] and len(playlist_done) == summary["playlists"]
+    delays = []
+    for k, done in sorted(seg_done.items()):
+        ready = max(done, playlist_done[k])  # the k-th playlist is the first naming segment k
+        assert k in seen, (k, sorted(seen))
+        delays.append(seen[k] - ready)
+    print(f"\nhlssink2: viewer playlist lag after the segment and its playlist were in: "
+          f"max {max(delays):.2f}s, mean {sum(delays) / len(delays):.2f}s")
+    assert max(delays) < 1.0, delays
+    # Most were watchable well before the encoder finished (the last ones close at EOS).
+    live_seen = [k for k in seen if seen[k] < encoder_done - 1.0]
+    assert len(live_seen) >= summary["segments"] // 2, (seen, encoder_done)
+
+    # hlssink2 ends with #EXT-X-ENDLIST (after EOS): the stream ends and becomes a VOD asset.
+    ended = wait_for(
+        lambda: (x := stream_state(srv, key, sid))["state"] == "ended" and x, 20, "stream end"
+    )
+    assert ended["end_reason"] == "endlist", ended
+    assert ended["rejected_requests"] == 0, ended  # a request after the end is not recorded
+    assert ended["segments_received"] == summary["segments"], (ended, summary)
+    assert "#EXT-X-DISCONTINUITY" not in requests.get(url, timeout=10).text
+    final = requests.get(url, timeout=10).text
+    assert final.rstrip().endswith("#EXT-X-ENDLIST")
+    finals = media_entries(final)
+    assert len(finals) == summary["segments"], final  # the DELETEs removed nothing
+    total = sum(d for d, _ in finals)
+    assert seconds - 2.5 <= total <= seconds + 1.0, final
+    asset = srv.wait_asset(key, s["asset_id"])
+    assert asset["status"] == "ready", asset
+    assert abs(asset["duration_s"] - total) < 1.0, (asset, total, final)
+    r = requests.post(
+        f"{srv.url}/v1/assets/{s['asset_id']}/playback", json={}, headers=auth(key), timeout=10
+    )
+    vod = ffprobe_json("-show_format", "-show_streams", r.json()["url"])
+    assert abs(float(vod["format"]["duration"]) - total) < 1.0, vod["format"]
+    assert sorted(x["codec_type"] for x in vod["streams"]) == ["audio", "video"]
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,10 @@ tuspy upload streams into multipart parts (PATCHes end mid-part, so tails are ex
 the worker downloads the source from S3 and publishes HLS back to it, and playback and the
 source download are served from the bucket. tus-js-client's `parallelUploads`
 (concatenation: partials in their own multipart uploads, assembled into the final's
-source) and `uploadLengthDeferred` work on the bucket too. scripts/test.sh starts Garage
-and exports SLUICE_TEST_S3_*; without them these tests fail rather than skip."""
+source) and `uploadLengthDeferred` work on the bucket too. A live ffmpeg push plays live and
+as VOD from the bucket. Two gateways sharing PostgreSQL and the bucket continue each other's
+uploads. scripts/test.sh starts Garage and PostgreSQL and exports SLUICE_TEST_S3_* and
+SLUICE_TEST_PG_URL; without them these tests fail rather than skip."""
 
 import os
 import subprocess
@@ -18,6 +20,8 @@ import pytest
 import requests
 
 from conftest import Sluice, ffprobe_json, make_clip, sha256
+from test_live import media_entries, push, wait_for
+from test_scaleout import pg_database
 
 JS = Path(__file__).parent / "js"
 S3_VARS = ["ENDPOINT", "BUCKET", "REGION", "ACCESS_KEY_ID", "SECRET_ACCESS_KEY"]
@@ -178,3 +182,146 @@ def test_tus_js_client_deferred_length_on_garage(s3_server, big_clip):
     t = server.tenant("s3-defer")
     url = node("upload-parallel.mjs", f"{server.url}/v1/uploads/", t["api_key"], str(big_clip), "defer")
     check_ready_source(server, t["api_key"], url.rsplit("/", 1)[1], big_clip)
+
+
+def test_live_push_on_garage(s3_server):
+    """ffmpeg pushes live HLS into a stream whose hot tier is the bucket: it plays while live
+    and, once ffmpeg ends it, as a VOD asset; nothing is stored on the local disk."""
+    srv = s3_server
+    key = srv.tenant("s3-live")["api_key"]
+    auth = {"Authorization": f"Bearer {key}"}
+    r = requests.post(f"{srv.url}/v1/live", json={"name": "s3-cam"}, headers=auth, timeout=10)
+    assert r.status_code == 201, r.text
+    s = r.json()
+    sid = s["id"]
+
+    def state():
+        r = requests.get(f"{srv.url}/v1/live/{sid}", headers=auth, timeout=10)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    enc = push(s["ingest_url"], 8)
+    try:
+        st = wait_for(lambda: (x := state())["segments_received"] >= 3 and x, 30, "three segments")
+        assert st["state"] == "receiving", (st, srv.logs())
+        url = requests.post(
+            f"{srv.url}/v1/live/{sid}/playback", json={}, headers=auth, timeout=10
+        ).json()["url"]
+        r = requests.get(url, timeout=10)
+        assert r.status_code == 200 and "#EXT-X-ENDLIST" not in r.text, r.text
+        entries = media_entries(r.text)
+        assert entries, r.text
+        base = url.rsplit("/", 1)[0]
+        for _, uri in entries:
+            seg = requests.get(f"{base}/{uri}", timeout=10)
+            assert seg.status_code == 200 and seg.content[0] == 0x47, uri
+        probe = ffprobe_json("-show_streams", url)
+        assert sorted(x["codec_type"] for x in probe["streams"]) == ["audio", "video"], probe
+    finally:
+        _, err = enc.communicate(timeout=60)
+    assert enc.returncode == 0, err.decode()
+
+    ended = wait_for(lambda: (x := state())["state"] == "ended" and x, 30, "stream end")
+    assert ended["end_reason"] == "endlist", ended
+    assert ended["rejected_requests"] == 0, (ended, srv.logs())
+    final = requests.get(url, timeout=10).text
+    assert final.rstrip().endswith("#EXT-X-ENDLIST")
+    total = sum(d for d, _ in media_entries(final))
+    assert 7.0 <= total <= 9.5, final
+    asset = srv.wait_asset(key, s["asset_id"])
+    assert asset["status"] == "ready", (asset, srv.logs())
+    assert abs(asset["duration_s"] - total) < 1.0, (asset, total)
+    vod_url = requests.post(
+        f"{srv.url}/v1/assets/{s['asset_id']}/playback", json={}, headers=auth, timeout=10
+    ).json()["url"]
+    vod = ffprobe_json("-show_format", "-show_streams", vod_url)
+    assert abs(float(vod["format"]["duration"]) - total) < 1.0, vod["format"]
+    assert sorted(x["codec_type"] for x in vod["streams"]) == ["audio", "video"]
+    # The live objects and the VOD live in the bucket, not on the local disk.
+    hot = srv.data_dir / "hot"
+    assert not hot.exists() or not any(p.is_file() for p in hot.rglob("*")), list(hot.rglob("*"))
+    # The live URL still answers after the end (a player still on it keeps working).
+    assert requests.get(url, timeout=10).status_code == 200
+
+
+ADMIN = "sk_admin_s3_scaleout_key_0123456789abc"
+
+
+@pytest.fixture(scope="module")
+def s3_cluster(workdir):
+    """Two gateways (each with in-process workers) sharing one PostgreSQL and one bucket."""
+    s3 = s3_env()
+    pg = pg_database()
+    prefix = f"e2e/{uuid.uuid4().hex}"
+    config = f"""
+database_url = "{pg}"
+
+[storage.s3]
+endpoint = "{s3['ENDPOINT']}"
+bucket = "{s3['BUCKET']}"
+region = "{s3['REGION']}"
+access_key_id = "{s3['ACCESS_KEY_ID']}"
+allow_http = true
+prefix = "{prefix}"
+part_size = {5 << 20}
+
+[transcode]
+ladder = [{{name = "360p", height = 360, video_bitrate = 800000}}]
+"""
+    env = {"SLUICE_S3_SECRET_ACCESS_KEY": s3["SECRET_ACCESS_KEY"], "SLUICE_ADMIN_KEY": ADMIN}
+    a = Sluice(workdir / "s3-gw-a", config_text=config, env=env)
+    b = Sluice(workdir / "s3-gw-b", config_text=config, env=env)
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+def test_tus_upload_across_gateways_on_garage(s3_cluster, workdir):
+    """A tus upload started on one gateway is finished on the other: the multipart upload,
+    its parts and the unfinished tail live in PostgreSQL and the bucket, not in a process."""
+    a, b = s3_cluster
+    key = a.tenant("s3-scale")["api_key"]
+    tus = {"Authorization": f"Bearer {key}", "Tus-Resumable": "1.0.0"}
+    patch = {**tus, "Content-Type": "application/offset+octet-stream"}
+    clip = make_clip(workdir / "s3scale.mp4", seconds=8,
+                     extra=("-b:v", "12M", "-maxrate", "12M", "-bufsize", "4M"))
+    data = clip.read_bytes()
+    assert len(data) > 8 << 20, len(data)
+    # Cut mid-part (parts are 5 MiB): A leaves an unfinished tail that B must continue.
+    cut = (5 << 20) + (3 << 20) + 12345
+
+    r = requests.post(f"{a.url}/v1/uploads/", headers={**tus, "Upload-Length": str(len(data))},
+                      timeout=10)
+    assert r.status_code == 201, r.text
+    asset_id = r.headers["Location"].rsplit("/", 1)[1]
+    loc_a, loc_b = f"{a.url}/v1/uploads/{asset_id}", f"{b.url}/v1/uploads/{asset_id}"
+    r = requests.patch(loc_a, headers={**patch, "Upload-Offset": "0"}, data=data[:cut], timeout=60)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(cut), r.text
+    r = requests.head(loc_b, headers=tus, timeout=10)
+    assert r.status_code == 200 and r.headers["Upload-Offset"] == str(cut), r.headers
+    # B continues in two PATCHes, the first again ending mid-part.
+    mid = cut + (1 << 20)
+    r = requests.patch(loc_b, headers={**patch, "Upload-Offset": str(cut)}, data=data[cut:mid],
+                       timeout=60)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(mid), (r.text, b.logs())
+    r = requests.patch(loc_b, headers={**patch, "Upload-Offset": str(mid)}, data=data[mid:],
+                       timeout=60)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data)), (r.text, b.logs())
+
+    asset = a.wait_asset(key, asset_id, timeout=180)
+    assert asset["status"] == "ready", (asset, a.logs(), b.logs())
+    assert b.asset(key, asset_id)["status"] == "ready"
+    for gw in (a, b):
+        src = requests.get(f"{gw.url}/v1/assets/{asset_id}/source",
+                           headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        assert src.status_code == 200 and sha256(src.content) == sha256(data)
+        hot = gw.data_dir / "hot"
+        assert not hot.exists() or not any(p.is_file() for p in hot.rglob("*"))
+    # Signed on A, played through B, from the bucket.
+    url = requests.post(f"{a.url}/v1/assets/{asset_id}/playback",
+                        headers={"Authorization": f"Bearer {key}"}, timeout=10).json()["url"]
+    via_b = url.replace(a.url, b.url)
+    info = ffprobe_json("-show_entries", "stream=codec_type,width,height:format=duration", via_b)
+    assert abs(float(info["format"]["duration"]) - 8) <= 0.5, info
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    assert (video["width"], video["height"]) == (640, 360)

@@ -481,14 +481,20 @@ impl Engine {
                 ended: false,
             });
         let first = m.media_sequence as i64;
-        // The media sequence went backwards: the encoder restarted. What follows is new,
-        // after a discontinuity.
+        // The media sequence went backwards: the encoder restarted (what follows is new, after
+        // a discontinuity), unless this is a late copy of an earlier version of the playlist
+        // that an encoder uploading in parallel let the newer one overtake.
         let mut restart = false;
         if state.first_msn >= 0 && first < state.first_msn {
+            if self.is_late_copy(&row.id, &state, m).await? {
+                tracing::debug!(stream = %row.id, playlist = name, "late copy of a playlist ignored");
+                return Ok(());
+            }
             state.epoch += 1;
             state.last_msn = -1;
             restart = true;
         }
+        let restart_run = restart;
         state.first_msn = first;
         state.target_duration = state.target_duration.max(m.target_duration as i64);
         for (i, seg) in m.segments.iter().enumerate() {
@@ -524,8 +530,46 @@ impl Engine {
             state.next_pos += 1;
             state.last_msn = msn;
         }
-        state.ended = m.ended;
+        // Sticky within a run: a late copy of an earlier version (without the tag) arriving
+        // after the final playlist must not reopen it.
+        state.ended = m.ended || (state.ended && !restart_run);
         store::live_save_playlist(db, &row.id, &state).await
+    }
+
+    /// Is `m`, whose media sequence is below the recorded window, an older version of the
+    /// playlist recorded in `state`? It is if it ends inside the window (a restarted encoder
+    /// starts over with a short playlist far below it) and every entry it shares with the
+    /// window names the segment, with the duration, recorded at that media sequence number.
+    async fn is_late_copy(
+        &self,
+        stream: &str,
+        state: &LivePlaylistRow,
+        m: &m3u8::MediaPlaylist,
+    ) -> Result<bool> {
+        let first = m.media_sequence as i64;
+        let last = first + m.segments.len() as i64 - 1;
+        if m.segments.is_empty() || last < state.first_msn || last > state.last_msn {
+            return Ok(false);
+        }
+        let recorded = store::live_playlist_segments(&self.inner.db, stream, &state.name).await?;
+        let by_pos: HashMap<i64, &store::LiveSegmentRow> = recorded
+            .iter()
+            .filter_map(|s| s.pos.map(|p| (p, s)))
+            .collect();
+        for msn in state.first_msn.max(first)..=last {
+            // Within the current run, positions and media sequence numbers advance together.
+            let pos = state.next_pos - 1 - (state.last_msn - msn);
+            let entry = &m.segments[(msn - first) as usize];
+            let same = by_pos.get(&pos).is_some_and(|r| {
+                r.name == entry.uri
+                    && r.duration
+                        .is_some_and(|d| (d - entry.duration).abs() < 1e-6)
+            });
+            if !same {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The row of an init segment a playlist maps (the newest with that name), created
