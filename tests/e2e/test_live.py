@@ -243,6 +243,8 @@ def test_copy_vod_publishes_the_pushed_renditions(live_server, key, variant):
     base = url.rsplit("/", 1)[0]
     vod_total = None
     for attrs, uri in variants:
+        # The contract: BANDWIDTH, RESOLUTION and CODECS on every variant.
+        assert "BANDWIDTH=" in attrs and "RESOLUTION=" in attrs and 'CODECS="' in attrs, attrs
         media = requests.get(f"{base}/{uri}", timeout=10).text
         assert "#EXT-X-PLAYLIST-TYPE:VOD" in media and media.rstrip().endswith("#EXT-X-ENDLIST")
         total = sum(d for d, _ in media_entries(media))

@@ -321,10 +321,19 @@ pub fn write_vod_media(target_duration: u64, segments: &[OutSegment]) -> String 
     format!("{head}\n{version}\n#EXT-X-PLAYLIST-TYPE:VOD\n{rest}")
 }
 
+/// What [`rewrite_master`] does with one URI: its new value, and attributes a variant
+/// (`EXT-X-STREAM-INF`) gets when the encoder left them out (`RESOLUTION`, `CODECS`, as
+/// `(name, value as written)`).
+pub struct MasterEntry {
+    pub uri: String,
+    pub fill: Vec<(&'static str, String)>,
+}
+
 /// Rewrite the URIs of a master playlist (variant lines and `URI="…"` attributes of
 /// `EXT-X-MEDIA` / `EXT-X-I-FRAME-STREAM-INF`) through `map`; an entry whose URI maps to
-/// `None` is dropped with its tag. Everything else is kept as the encoder wrote it.
-pub fn rewrite_master(text: &str, map: impl Fn(&str) -> Option<String>) -> String {
+/// `None` is dropped with its tag. Everything else is kept as the encoder wrote it, except
+/// that variants get the `fill` attributes they lack.
+pub fn rewrite_master(text: &str, map: impl Fn(&str) -> Option<MasterEntry>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_inf: Option<&str> = None;
     for raw in text.lines() {
@@ -337,8 +346,15 @@ pub fn rewrite_master(text: &str, map: impl Fn(&str) -> Option<String>) -> Strin
             continue;
         }
         if !line.starts_with('#') {
-            if let (Some(inf), Some(uri)) = (pending_inf.take(), map(line)) {
-                let _ = writeln!(out, "{inf}\n{uri}");
+            if let (Some(inf), Some(entry)) = (pending_inf.take(), map(line)) {
+                out.push_str(inf);
+                let attrs = &inf["#EXT-X-STREAM-INF:".len()..];
+                for (name, value) in &entry.fill {
+                    if attribute(attrs, name).is_none() {
+                        let _ = write!(out, ",{name}={value}");
+                    }
+                }
+                let _ = writeln!(out, "\n{}", entry.uri);
             }
             continue;
         }
@@ -350,7 +366,7 @@ pub fn rewrite_master(text: &str, map: impl Fn(&str) -> Option<String>) -> Strin
                 if let Some(new) = map(uri) {
                     out.push_str(&line.replacen(
                         &format!("URI=\"{uri}\""),
-                        &format!("URI=\"{new}\""),
+                        &format!("URI=\"{}\"", new.uri),
                         1,
                     ));
                     out.push('\n');
@@ -400,16 +416,24 @@ mod tests {
             #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"a\"\nlow.m3u8\n\
             #EXT-X-STREAM-INF:BANDWIDTH=3000000\nhigh.m3u8\n\
             #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1,URI=\"iframes.m3u8\"\n";
+        let entry = |uri: &str| MasterEntry {
+            uri: uri.into(),
+            fill: vec![
+                ("RESOLUTION", "320x180".into()),
+                ("CODECS", "\"avc1.42e01e,mp4a.40.2\"".into()),
+            ],
+        };
         let out = rewrite_master(master, |u| match u {
-            "audio.m3u8" => Some("audio/index.m3u8".into()),
-            "low.m3u8" => Some("low/index.m3u8".into()),
+            "audio.m3u8" => Some(entry("audio/index.m3u8")),
+            "low.m3u8" => Some(entry("low/index.m3u8")),
             _ => None,
         });
         assert_eq!(
             out,
             "#EXTM3U\n#EXT-X-VERSION:3\n\
              #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio/index.m3u8\"\n\
-             #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"a\"\nlow/index.m3u8\n"
+             #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"a\",\
+             CODECS=\"avc1.42e01e,mp4a.40.2\"\nlow/index.m3u8\n"
         );
     }
 

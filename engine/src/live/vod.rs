@@ -311,12 +311,26 @@ impl Engine {
                 .await?;
         }
         let master = match &plan.master {
+            // The contract promises RESOLUTION and CODECS on every variant: the probe fills
+            // in what the encoder left out.
             Some((name, text)) => m3u8::rewrite_master(text, |uri| {
                 let full = resolve(name, uri);
-                plan.renditions
+                let (r, p) = plan
+                    .renditions
                     .iter()
-                    .find(|r| r.playlist == full)
-                    .map(|r| format!("{}/index.m3u8", r.name))
+                    .zip(probes)
+                    .find(|(r, _)| r.playlist == full)?;
+                let mut fill = vec![];
+                if p.width > 0 && p.height > 0 {
+                    fill.push(("RESOLUTION", format!("{}x{}", p.width, p.height)));
+                }
+                if !p.codecs.is_empty() {
+                    fill.push(("CODECS", format!("\"{}\"", p.codecs)));
+                }
+                Some(m3u8::MasterEntry {
+                    uri: format!("{}/index.m3u8", r.name),
+                    fill,
+                })
             }),
             None => write_master(plan, probes),
         };
