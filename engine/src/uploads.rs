@@ -456,6 +456,11 @@ impl Engine {
                         state.offset
                     )));
                 }
+                if declared == 0 && !partial {
+                    return self
+                        .declare_empty(tenant, asset, state, body, multipart.as_ref())
+                        .await;
+                }
                 store::set_upload_length(&self.inner.db, tenant, asset, declared).await?;
                 state.length = Some(declared);
             }
@@ -611,6 +616,39 @@ impl Engine {
             .increment(1);
         tracing::info!(asset, what, "upload refused: not media");
         Ok(())
+    }
+
+    /// A deferred whole upload declared empty (`Upload-Length: 0` on its first PATCH): like
+    /// an empty one at creation, it fails at once without a job. The body must be empty.
+    async fn declare_empty<S, E>(
+        &self,
+        tenant: &str,
+        asset: &str,
+        state: UploadState,
+        body: &mut S,
+        multipart: Option<&store::MultipartRow>,
+    ) -> Result<UploadState>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        while let Some(chunk) = body.next().await {
+            if !chunk.map_err(|e| Error::Body(e.to_string()))?.is_empty() {
+                return Err(Error::InvalidInput(
+                    "the request carries bytes past the declared Upload-Length 0".into(),
+                ));
+            }
+        }
+        store::set_upload_length(&self.inner.db, tenant, asset, 0).await?;
+        if multipart.is_some() {
+            self.discard_multipart(tenant, asset, multipart).await?;
+        }
+        self.finish_empty_upload(tenant, asset).await?;
+        Ok(UploadState {
+            length: Some(0),
+            expires_at: None,
+            ..state
+        })
     }
 
     /// A zero-length upload is complete the moment it is created, and there is nothing to

@@ -1722,8 +1722,8 @@ async fn deferred_length_is_declared_once(backend: Backend) {
         AssetStatus::Queued
     );
 
-    // A deferred upload declared empty completes with an empty source (and is queued: the
-    // worker's probe fails it), on either tier.
+    // A deferred upload declared empty completes with an empty source and fails at once,
+    // without a job, as an empty one at creation does — on either tier.
     let id = e
         .create_upload_with(&who, &spec(None, false))
         .await
@@ -1733,12 +1733,22 @@ async fn deferred_length_is_declared_once(backend: Backend) {
         .await
         .unwrap();
     assert_eq!((s.offset, s.length, s.expires_at), (0, Some(0), None));
-    assert_eq!(
-        e.get_asset(&who, &id).await.unwrap().status,
-        AssetStatus::Queued
-    );
+    let a = e.get_asset(&who, &id).await.unwrap();
+    assert_eq!((a.status, a.job_id), (AssetStatus::Failed, None));
+    assert!(a.error.unwrap().contains("empty"));
     let (_, info, _) = e.asset_source(&who, &id).await.unwrap();
     assert_eq!(info.size, 0);
+    // Declared empty while the body carries bytes: refused, nothing changes.
+    let id = e
+        .create_upload_with(&who, &spec(None, false))
+        .await
+        .unwrap();
+    assert!(matches!(
+        e.append_upload_declaring(&who, &id, 0, chunks(vec![b"x"]), None, Some(0))
+            .await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(e.upload_state(&who, &id).await.unwrap().length, None);
 
     // Without a length, the maximum upload size still bounds the bytes.
     let dir2 = tempfile::tempdir().unwrap();
