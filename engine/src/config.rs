@@ -251,6 +251,9 @@ pub struct WorkerConfig {
     /// Worker heartbeat, seconds. A worker silent for two heartbeats is presumed dead and
     /// its jobs go back to the queue (the lease). Default 5 (lease 10 s).
     pub heartbeat_s: u64,
+    /// An idle worker looks for queued jobs this often, milliseconds: the longest a new
+    /// job waits for an idle worker. Default 250 (one cheap indexed query per tick).
+    pub poll_ms: u64,
     /// Attempts per job before it is `dead`. Only infrastructure errors are retried; bad
     /// input fails at the first attempt. Default 3.
     pub max_attempts: u32,
@@ -271,6 +274,7 @@ impl Default for WorkerConfig {
             concurrency: 1,
             in_process: true,
             heartbeat_s: 5,
+            poll_ms: 250,
             max_attempts: 3,
             retry_base_s: 2,
             retry_cap_s: 300,
@@ -322,7 +326,7 @@ impl Config {
             }
         }
         let w = &self.workers;
-        if w.concurrency == 0 || w.max_attempts == 0 || w.heartbeat_s == 0 {
+        if w.concurrency == 0 || w.max_attempts == 0 || w.heartbeat_s == 0 || w.poll_ms == 0 {
             return bad("workers.concurrency, max_attempts and heartbeat_s must be at least 1");
         }
         if w.job_timeout_s == 0 || w.retry_cap_s < w.retry_base_s {

@@ -683,6 +683,17 @@ impl Engine {
     /// A worker took a job: returns the attempt number, or `None` when the delivery must be
     /// dropped (the job already finished — a redelivery after a crash, so the asset is
     /// published exactly once — or it was cancelled while queued, or it is a stale copy).
+    /// How long until a retried job is due (its `run_after`), if it is not yet. The queue
+    /// schedules in whole seconds and may deliver a retry up to a second early; the worker
+    /// waits out the rest so the backoff is kept to the millisecond.
+    pub async fn job_due_in(&self, job: &TranscodeJob) -> Result<Option<Duration>> {
+        let run_after = store::job_run_after(&self.inner.db, &job.job_id).await?;
+        let now = self.now_ms();
+        Ok(run_after
+            .filter(|t| *t > now)
+            .map(|t| Duration::from_millis((t - now) as u64)))
+    }
+
     pub async fn job_started(&self, job: &TranscodeJob, worker_id: &str) -> Result<Option<i64>> {
         let now = self.now_ms();
         match store::job_started(&self.inner.db, job, worker_id, now).await? {

@@ -903,6 +903,17 @@ pub(crate) enum Start {
 
 /// Mark a job running. A delivery of a job that is finished, or whose retry is not due yet
 /// (a stale duplicate), is skipped; a job cancelled while queued ends here.
+pub(crate) async fn job_run_after(db: &AnyPool, job_id: &str) -> Result<Option<i64>> {
+    let row = sqlx::query("SELECT run_after FROM jobs WHERE id = $1")
+        .bind(job_id)
+        .fetch_optional(db)
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get(0)?,
+        None => None,
+    })
+}
+
 pub(crate) async fn job_started(
     db: &AnyPool,
     job: &TranscodeJob,

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use apalis::prelude::{BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{
+    BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, WorkerBuilder, WorkerBuilderExt,
+};
 use sluice_engine::{Engine, Rendition, TranscodeJob, TranscodePreset, TranscodeQueue};
 use sluice_storage::keys;
 use tokio::sync::watch;
@@ -53,6 +55,32 @@ impl From<sluice_engine::Error> for JobError {
 impl From<sluice_storage::Error> for JobError {
     fn from(e: sluice_storage::Error) -> Self {
         JobError::Transient(e.to_string())
+    }
+}
+
+/// Wakes an idle worker every tick so it fetches again. apalis's SQL backends park an idle
+/// worker until its next heartbeat (seconds); a job queued meanwhile — by this process or
+/// by a gateway elsewhere — would wait that long to start.
+struct Tick(tokio::time::Interval);
+
+impl Tick {
+    fn every(period: Duration) -> Self {
+        let mut i = tokio::time::interval(period);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Tick(i)
+    }
+}
+
+impl PollStrategy for Tick {
+    fn poll_drive(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        _: &PollSnapshot,
+    ) -> std::task::Poll<Option<()>> {
+        // Consume elapsed ticks until the interval is pending again: that registers the
+        // waker for the next one.
+        while self.0.poll_tick(cx).is_ready() {}
+        std::task::Poll::Pending
     }
 }
 
@@ -136,11 +164,12 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
         });
         Ok::<(), std::io::Error>(())
     };
+    let tick = Duration::from_millis(engine.config().workers.poll_ms);
     // One apalis worker over whichever backend the deployment uses.
     macro_rules! run_on {
         ($backend:expr) => {
             WorkerBuilder::new(worker_id)
-                .backend($backend)
+                .backend($backend.poll_with_strategy(Tick::every(tick)))
                 .concurrency(concurrency)
                 .data(ctx)
                 .build(handle)
@@ -157,6 +186,12 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
 
 async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
     let engine = &ctx.engine;
+    // A retry delivered a little early (the queue counts whole seconds) waits its turn.
+    if let Some(wait) = engine.job_due_in(&job).await?
+        && wait <= Duration::from_secs(2)
+    {
+        tokio::time::sleep(wait).await;
+    }
     let Some(attempt) = engine.job_started(&job, &ctx.worker_id).await? else {
         tracing::info!(job = %job.job_id, "delivery dropped: job finished, cancelled or not due");
         return Ok(());
