@@ -18,6 +18,10 @@ APT_PACKAGES=(
   # GStreamer from the system Python, for the hlssink2 live-push test (tests/e2e/tools/)
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
 )
+if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
+  # Headless browser for the hls.js playback tests (driven by Playwright, tests/e2e).
+  APT_PACKAGES+=(chromium)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -33,7 +37,7 @@ if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then
     echo "==> creating .venv"
     python3 -m venv .venv
   fi
-  if ! .venv/bin/python -c "import tusclient, pytest, requests" 2>/dev/null; then
+  if ! .venv/bin/python -c "import tusclient, pytest, requests, playwright" 2>/dev/null; then
     echo "==> installing Python test clients"
     .venv/bin/pip install -q -r tests/e2e/requirements.txt
   fi
