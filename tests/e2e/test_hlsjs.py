@@ -15,7 +15,7 @@ import requests
 from playwright.sync_api import sync_playwright
 
 from conftest import Sluice, make_clip
-from test_live import create_stream, playback_url, push, stream_state, wait_for
+from test_live import create_stream, playback_url, push, push_two_variants, stream_state, wait_for
 
 JS = Path(__file__).parent / "js"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by scripts/setup.sh
@@ -175,3 +175,27 @@ def test_live_stream_plays_while_pushed(srv, browser, page_origin):
         if page:
             page.close()
         enc.communicate(timeout=60)
+
+
+def test_live_recording_published_as_pushed_plays(srv, browser, page_origin):
+    """`vod: "copy"`: the encoder's two fMP4 renditions, published as they are, play and
+    switch in a browser."""
+    key = srv.tenant("hlsjs-copy")["api_key"]
+    s = create_stream(srv, key, name="hlsjs-copy", vod="copy")
+    enc = push_two_variants(s["ingest_url"], 6)
+    _, err = enc.communicate(timeout=60)
+    assert enc.returncode == 0, err.decode()
+    wait_for(lambda: stream_state(srv, key, s["id"])["state"] == "ended", 20, "stream end")
+    a = srv.wait_asset(key, s["asset_id"], timeout=60)
+    assert a["status"] == "ready", a
+    r = requests.post(f"{srv.url}/v1/assets/{a['id']}/playback", json={}, headers=auth(key), timeout=10)
+    page = open_player(browser, page_origin, r.json()["url"])
+    try:
+        played_until(page, 1.5)
+        assert sorted(l["height"] for l in page.evaluate("result.levels")) == [180, 360]
+        page.evaluate("hls.currentLevel = 0")
+        t = page.evaluate("document.getElementById('v').currentTime")
+        played_until(page, t + 1.5)
+        assert fatal(page) == [], page.evaluate("result.errors")
+    finally:
+        page.close()
