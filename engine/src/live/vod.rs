@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use sluice_storage::keys;
 
 use super::m3u8::{self, OutSegment, Playlist};
@@ -21,6 +22,9 @@ use super::segment_rel;
 use crate::model::{Rendition, TranscodeJob};
 use crate::store::{self, LiveRow};
 use crate::{Engine, Error, Result};
+
+/// Server-side copies in flight at once when publishing.
+const COPY_CONCURRENCY: usize = 16;
 
 /// What publishing a live recording as pushed takes.
 #[derive(Debug)]
@@ -110,10 +114,11 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::not_found("live stream of asset", &job.asset_id))?;
         let prefix = keys::live_prefix(&row.tenant_id, &row.asset_id);
-        let recorded: HashSet<String> = store::live_playlists(db, &row.id)
+        // Recorded media playlists and their target durations.
+        let recorded: HashMap<String, u64> = store::live_playlists(db, &row.id)
             .await?
             .into_iter()
-            .map(|p| p.name)
+            .map(|p| (p.name, p.target_duration.max(1) as u64))
             .collect();
         let master = match &row.master {
             Some(name) => {
@@ -144,7 +149,7 @@ impl Engine {
                 }
             }
             None => {
-                let mut names: Vec<&String> = recorded.iter().collect();
+                let mut names: Vec<&String> = recorded.keys().collect();
                 names.sort_by_key(|n| (Some(*n) != row.primary_playlist.as_ref(), *n));
                 order.extend(names.into_iter().map(|n| (n.clone(), true)));
             }
@@ -156,15 +161,17 @@ impl Engine {
         let mut used = HashSet::new();
         let mut renditions = vec![];
         for (playlist, variant) in order {
-            if !recorded.contains(&playlist)
-                || renditions
-                    .iter()
-                    .any(|r: &LiveCopyRendition| r.playlist == playlist)
+            let Some(&target_duration) = recorded.get(&playlist) else {
+                continue;
+            };
+            if renditions
+                .iter()
+                .any(|r: &LiveCopyRendition| r.playlist == playlist)
             {
                 continue;
             }
             let Some(mut r) = self
-                .copy_rendition(&row, &prefix, &playlist, variant, &inits)
+                .copy_rendition(&row, &prefix, &playlist, variant, target_duration, &inits)
                 .await?
             else {
                 continue;
@@ -194,6 +201,7 @@ impl Engine {
         prefix: &str,
         playlist: &str,
         variant: bool,
+        target_duration: u64,
         inits: &HashMap<i64, String>,
     ) -> Result<Option<LiveCopyRendition>> {
         let db = &self.inner.db;
@@ -240,11 +248,6 @@ impl Engine {
         };
         let mut sample_keys: Vec<String> = first.map.iter().map(|(k, _)| k.clone()).collect();
         sample_keys.push(first.from.clone());
-        let target_duration = store::live_playlists(db, &row.id)
-            .await?
-            .into_iter()
-            .find(|p| p.name == playlist)
-            .map_or(1, |p| p.target_duration.max(1) as u64);
         Ok(Some(LiveCopyRendition {
             name: rendition_name(playlist),
             playlist: playlist.to_string(),
@@ -283,25 +286,37 @@ impl Engine {
         let published = keys::hls_prefix(&job.tenant_id, &job.asset_id);
         for r in &plan.renditions {
             let mut copied = HashSet::new();
-            let mut out = Vec::with_capacity(r.segments.len());
+            // Every object once (init segments are shared by many segments), copied
+            // concurrently: each is one round trip (a CopyObject on S3).
+            // Owned keys and a storage handle per copy: the future stays `Send` + `'static`
+            // for the worker that awaits it.
+            let dir = format!("{published}{}/", r.name);
+            let mut copies = vec![];
             for s in &r.segments {
                 if let Some((from, file)) = &s.map
-                    && copied.insert(file.clone())
+                    && copied.insert(file.as_str())
                 {
-                    storage
-                        .copy(from, &format!("{published}{}/{file}", r.name))
-                        .await?;
+                    copies.push((from.clone(), format!("{dir}{file}")));
                 }
-                storage
-                    .copy(&s.from, &format!("{published}{}/{}", r.name, s.file))
-                    .await?;
-                out.push(OutSegment {
+                copies.push((s.from.clone(), format!("{dir}{}", s.file)));
+            }
+            futures::stream::iter(copies.into_iter().map(|(from, to)| {
+                let storage = storage.clone();
+                async move { storage.copy(&from, &to).await }
+            }))
+            .buffer_unordered(COPY_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
+            let out: Vec<OutSegment> = r
+                .segments
+                .iter()
+                .map(|s| OutSegment {
                     uri: s.file.clone(),
                     duration: s.duration,
                     discontinuity: s.discontinuity,
                     map: s.map.as_ref().map(|(_, f)| f.clone()),
-                });
-            }
+                })
+                .collect();
             let text = m3u8::write_vod_media(r.target_duration, &out);
             storage
                 .put(
