@@ -680,9 +680,6 @@ impl Engine {
         Ok(job_id)
     }
 
-    /// A worker took a job: returns the attempt number, or `None` when the delivery must be
-    /// dropped (the job already finished — a redelivery after a crash, so the asset is
-    /// published exactly once — or it was cancelled while queued, or it is a stale copy).
     /// How long until a retried job is due (its `run_after`), if it is not yet. The queue
     /// schedules in whole seconds and may deliver a retry up to a second early; the worker
     /// waits out the rest so the backoff is kept to the millisecond.
@@ -694,6 +691,9 @@ impl Engine {
             .map(|t| Duration::from_millis((t - now) as u64)))
     }
 
+    /// A worker took a job: returns the attempt number, or `None` when the delivery must be
+    /// dropped (the job already finished — a redelivery after a crash, so the asset is
+    /// published exactly once — or it was cancelled while queued, or it is a stale copy).
     pub async fn job_started(&self, job: &TranscodeJob, worker_id: &str) -> Result<Option<i64>> {
         let now = self.now_ms();
         match store::job_started(&self.inner.db, job, worker_id, now).await? {
@@ -1062,17 +1062,11 @@ impl Engine {
             }
             return Err(Error::not_found("source object", key));
         }
-        use futures::TryStreamExt;
-        use tokio::io::AsyncWriteExt;
-        let (_, mut stream) = self.inner.storage.get_stream(&key, None).await?;
         let dest = scratch.join("source");
-        let mut f = tokio::fs::File::create(&dest)
-            .await
-            .map_err(|e| Error::io(&dest, e))?;
-        while let Some(chunk) = stream.try_next().await? {
-            f.write_all(&chunk).await.map_err(|e| Error::io(&dest, e))?;
-        }
-        f.flush().await.map_err(|e| Error::io(&dest, e))?;
+        self.inner
+            .storage
+            .get_concat_to_file(&[key], &dest, false)
+            .await?;
         Ok(dest)
     }
 }

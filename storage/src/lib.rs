@@ -391,6 +391,36 @@ impl Storage {
         Ok((info, stream))
     }
 
+    /// Write the objects `keys`, one after the other, into a new local file `dest`
+    /// (streamed: memory stays bounded), flushed and, with `sync`, on disk. Returns the
+    /// bytes written. A job reading its source, a recording assembled from segments.
+    pub async fn get_concat_to_file<K: AsRef<str>>(
+        &self,
+        keys: &[K],
+        dest: &FsPath,
+        sync: bool,
+    ) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        let io_err = |source| Error::Io {
+            path: dest.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(io_err)?;
+        let mut total = 0u64;
+        for key in keys {
+            let (_, mut stream) = self.get_stream(key.as_ref(), None).await?;
+            while let Some(chunk) = stream.try_next().await? {
+                total += chunk.len() as u64;
+                file.write_all(&chunk).await.map_err(io_err)?;
+            }
+        }
+        file.flush().await.map_err(io_err)?;
+        if sync {
+            file.sync_all().await.map_err(io_err)?;
+        }
+        Ok(total)
+    }
+
     /// Delete one object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;

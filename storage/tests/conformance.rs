@@ -69,6 +69,26 @@ async fn suite(s: &Storage, scratch: &std::path::Path) {
         Bytes::from_static(b"moved")
     );
 
+    // Objects concatenated into a local file, in order; a missing one is NotFound.
+    let joined = scratch.join("joined.bin");
+    let n = s
+        .get_concat_to_file(
+            &["tenants/t/assets/b/source", "tenants/t/assets/b/source"],
+            &joined,
+            true,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (n, std::fs::read(&joined).unwrap()),
+        (10, b"movedmoved".to_vec())
+    );
+    assert!(matches!(
+        s.get_concat_to_file(&["tenants/t/assets/b/nope"], &joined, false)
+            .await,
+        Err(Error::NotFound { .. })
+    ));
+
     // copy, list (sorted, recursive), delete_prefix.
     s.copy(k, "tenants/t/assets/a/hls/master.m3u8")
         .await

@@ -423,8 +423,6 @@ async fn run_live_copy(
     stop: &Stop,
     progress: &watch::Sender<f64>,
 ) -> Result<(), JobError> {
-    use futures::TryStreamExt;
-    use tokio::io::AsyncWriteExt;
     let permanent = |e: sluice_engine::Error| {
         if e.is_retryable() {
             JobError::Transient(e.to_string())
@@ -437,16 +435,10 @@ async fn run_live_copy(
     for (i, r) in plan.renditions.iter().enumerate() {
         stop.check()?;
         let sample = scratch.join(format!("sample-{i}"));
-        let io = |e: std::io::Error| JobError::Transient(format!("{}: {e}", sample.display()));
-        let mut file = tokio::fs::File::create(&sample).await.map_err(io)?;
-        for key in &r.sample_keys {
-            let (_, mut stream) = engine.storage().get_stream(key, None).await?;
-            while let Some(chunk) = stream.try_next().await? {
-                file.write_all(&chunk).await.map_err(io)?;
-            }
-        }
-        file.flush().await.map_err(io)?;
-        drop(file);
+        engine
+            .storage()
+            .get_concat_to_file(&r.sample_keys, &sample, false)
+            .await?;
         let path = sample.clone();
         let info = blocking(move || media::probe_sample(&path, Duration::from_secs(30))).await??;
         let (width, height) = info.video.as_ref().map_or((0, 0), |v| (v.width, v.height));

@@ -891,19 +891,11 @@ impl Engine {
             .await
             .map_err(|e| Error::io(&dir, e))?;
         let path = dir.join(format!("{}-recording", row.id));
-        let io = |e| Error::io(&path, e);
-        let mut file = tokio::fs::File::create(&path).await.map_err(io)?;
-        let mut total = 0u64;
-        for key in &parts {
-            let (_, mut stream) = self.inner.storage.get_stream(key, None).await?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                total += chunk.len() as u64;
-                file.write_all(&chunk).await.map_err(io)?;
-            }
-        }
-        file.sync_all().await.map_err(io)?;
-        drop(file);
+        let total = self
+            .inner
+            .storage
+            .get_concat_to_file(&parts, &path, true)
+            .await?;
         let key = keys::source(&row.tenant_id, &row.asset_id);
         self.inner.storage.put_file_move(&key, &path).await?;
         Ok(total)
