@@ -1247,8 +1247,7 @@ pub(crate) struct LiveRow {
     pub last_ok_at: Option<i64>,
     pub created_at: i64,
     pub ended_at: Option<i64>,
-    /// `transcode` or `copy`.
-    pub vod_mode: String,
+    pub vod_mode: crate::live::VodMode,
 }
 
 const LIVE_COLS: &str = "id, tenant_id, asset_id, name, ingest_hash, state, end_reason, \
@@ -1275,7 +1274,7 @@ fn live_from_row(r: &sqlx::any::AnyRow) -> Result<LiveRow> {
         last_ok_at: r.try_get("last_ok_at")?,
         created_at: r.try_get("created_at")?,
         ended_at: r.try_get("ended_at")?,
-        vod_mode: r.try_get("vod_mode")?,
+        vod_mode: crate::live::VodMode::parse(r.try_get("vod_mode")?).unwrap_or_default(),
     })
 }
 

@@ -1000,6 +1000,19 @@ async fn non_media_is_refused_at_the_first_bytes(backend: Backend) {
     );
 }
 
+/// The secret of a stream's ingest URL (`/v1/live/{id}/ingest/{token}/`), shown at creation.
+fn ingest_token(s: &sluice_engine::live::LiveStream) -> String {
+    let path = s
+        .ingest_path
+        .as_deref()
+        .expect("the ingest URL is shown at creation");
+    path.trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
 /// A fake TS segment: `n` packets with the sync byte, tagged so segments differ.
 fn ts(tag: u8, n: usize) -> Bytes {
     let mut v = vec![tag; 188 * n];
@@ -1020,13 +1033,7 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
         .create_live(&who, Some("door"), Some(2), None)
         .await
         .unwrap();
-    let path = s.ingest_path.clone().unwrap();
-    let token = path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = ingest_token(&s);
     assert_eq!(s.state, "idle");
     let viewer = |e: &Engine| {
         let key = format!("tenants/{}/assets/{}/live/index.m3u8", t.id, s.asset_id);
@@ -1126,15 +1133,7 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
     // The final playlist (ENDLIST) may arrive before the last segment it names: the stream
     // ends only once that segment is in, and the recording has it.
     let s2 = e.create_live(&who, None, None, None).await.unwrap();
-    let token2 = s2
-        .ingest_path
-        .clone()
-        .unwrap()
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token2 = ingest_token(&s2);
     e.live_put_segment(&s2.id, &token2, "seg0.ts", seg(7))
         .await
         .unwrap();
@@ -1177,15 +1176,7 @@ async fn a_late_copy_of_a_sliding_playlist_is_not_a_restart(backend: Backend) {
         tenant_id: t.id.clone(),
     };
     let s = e.create_live(&who, None, None, None).await.unwrap();
-    let token = s
-        .ingest_path
-        .clone()
-        .unwrap()
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = ingest_token(&s);
     // hlssink2's shape: a blank line after the header, integer and long float durations.
     let playlist = |first: u64, last: u64, end: bool| {
         let mut p = format!(
@@ -1274,15 +1265,7 @@ async fn a_late_copy_of_a_sliding_playlist_is_not_a_restart(backend: Backend) {
 
     // A real restart still is one: media sequence back to 0 below the window, names reused.
     let s2 = e.create_live(&who, None, None, None).await.unwrap();
-    let token2 = s2
-        .ingest_path
-        .clone()
-        .unwrap()
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token2 = ingest_token(&s2);
     for i in 0..=4u8 {
         let body = stream::iter(vec![Ok::<_, String>(ts(i, 2))]);
         e.live_put_segment(&s2.id, &token2, &format!("segment{i:05}.ts"), body)
@@ -1327,14 +1310,7 @@ async fn live_segments_from_two_gateways_get_distinct_objects(backend: Backend) 
         tenant_id: t.id.clone(),
     };
     let s = e1.create_live(&who, None, Some(600), None).await.unwrap();
-    let token = s
-        .ingest_path
-        .unwrap()
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = ingest_token(&s);
     const N: u8 = 24;
     let puts = (0..N).map(|i| {
         let e = if i % 2 == 0 { e1.clone() } else { e2.clone() };

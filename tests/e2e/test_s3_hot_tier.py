@@ -37,12 +37,10 @@ def s3_env():
     return {v: os.environ[f"SLUICE_TEST_S3_{v}"] for v in S3_VARS}
 
 
-@pytest.fixture(scope="module")
-def s3_server(workdir):
-    s3 = s3_env()
+def s3_config(s3):
+    """The config of a gateway on the bucket, under a prefix of its own (secret not in it)."""
     prefix = f"e2e/{uuid.uuid4().hex}"
-    # The secret comes from the environment, not the file (the documented way).
-    config = f"""
+    return f"""
 [storage.s3]
 endpoint = "{s3['ENDPOINT']}"
 bucket = "{s3['BUCKET']}"
@@ -55,6 +53,13 @@ part_size = {5 << 20}
 [transcode]
 ladder = [{{name = "360p", height = 360, video_bitrate = 800000}}]
 """
+
+
+@pytest.fixture(scope="module")
+def s3_server(workdir):
+    s3 = s3_env()
+    # The secret comes from the environment, not the file (the documented way).
+    config = s3_config(s3)
     s = Sluice(
         workdir / "s3-data",
         config_text=config,
@@ -252,22 +257,7 @@ def s3_cluster(workdir):
     """Two gateways (each with in-process workers) sharing one PostgreSQL and one bucket."""
     s3 = s3_env()
     pg = pg_database()
-    prefix = f"e2e/{uuid.uuid4().hex}"
-    config = f"""
-database_url = "{pg}"
-
-[storage.s3]
-endpoint = "{s3['ENDPOINT']}"
-bucket = "{s3['BUCKET']}"
-region = "{s3['REGION']}"
-access_key_id = "{s3['ACCESS_KEY_ID']}"
-allow_http = true
-prefix = "{prefix}"
-part_size = {5 << 20}
-
-[transcode]
-ladder = [{{name = "360p", height = 360, video_bitrate = 800000}}]
-"""
+    config = f'database_url = "{pg}"\n' + s3_config(s3)
     env = {"SLUICE_S3_SECRET_ACCESS_KEY": s3["SECRET_ACCESS_KEY"], "SLUICE_ADMIN_KEY": ADMIN}
     a = Sluice(workdir / "s3-gw-a", config_text=config, env=env)
     b = Sluice(workdir / "s3-gw-b", config_text=config, env=env)

@@ -281,7 +281,7 @@ impl Engine {
             state,
             end_reason: r.end_reason,
             dvr_window_s: r.dvr_window_s as u64,
-            vod: VodMode::parse(&r.vod_mode).unwrap_or_default(),
+            vod: r.vod_mode,
             segments_received: r.segments_received as u64,
             bytes_received: r.bytes_received as u64,
             rejected_requests: r.rejected_requests as u64,
@@ -836,7 +836,7 @@ impl Engine {
             .await?;
         } else {
             store::live_asset_recorded(db, asset, recorded as i64, self.now_ms()).await?;
-            let job_id = match VodMode::parse(&row.vod_mode).unwrap_or_default() {
+            let job_id = match row.vod_mode {
                 VodMode::Transcode => {
                     self.enqueue_transcode(&row.tenant_id, asset, JobClass::LiveToVod)
                         .await?
@@ -844,7 +844,7 @@ impl Engine {
                 VodMode::Copy => self.enqueue_live_copy(&row.tenant_id, asset).await?,
             };
             store::complete_upload(db, asset, &job_id, self.now_ms()).await?;
-            tracing::info!(stream = id, asset = %asset, job = %job_id, bytes = recorded, vod = %row.vod_mode, "live stream recorded, VOD job queued");
+            tracing::info!(stream = id, asset = %asset, job = %job_id, bytes = recorded, vod = row.vod_mode.as_str(), "live stream recorded, VOD job queued");
         }
         store::live_ended(db, id, self.now_ms()).await?;
         self.inner.live_locks.forget(id);
