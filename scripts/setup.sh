@@ -37,9 +37,12 @@ if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then
     echo "==> creating .venv"
     python3 -m venv .venv
   fi
-  if ! .venv/bin/python -c "import tusclient, pytest, requests, playwright" 2>/dev/null; then
+  # Reinstalled whenever the requirements changed since the last install (a stamp copy).
+  if ! cmp -s tests/e2e/requirements.txt .venv/.sluice-requirements \
+    || ! .venv/bin/python -c "import tusclient, pytest, pytest_timeout, requests, playwright" 2>/dev/null; then
     echo "==> installing Python test clients"
     .venv/bin/pip install -q -r tests/e2e/requirements.txt
+    cp tests/e2e/requirements.txt .venv/.sluice-requirements
   fi
   # Garage, the S3-compatible store the S3 tests run against (a cargo build, once).
   scripts/garage.sh install

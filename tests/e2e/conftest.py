@@ -4,6 +4,7 @@ temporary data dir, and offers helpers that talk to it as real clients do."""
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import socket
@@ -19,6 +20,10 @@ import requests
 BIN = os.environ.get("SLUICE_BIN") or str(
     Path(__file__).resolve().parents[2] / "target" / "debug" / "sluice"
 )
+
+
+# How long `sluice serve` may take to print its listening line before the test fails.
+STARTUP_DEADLINE_S = 60
 
 
 def free_port():
@@ -47,11 +52,27 @@ class Sluice:
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log, env=full_env)
         self.admin_key = (env or {}).get("SLUICE_ADMIN_KEY")
         self.stdout_lines = []
-        deadline = time.time() + 60
+        # stdout is read by a thread, so the start-up deadline holds even when the process
+        # prints nothing at all (a blocking readline would wait forever).
+        lines = queue.Queue()
+
+        def pump():
+            for raw in iter(self.proc.stdout.readline, b""):
+                lines.put(raw.decode(errors="replace"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.time() + STARTUP_DEADLINE_S
         listening = False
-        while time.time() < deadline:
-            line = self.proc.stdout.readline().decode()
-            if not line:
+        while not listening:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                break
+            try:
+                line = lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if line is None:
                 break
             self.stdout_lines.append(line)
             m = re.match(r"admin key \(shown once, stored in .*\): (\S+)", line)
@@ -59,14 +80,13 @@ class Sluice:
                 self.admin_key = m.group(1)
             if line.startswith(f"listening on http://127.0.0.1:{self.port}"):
                 listening = True
-                break
         if not listening:
             self.stop()
-            raise RuntimeError(f"sluice did not start: {self.stdout_lines}\n{self.logs()}")
+            raise RuntimeError(
+                f"sluice did not start within {STARTUP_DEADLINE_S} s: {self.stdout_lines}\n{self.logs()}"
+            )
         if self.admin_key is None:
             self.admin_key = (self.data_dir / "admin.key").read_text().strip()
-        # Drain stdout so the process never blocks on a full pipe.
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
 
     def logs(self):
         try:
@@ -108,14 +128,17 @@ class Sluice:
         return r.json()
 
     def wait_asset(self, key, asset_id, timeout=240):
+        """Poll until the asset is ready or failed. The result carries `_progress_seen`:
+        the (status, progress) pairs observed *before* it finished, so a test can check
+        what was visible while the job ran (not the final value, which is always there)."""
         deadline = time.time() + timeout
-        seen_progress = set()
+        seen = []
         while time.time() < deadline:
             a = self.asset(key, asset_id)
-            seen_progress.add(round(a["progress"], 2))
             if a["status"] in ("ready", "failed"):
-                a["_seen_progress"] = sorted(seen_progress)
+                a["_progress_seen"] = seen
                 return a
+            seen.append((a["status"], a["progress"]))
             assert self.alive(), self.logs()
             time.sleep(0.3)
         raise AssertionError(f"asset {asset_id} not finished after {timeout}s: {a}\n{self.logs()}")
@@ -183,3 +206,28 @@ def sha256(path_or_bytes):
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def wait_for(predicate, timeout, what, interval=0.1):
+    """Poll `predicate` until it returns a truthy value (returned), or fail after `timeout`
+    seconds naming `what`. Tests synchronise on observable state with this, never on a
+    fixed sleep."""
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def pytest_collection_finish(session):
+    """The whole-suite run (scripts/test.sh without arguments) sets SLUICE_MIN_TESTS: fewer
+    collected tests than that means tests went missing (a broken import, a renamed file),
+    and the run fails instead of printing success."""
+    floor = os.environ.get("SLUICE_MIN_TESTS")
+    if floor and len(session.items) < int(floor):
+        raise pytest.UsageError(
+            f"only {len(session.items)} black-box tests collected; the suite has at least {floor}"
+        )

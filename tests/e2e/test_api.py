@@ -239,7 +239,14 @@ def test_tus_expiration_and_sweep(workdir):
                           "Content-Type": "application/offset+octet-stream"}, data=b"y" * 10, timeout=5)
         assert r.status_code == 201 and "Upload-Expires" not in r.headers
         done_id = r.headers["Location"].rsplit("/", 1)[1]
-        time.sleep(3.5)
+        # An unfinished upload created after it expires later than the finished one would
+        # have: once the sweeper has removed it, a sweep ran past the finished one's expiry.
+        r = requests.post(f"{s.url}/v1/uploads/", headers={**h, "Upload-Length": "100"}, timeout=5)
+        later_id = r.headers["Location"].rsplit("/", 1)[1]
+        deadline = time.time() + 15
+        while time.time() < deadline and (s.data_dir / "uploads" / later_id).exists():
+            time.sleep(0.2)
+        assert not (s.data_dir / "uploads" / later_id).exists()
         assert requests.get(f"{s.url}/v1/assets/{done_id}", headers=auth(t["api_key"]), timeout=5).status_code == 200
     finally:
         s.stop()

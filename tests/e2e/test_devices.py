@@ -1,6 +1,7 @@
 """Device keys, raw uploads with Idempotency-Key, tenant storage quotas and content sniffing,
 through real clients (tuspy, requests) against the real binary."""
 
+import os
 import threading
 import time
 
@@ -9,7 +10,7 @@ import requests
 from tusclient import client
 from tusclient.exceptions import TusCommunicationError
 
-from conftest import make_clip, sha256
+from conftest import make_clip, sha256, wait_for
 
 
 def auth(key):
@@ -148,16 +149,28 @@ def test_raw_upload_with_idempotency_key(server, clip, workdir):
 
     # Two concurrent requests with one key: one streams slowly (chunked, no length); the
     # other is refused with 409 while it runs; afterwards a retry replays the first.
-    def slow():
-        for i in range(0, len(data), len(data) // 8 + 1):
-            yield data[i:i + len(data) // 8 + 1]
-            time.sleep(0.25)
+    # The first request holds the key (its first bytes are stored, so the claim, which
+    # comes before any byte, was made) and the rest of its body waits until the second has
+    # been refused: no race, whatever the machine's speed.
+    second_done = threading.Event()
 
+    def slow():
+        step = len(data) // 8 + 1
+        yield data[:step]
+        assert second_done.wait(60)
+        for i in range(step, len(data), step):
+            yield data[i:i + step]
+
+    uploads = server.data_dir / "uploads"
+    before = set(os.listdir(uploads))
     result = {}
     th = threading.Thread(target=lambda: result.update(r=raw_post(server, key, slow(), idem="upload-0002")))
     th.start()
-    time.sleep(0.6)
-    assert_error(raw_post(server, key, data, idem="upload-0002"), 409, "idempotency_key_in_flight")
+    try:
+        wait_for(lambda: set(os.listdir(uploads)) - before, 30, "the first request's upload file")
+        assert_error(raw_post(server, key, data, idem="upload-0002"), 409, "idempotency_key_in_flight")
+    finally:
+        second_done.set()
     th.join()
     assert result["r"].status_code == 201, result["r"].text
     replay = raw_post(server, key, data, idem="upload-0002")

@@ -5,11 +5,10 @@ and the stored object's sha256 equals the source."""
 import os
 import signal
 import threading
-import time
 
 import requests
 
-from conftest import Sluice, sha256
+from conftest import Sluice, sha256, wait_for
 
 
 def test_sigkill_mid_upload_then_tuspy_resumes(workdir):
@@ -30,11 +29,17 @@ def test_sigkill_mid_upload_then_tuspy_resumes(workdir):
     r = requests.patch(loc, headers={**pt, "Upload-Offset": "0"}, data=data[:first], timeout=30)
     assert r.status_code == 204 and r.headers["Upload-Offset"] == str(first)
 
-    # A slow second PATCH is in flight when the gateway dies.
+    # A second PATCH is in flight when the gateway dies: its first 2 MiB are sent, then the
+    # body waits. The gateway is killed only once those bytes are in the upload file (past
+    # the committed offset, not yet acknowledged), so the kill surely interrupts a PATCH
+    # that wrote, and the restart must not count those bytes.
+    upload_file = data_dir / "uploads" / loc.rsplit("/", 1)[1]
+    killed = threading.Event()
+
     def slow():
-        for i in range(first, len(data), 256 * 1024):
-            yield data[i:i + 256 * 1024]
-            time.sleep(0.1)
+        yield data[first:first + 2 * 1024 * 1024]
+        killed.wait(60)
+        yield data[first + 2 * 1024 * 1024:]
 
     def patch_until_killed():
         try:
@@ -44,9 +49,12 @@ def test_sigkill_mid_upload_then_tuspy_resumes(workdir):
 
     th = threading.Thread(target=patch_until_killed)
     th.start()
-    time.sleep(1.0)
-    s.proc.send_signal(signal.SIGKILL)
-    s.proc.wait()
+    try:
+        wait_for(lambda: upload_file.stat().st_size > first, 30, "the in-flight PATCH's bytes on disk")
+        s.proc.send_signal(signal.SIGKILL)
+        s.proc.wait()
+    finally:
+        killed.set()
     s.log.close()
     th.join()
 
@@ -56,8 +64,9 @@ def test_sigkill_mid_upload_then_tuspy_resumes(workdir):
         r = requests.head(loc2, headers=h, timeout=10)
         assert r.status_code == 200
         offset = int(r.headers["Upload-Offset"])
-        # Everything acknowledged is there; nothing beyond what was synced is claimed.
-        assert first <= offset < len(data)
+        # Everything acknowledged is there, and nothing past what the interrupted PATCH had
+        # sent is claimed.
+        assert first <= offset <= first + 2 * 1024 * 1024
         from tusclient import client
 
         c = client.TusClient(f"{s2.url}/v1/uploads/", headers={"Authorization": f"Bearer {key}"})

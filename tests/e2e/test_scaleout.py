@@ -15,7 +15,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import BIN, Sluice, make_clip, sha256
+from conftest import BIN, Sluice, make_clip, sha256, wait_for
 
 ADMIN = "sk_admin_scaleout_test_key_0123456789"
 
@@ -72,20 +72,36 @@ def test_gateways_continue_each_others_uploads(cluster, workdir):
 
     # First half through A, with a slow body: while it is in flight, a PATCH through B is
     # refused with 423 (one writer per upload across gateways).
+    # The body pauses after its first bytes until B has been tried, so A's request surely
+    # holds the lease then. B first probes with an offset no request could write at (409
+    # while the upload is free, 423 once A holds it: nothing is written either way), then
+    # tries a real write, which must be refused too.
+    b_tried = threading.Event()
+
     def slow_body():
         step = max(half // 10, 1)
-        for i in range(0, half, step):
+        yield data[:step]
+        assert b_tried.wait(60)
+        for i in range(step, half, step):
             yield data[i:min(i + step, half)]
-            time.sleep(0.2)
+
+    def probe_b():
+        r = requests.patch(loc_b, headers={**patch, "Upload-Offset": str(len(data) + 1)}, data=b"",
+                           timeout=10)
+        assert r.status_code in (409, 423), r.text
+        return r.status_code == 423
 
     result = {}
     th = threading.Thread(target=lambda: result.update(
         r=requests.patch(loc_a, headers={**patch, "Upload-Offset": "0"}, data=slow_body(), timeout=60)))
     th.start()
-    time.sleep(0.5)
-    r = requests.patch(loc_b, headers={**patch, "Upload-Offset": "0"}, data=b"X" * 1000, timeout=10)
-    assert r.status_code == 423, r.text
-    assert r.json()["error"]["code"] == "upload_locked"
+    try:
+        wait_for(probe_b, 30, "A's PATCH to hold the upload's lease", interval=0.05)
+        r = requests.patch(loc_b, headers={**patch, "Upload-Offset": "0"}, data=b"X" * 1000, timeout=10)
+        assert r.status_code == 423, r.text
+        assert r.json()["error"]["code"] == "upload_locked"
+    finally:
+        b_tried.set()
     th.join()
     assert result["r"].status_code == 204 and result["r"].headers["Upload-Offset"] == str(half)
 
