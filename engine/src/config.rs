@@ -97,6 +97,18 @@ pub struct GatewayConfig {
     pub request_timeout_s: u64,
     /// Grace period for in-flight requests at shutdown, seconds. Default 10.
     pub shutdown_grace_s: u64,
+    /// Deadline for a client to send a request's headers (slowloris), seconds. Default 10.
+    pub header_read_timeout_s: u64,
+    /// A request body that sends nothing for this long fails, seconds. Default 8: shorter
+    /// than an upload's write lease (10 s), so a stalled PATCH ends before it could lose
+    /// the lease.
+    pub body_idle_timeout_s: u64,
+    /// TCP keepalive probes on client sockets start after this idle time, seconds
+    /// (half-open connections are found and closed). Default 60.
+    pub tcp_keepalive_s: u64,
+    /// Open client connections at most; further clients wait in the listen backlog.
+    /// Default 10000.
+    pub max_connections: usize,
 }
 
 impl Default for GatewayConfig {
@@ -104,6 +116,10 @@ impl Default for GatewayConfig {
         Self {
             request_timeout_s: 30,
             shutdown_grace_s: 10,
+            header_read_timeout_s: 10,
+            body_idle_timeout_s: 8,
+            tcp_keepalive_s: 60,
+            max_connections: 10_000,
         }
     }
 }
@@ -335,6 +351,18 @@ impl Config {
         if self.playback.default_ttl_s == 0 || self.playback.default_ttl_s > self.playback.max_ttl_s
         {
             return bad("playback.default_ttl_s must be between 1 and playback.max_ttl_s");
+        }
+        let g = &self.gateway;
+        if g.header_read_timeout_s == 0 || g.max_connections == 0 || g.tcp_keepalive_s == 0 {
+            return bad(
+                "gateway.header_read_timeout_s, tcp_keepalive_s and max_connections must be at least 1",
+            );
+        }
+        if g.body_idle_timeout_s == 0 || g.body_idle_timeout_s >= crate::uploads::LEASE.as_secs() {
+            return bad(&format!(
+                "gateway.body_idle_timeout_s must be between 1 and {} (below the upload write lease)",
+                crate::uploads::LEASE.as_secs() - 1
+            ));
         }
         let l = &self.live;
         if l.sweep_interval_s == 0 || l.stall_after_s == 0 || l.idle_timeout_s < l.stall_after_s {

@@ -95,6 +95,19 @@ impl Engine {
                     _ => Err(Error::IdempotencyKeyReused),
                 }
             }
+            store::KeyClaim::Recover(sha, asset_id) => {
+                let result = self
+                    .raw_recover(tenant, key, &sha, &asset_id, max, &mut body)
+                    .await;
+                if result.is_err()
+                    && let Err(e) = store::lapse_idempotency_key(&self.inner.db, tenant, key).await
+                {
+                    tracing::warn!(
+                        "could not give back an idempotency key (it lapses anyway): {e}"
+                    );
+                }
+                result
+            }
             store::KeyClaim::Claimed => {
                 let result = self.raw_store(who, tenant, &req, &mut body).await;
                 if result.is_err()
@@ -105,6 +118,71 @@ impl Engine {
                 }
                 result
             }
+        }
+    }
+
+    /// A retry under a key whose first request staged its asset and died before answering:
+    /// the same body gets that asset (completed now if the first request could not), any
+    /// other body is refused. Never a second asset for one key.
+    async fn raw_recover<S, E>(
+        &self,
+        tenant: &str,
+        key: &str,
+        sha: &str,
+        asset_id: &str,
+        max: u64,
+        body: &mut S,
+    ) -> Result<RawUploaded>
+    where
+        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        match hash_body(body, max).await? {
+            Some(h) if h == sha => {}
+            _ => return Err(Error::IdempotencyKeyReused),
+        }
+        let lease = self
+            .lease_upload(tenant, asset_id)
+            .await
+            .map_err(|e| match e {
+                // The sweeper (or another retry) is finishing it right now.
+                Error::UploadLocked(_) => Error::IdempotencyInFlight,
+                e => e,
+            })?;
+        let finished = self.finish_staged_raw(tenant, asset_id).await;
+        let released = lease.release().await;
+        finished?;
+        released?;
+        let asset = store::get_asset(&self.inner.db, tenant, asset_id)
+            .await?
+            .ok_or_else(|| Error::not_found("asset", asset_id))?;
+        let response = serde_json::to_string(&asset).unwrap_or_else(|_| "{}".into());
+        store::finish_idempotency_key(&self.inner.db, tenant, key, sha, asset_id, &response)
+            .await?;
+        metrics::counter!("sluice_raw_upload_recoveries_total").increment(1);
+        tracing::info!(
+            asset = asset_id,
+            "raw upload recovered for a retry under its key"
+        );
+        Ok(RawUploaded {
+            asset_id: asset_id.to_string(),
+            body: response,
+            replayed: true,
+        })
+    }
+
+    /// Complete a staged raw upload (whole body, synced, offset committed) if its request
+    /// died before completing it; nothing to do when it is complete already.
+    async fn finish_staged_raw(&self, tenant: &str, asset_id: &str) -> Result<()> {
+        match store::get_upload(&self.inner.db, tenant, asset_id).await? {
+            Some((_, true)) => Ok(()),
+            Some((state, false)) if state.is_full() => self.finish_upload(tenant, asset_id).await,
+            // Staged but its bytes never committed, or swept: there is no asset to give.
+            _ => Err(Error::Conflict(
+                "the first request under this Idempotency-Key did not complete its upload; \
+                 retry with a new key"
+                    .into(),
+            )),
         }
     }
 
@@ -138,6 +216,7 @@ impl Engine {
                         .unwrap_or(self.inner.config.uploads.max_size),
                 ),
                 size: req.content_length,
+                already_counted: 0,
                 concat: &crate::model::UploadConcat::None,
                 metadata: None,
                 filename: filename.as_deref(),
@@ -154,13 +233,18 @@ impl Engine {
         let lease = match self.lease_upload(tenant, &id).await {
             Ok(l) => l,
             Err(e) => {
-                self.discard_raw(&id).await;
+                self.discard_raw(tenant, &id).await;
                 return Err(e);
             }
         };
-        let result = self.raw_stream(tenant, &id, req, body, &lease).await;
-        if result.is_err() {
-            self.discard_raw(&id).await;
+        let mut staged = false;
+        let result = self
+            .raw_stream(tenant, &id, req, body, &lease, &mut staged)
+            .await;
+        // A staged upload (whole body, offset committed) is kept: the sweeper or a retry
+        // under its key completes it.
+        if result.is_err() && !staged {
+            self.discard_raw(tenant, &id).await;
         }
         let released = lease.release().await;
         let sha = result?;
@@ -189,6 +273,7 @@ impl Engine {
         req: &RawUpload<'_>,
         body: &mut S,
         lease: &UploadLease,
+        staged: &mut bool,
     ) -> Result<String>
     where
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
@@ -272,15 +357,31 @@ impl Engine {
         if req.content_length.is_none() {
             store::set_upload_length(&self.inner.db, tenant, id, written).await?;
         }
-        store::set_upload_offset(&self.inner.db, id, written, self.upload_expiry()).await?;
+        let sha = hex::encode(hasher.finalize());
+        // The offset commit and the key's staging are one transaction: once the upload is
+        // whole, a retry under the key finds this asset, whatever happens to this request.
+        let committed = store::commit_raw_upload(
+            &self.inner.db,
+            tenant,
+            id,
+            lease.owner(),
+            written,
+            self.upload_expiry(),
+            req.idempotency_key.map(|k| (k, sha.as_str())),
+        )
+        .await?;
+        if !committed {
+            return Err(Error::UploadLocked(id.to_string()));
+        }
+        *staged = true;
         metrics::counter!("sluice_upload_bytes_total").increment(written);
         self.finish_upload(tenant, id).await?;
-        Ok(hex::encode(hasher.finalize()))
+        Ok(sha)
     }
 
     /// Remove a raw upload that did not complete: its asset, session and bytes.
-    async fn discard_raw(&self, id: &str) {
-        if let Err(e) = store::delete_upload(&self.inner.db, id).await {
+    async fn discard_raw(&self, tenant: &str, id: &str) {
+        if let Err(e) = store::delete_upload(&self.inner.db, tenant, id).await {
             tracing::warn!(asset = id, "could not delete a failed raw upload: {e}");
         }
         let path = self.upload_path(id);

@@ -161,6 +161,16 @@ impl Sniffer {
         }
     }
 
+    /// No sniffing: a partial upload of a concatenation starts anywhere in the file, so
+    /// its first bytes say nothing; the final upload's head is judged instead.
+    pub(crate) fn skipped() -> Self {
+        Self {
+            head: Vec::new(),
+            total: None,
+            decided: true,
+        }
+    }
+
     /// Feed the next bytes; `Err(what)` as soon as the upload is certainly not media.
     pub(crate) fn feed(&mut self, chunk: &[u8]) -> Result<(), &'static str> {
         if self.decided {

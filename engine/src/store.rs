@@ -301,6 +301,9 @@ pub(crate) struct NewUpload<'a> {
     pub length: Option<u64>,
     /// The asset's size, reserved against the tenant's quota (`None`: not known yet).
     pub size: Option<u64>,
+    /// Bytes of `size` the quota already counts elsewhere: a final upload's partials, which
+    /// stay until it consumes them, must not be counted twice.
+    pub already_counted: u64,
     pub concat: &'a UploadConcat,
     pub metadata: Option<&'a str>,
     pub filename: Option<&'a str>,
@@ -318,6 +321,7 @@ pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> 
         asset,
         length,
         size,
+        already_counted,
         concat,
         metadata,
         filename,
@@ -327,7 +331,12 @@ pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> 
     } = u;
     let hidden = i64::from(*concat == UploadConcat::Partial);
     let mut tx = db.begin().await?;
-    check_quota_locked(&mut tx, tenant, size.unwrap_or(0)).await?;
+    check_quota_locked(
+        &mut tx,
+        tenant,
+        size.unwrap_or(0).saturating_sub(already_counted),
+    )
+    .await?;
     sqlx::query(
         "INSERT INTO assets (id, tenant_id, status, filename, size, device_id, created_at, \
          updated_at, hidden) VALUES ($1, $2, 'uploading', $3, $4, $5, $6, $7, $8)",
@@ -395,6 +404,10 @@ pub(crate) enum KeyClaim {
     InFlight,
     /// A request finished under it: (body sha256, asset, response body).
     Done(String, String, String),
+    /// A request under it received its whole body and created its asset (body sha256,
+    /// asset), then died before recording its answer: the key is ours now, to finish that
+    /// asset and answer for it rather than create a second one.
+    Recover(String, String),
 }
 
 /// Claim `(tenant, key)` for a request, or report who has it. An expired row, or an
@@ -407,6 +420,22 @@ pub(crate) async fn claim_idempotency_key(
     lock_until: i64,
     expires_at: i64,
 ) -> Result<KeyClaim> {
+    // A lapsed claim whose request had staged its asset (the body was whole): take it over.
+    let staged = sqlx::query(
+        "UPDATE idempotency_keys SET lock_until = $1 WHERE tenant_id = $2 AND key = $3 \
+         AND state = 'in_flight' AND lock_until < $4 AND expires_at > $4 \
+         AND asset_id IS NOT NULL AND body_sha256 IS NOT NULL \
+         RETURNING body_sha256, asset_id",
+    )
+    .bind(lock_until)
+    .bind(tenant)
+    .bind(key)
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    if let Some(r) = staged {
+        return Ok(KeyClaim::Recover(r.try_get(0)?, r.try_get(1)?));
+    }
     sqlx::query(
         "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND (expires_at <= $3 \
          OR (state = 'in_flight' AND lock_until < $3))",
@@ -471,6 +500,65 @@ pub(crate) async fn renew_idempotency_key(
     Ok(())
 }
 
+/// A raw upload's whole body is synced: commit its offset and, under an `Idempotency-Key`,
+/// stage the key with the body hash and asset, in one transaction (so a retry after a crash
+/// finds either nothing, and starts afresh, or this asset, whole).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn commit_raw_upload(
+    db: &AnyPool,
+    tenant: &str,
+    asset: &str,
+    owner: &str,
+    length: u64,
+    expires_at: i64,
+    key: Option<(&str, &str)>,
+) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    let n = sqlx::query(
+        "UPDATE uploads SET \"offset\" = $1, expires_at = $2 WHERE asset_id = $3 \
+         AND tenant_id = $4 AND lock_owner = $5",
+    )
+    .bind(i64::try_from(length).map_err(|_| crate::Error::InvalidInput("upload too large".into()))?)
+    .bind(expires_at)
+    .bind(asset)
+    .bind(tenant)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    if let Some((key, sha)) = key {
+        sqlx::query(
+            "UPDATE idempotency_keys SET body_sha256 = $1, asset_id = $2 WHERE tenant_id = $3 \
+             AND key = $4 AND state = 'in_flight'",
+        )
+        .bind(sha)
+        .bind(asset)
+        .bind(tenant)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Give a recovered claim back (its lock lapses at once), for a later retry to recover.
+pub(crate) async fn lapse_idempotency_key(db: &AnyPool, tenant: &str, key: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE idempotency_keys SET lock_until = 0 WHERE tenant_id = $1 AND key = $2 \
+         AND state = 'in_flight'",
+    )
+    .bind(tenant)
+    .bind(key)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The request under the key succeeded: keep its body hash and response for replays.
 pub(crate) async fn finish_idempotency_key(
     db: &AnyPool,
@@ -494,16 +582,18 @@ pub(crate) async fn finish_idempotency_key(
     Ok(())
 }
 
-/// The request under the key failed: free the key, so a retry runs afresh.
+/// The request under the key failed: free the key, so a retry runs afresh; or, when it
+/// failed after staging its asset, let the claim lapse, so a retry recovers that asset.
 pub(crate) async fn release_idempotency_key(db: &AnyPool, tenant: &str, key: &str) -> Result<()> {
     sqlx::query(
-        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND state = 'in_flight'",
+        "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND key = $2 AND state = 'in_flight' \
+         AND asset_id IS NULL",
     )
     .bind(tenant)
     .bind(key)
     .execute(db)
     .await?;
-    Ok(())
+    lapse_idempotency_key(db, tenant, key).await
 }
 
 /// Drop keys past their expiry (and in-flight claims whose gateway died long ago).
@@ -545,19 +635,29 @@ pub(crate) async fn get_upload(
     )))
 }
 
+/// Commit a local upload's offset, fenced by the write lease: false (nothing changed) when
+/// `owner` no longer holds it.
 pub(crate) async fn set_upload_offset(
     db: &AnyPool,
+    tenant: &str,
     asset: &str,
+    owner: &str,
     offset: u64,
     expires_at: i64,
-) -> Result<()> {
-    sqlx::query("UPDATE uploads SET \"offset\" = $1, expires_at = $2 WHERE asset_id = $3")
-        .bind(offset as i64)
-        .bind(expires_at)
-        .bind(asset)
-        .execute(db)
-        .await?;
-    Ok(())
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE uploads SET \"offset\" = $1, expires_at = $2 WHERE asset_id = $3 \
+         AND tenant_id = $4 AND lock_owner = $5",
+    )
+    .bind(i64::try_from(offset).map_err(|_| crate::Error::InvalidInput("upload too large".into()))?)
+    .bind(expires_at)
+    .bind(asset)
+    .bind(tenant)
+    .bind(owner)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
 }
 
 /// A final upload's bytes are assembled: record its full offset and delete the partial
@@ -653,11 +753,18 @@ pub(crate) async fn set_upload_multipart(db: &AnyPool, asset: &str, id: &str) ->
 }
 
 /// The multipart state of an upload (`None`: its bytes are in a local file).
-pub(crate) async fn upload_multipart(db: &AnyPool, asset: &str) -> Result<Option<MultipartRow>> {
-    let row = sqlx::query("SELECT multipart_id, tail_key FROM uploads WHERE asset_id = $1")
-        .bind(asset)
-        .fetch_optional(db)
-        .await?;
+pub(crate) async fn upload_multipart(
+    db: &AnyPool,
+    tenant: &str,
+    asset: &str,
+) -> Result<Option<MultipartRow>> {
+    let row = sqlx::query(
+        "SELECT multipart_id, tail_key FROM uploads WHERE asset_id = $1 AND tenant_id = $2",
+    )
+    .bind(asset)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await?;
     let Some(r) = row else { return Ok(None) };
     let Some(multipart_id) = r.try_get::<Option<String>, _>("multipart_id")? else {
         return Ok(None);
@@ -732,18 +839,25 @@ pub(crate) async fn commit_upload_parts(
 }
 
 /// Terminate an unfinished upload: the asset and its session disappear.
-pub(crate) async fn delete_upload(db: &AnyPool, asset: &str) -> Result<()> {
+pub(crate) async fn delete_upload(db: &AnyPool, tenant: &str, asset: &str) -> Result<()> {
     let mut tx = db.begin().await?;
+    let n = sqlx::query("DELETE FROM uploads WHERE asset_id = $1 AND tenant_id = $2")
+        .bind(asset)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        // Not this tenant's upload (or already gone): touch nothing.
+        return Ok(());
+    }
     sqlx::query("DELETE FROM upload_parts WHERE asset_id = $1")
         .bind(asset)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM uploads WHERE asset_id = $1")
+    sqlx::query("DELETE FROM assets WHERE id = $1 AND tenant_id = $2 AND status = 'uploading'")
         .bind(asset)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM assets WHERE id = $1 AND status = 'uploading'")
-        .bind(asset)
+        .bind(tenant)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -1177,6 +1291,7 @@ pub(crate) async fn setting_or_insert(db: &AnyPool, key: &str, value: &str) -> R
 /// another writer holds an unexpired lease.
 pub(crate) async fn lease_upload(
     db: &AnyPool,
+    tenant: &str,
     asset: &str,
     owner: &str,
     now: i64,
@@ -1184,12 +1299,13 @@ pub(crate) async fn lease_upload(
 ) -> Result<bool> {
     let n = sqlx::query(
         "UPDATE uploads SET lock_owner = $1, lock_until = $2 WHERE asset_id = $3 \
-         AND (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4)",
+         AND tenant_id = $5 AND (lock_owner IS NULL OR lock_owner = $1 OR lock_until < $4)",
     )
     .bind(owner)
     .bind(until)
     .bind(asset)
     .bind(now)
+    .bind(tenant)
     .execute(db)
     .await?
     .rows_affected();
@@ -1491,6 +1607,16 @@ pub(crate) async fn live_begin_end(
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// The heartbeat of a process ending a stream.
+pub(crate) async fn live_touch_ending(db: &AnyPool, id: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE live_streams SET updated_at = $1 WHERE id = $2 AND state = 'ending'")
+        .bind(now)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn live_ended(db: &AnyPool, id: &str, now: i64) -> Result<()> {

@@ -26,6 +26,8 @@
 //! until the final's source object is complete (see [`multipart`]).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -63,16 +65,28 @@ pub struct NewUploadSpec<'a> {
 }
 
 /// The write lease of one upload, held in the metadata store so that it excludes writers
-/// in every gateway process. Released when dropped, however the request ends.
+/// in every gateway process. A timer renews it while it is held (a request waiting for a
+/// slow client keeps it); when a renewal finds it taken, or cannot reach the database for
+/// longer than the lease, the lease counts as lost: the holder stops at its next step and
+/// touches nothing, and its offset commit (fenced by owner) would fail anyway. Released
+/// when dropped, however the request ends.
 pub(crate) struct UploadLease {
     engine: Engine,
     asset: String,
     owner: String,
+    lost: Arc<AtomicBool>,
+    renewer: tokio::task::JoinHandle<()>,
 }
 
 impl UploadLease {
+    /// The lease's owner token, for writes fenced by it.
+    pub(crate) fn owner(&self) -> &str {
+        &self.owner
+    }
+
     /// Release now, so the client's next request (usually immediate) finds it free.
     pub(crate) async fn release(mut self) -> Result<()> {
+        self.renewer.abort();
         let owner = std::mem::take(&mut self.owner);
         store::release_upload(&self.engine.inner.db, &self.asset, &owner).await
     }
@@ -82,6 +96,7 @@ impl Drop for UploadLease {
     /// Fallback for requests that end without `release` (a dropped connection cancels the
     /// handler mid-await): release in the background; the lease would expire anyway.
     fn drop(&mut self) {
+        self.renewer.abort();
         if self.owner.is_empty() {
             return;
         }
@@ -101,6 +116,34 @@ impl Drop for UploadLease {
             });
         }
     }
+}
+
+/// Renew a held lease every `LEASE_RENEW` until aborted; mark it lost when another writer
+/// has it, or when no renewal succeeded for a whole lease period.
+async fn renew_on_timer(
+    engine: Engine,
+    tenant: String,
+    asset: String,
+    owner: String,
+    lost: Arc<AtomicBool>,
+) {
+    let mut last_ok = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(LEASE_RENEW).await;
+        let now = engine.now_ms();
+        let until = now + LEASE.as_millis() as i64;
+        match store::lease_upload(&engine.inner.db, &tenant, &asset, &owner, now, until).await {
+            Ok(true) => last_ok = std::time::Instant::now(),
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(asset, "could not renew an upload's write lease: {e}");
+                if last_ok.elapsed() + LEASE_RENEW >= LEASE {
+                    break;
+                }
+            }
+        }
+    }
+    lost.store(true, Ordering::SeqCst);
 }
 
 impl Engine {
@@ -166,7 +209,7 @@ impl Engine {
     /// then its session and asset.
     async fn delete_upload_and_bytes(&self, tenant: &str, asset: &str) -> Result<()> {
         if self.inner.storage.resumable_multipart() {
-            let mp = store::upload_multipart(&self.inner.db, asset).await?;
+            let mp = store::upload_multipart(&self.inner.db, tenant, asset).await?;
             self.discard_multipart(tenant, asset, mp.as_ref()).await?;
             // A final whose partials were consumed (their sessions are gone) still owns
             // their objects until it completes.
@@ -177,7 +220,7 @@ impl Engine {
                 self.drop_partial_objects(tenant, partials).await?;
             }
         }
-        store::delete_upload(&self.inner.db, asset).await?;
+        store::delete_upload(&self.inner.db, tenant, asset).await?;
         let path = self.upload_path(asset);
         match tokio::fs::remove_file(&path).await {
             Ok(()) => Ok(()),
@@ -196,26 +239,35 @@ impl Engine {
         let owner = crate::random_token(12);
         let now = self.now_ms();
         let until = now + LEASE.as_millis() as i64;
-        if !store::lease_upload(&self.inner.db, asset, &owner, now, until).await? {
+        if !store::lease_upload(&self.inner.db, tenant, asset, &owner, now, until).await? {
             return match store::get_upload(&self.inner.db, tenant, asset).await? {
                 Some(_) => Err(Error::UploadLocked(asset.to_string())),
                 None => Err(Error::not_found("upload", asset)),
             };
         }
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew_on_timer(
+            self.clone(),
+            tenant.to_string(),
+            asset.to_string(),
+            owner.clone(),
+            lost.clone(),
+        ));
         Ok(UploadLease {
             engine: self.clone(),
             asset: asset.to_string(),
             owner,
+            lost,
+            renewer,
         })
     }
 
+    /// Is the lease still ours? (The timer renews it; this only reads what it found.)
     pub(crate) async fn renew_lease(&self, lease: &UploadLease) -> Result<()> {
-        let now = self.now_ms();
-        let until = now + LEASE.as_millis() as i64;
-        if store::lease_upload(&self.inner.db, &lease.asset, &lease.owner, now, until).await? {
-            Ok(())
-        } else {
+        if lease.lost.load(Ordering::SeqCst) {
             Err(Error::UploadLocked(lease.asset.clone()))
+        } else {
+            Ok(())
         }
     }
 
@@ -285,6 +337,7 @@ impl Engine {
                 asset: &id,
                 length: spec.length,
                 size: spec.length,
+                already_counted: 0,
                 concat: &concat,
                 metadata: spec.metadata.filter(|m| !m.trim().is_empty()),
                 filename: filename.as_deref(),
@@ -301,7 +354,7 @@ impl Engine {
             && spec.length != Some(0)
             && let Err(e) = self.open_multipart(tenant, &id).await
         {
-            let _ = store::delete_upload(&self.inner.db, &id).await;
+            let _ = store::delete_upload(&self.inner.db, tenant, &id).await;
             return Err(e);
         }
         metrics::counter!("sluice_uploads_created_total").increment(1);
@@ -421,7 +474,7 @@ impl Engine {
             ));
         }
         let partial = state.concat == UploadConcat::Partial;
-        let multipart = store::upload_multipart(&self.inner.db, asset).await?;
+        let multipart = store::upload_multipart(&self.inner.db, tenant, asset).await?;
         if multipart.is_some() && !complete && !partial && state.is_full() && offset == state.offset
         {
             // S3: every byte is committed but completing failed half-way: finish now.
@@ -489,7 +542,11 @@ impl Engine {
                 .await
                 .map_err(io)?;
         }
-        let mut sniffer = Sniffer::new(head, state.length);
+        let mut sniffer = if partial {
+            Sniffer::skipped()
+        } else {
+            Sniffer::new(head, state.length)
+        };
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .open(&path)
@@ -509,11 +566,9 @@ impl Engine {
         let mut hasher = checksum.map(Checksum::hasher);
         while let Some(chunk) = body.next().await {
             if renewed.elapsed() >= LEASE_RENEW {
-                // Still ours? If not, nothing of this request is committed.
-                if let Err(e) = self.renew_lease(lease).await {
-                    file.set_len(state.offset).await.map_err(io)?;
-                    return Err(e);
-                }
+                // Still ours? If not, nothing of this request is committed, and the file
+                // (the new holder's now) is not touched again.
+                self.renew_lease(lease).await?;
                 renewed = std::time::Instant::now();
             }
             let chunk = match chunk {
@@ -572,7 +627,19 @@ impl Engine {
         drop(file);
         let expires_at = self.upload_expiry();
         if written != state.offset {
-            store::set_upload_offset(&self.inner.db, asset, written, expires_at).await?;
+            // Fenced: a request that lost its lease commits nothing.
+            if !store::set_upload_offset(
+                &self.inner.db,
+                tenant,
+                asset,
+                lease.owner(),
+                written,
+                expires_at,
+            )
+            .await?
+            {
+                return Err(Error::UploadLocked(asset.to_string()));
+            }
             metrics::counter!("sluice_upload_bytes_total").increment(written - state.offset);
         }
         if let Some(e) = body_error {
@@ -810,8 +877,9 @@ impl Engine {
                 tenant: &tenant,
                 asset: &id,
                 length: Some(total),
-                // Reserved on top of the partials until they are consumed just below.
+                // The partials already count these bytes until they are consumed below.
                 size: Some(total),
+                already_counted: total,
                 concat: &concat,
                 metadata: metadata.filter(|m| !m.trim().is_empty()),
                 filename,
@@ -845,9 +913,19 @@ impl Engine {
         }
         let paths: Vec<PathBuf> = partials.iter().map(|p| self.upload_path(p)).collect();
         let dest = self.upload_path(&id);
-        if let Err(e) = self.assemble(&dest, &paths, &lengths, leases).await {
+        // The partials were not sniffed (they start mid-file): the final's head is.
+        let judged = match sniff_head(&paths, total).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(what)) => Err(Error::UnsupportedMedia(what)),
+            Err(e) => Err(e),
+        };
+        let assembled = match judged {
+            Ok(()) => self.assemble(&dest, &paths, &lengths, leases).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = assembled {
             // The partials are intact again: drop the final so nothing half-made remains.
-            if let Err(e2) = store::delete_upload(&self.inner.db, &id).await {
+            if let Err(e2) = store::delete_upload(&self.inner.db, &tenant, &id).await {
                 tracing::warn!(asset = %id, "could not drop the failed final upload: {e2}");
             }
             drop(final_lease);
@@ -1008,4 +1086,33 @@ impl Writeback {
             }
         }));
     }
+}
+
+/// Judge the head of a file made of `parts` (in order) as the content sniffer would judge
+/// one upload of `total` bytes.
+async fn sniff_head(
+    parts: &[PathBuf],
+    total: u64,
+) -> Result<std::result::Result<(), &'static str>> {
+    use tokio::io::AsyncReadExt;
+    let mut sniffer = Sniffer::new(Vec::new(), Some(total));
+    let mut left = WINDOW as u64;
+    for path in parts {
+        if left == 0 {
+            break;
+        }
+        let mut buf = Vec::new();
+        tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::io(path, e))?
+            .take(left)
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::io(path, e))?;
+        left -= buf.len() as u64;
+        if let Err(what) = sniffer.feed(&buf) {
+            return Ok(Err(what));
+        }
+    }
+    Ok(Ok(()))
 }

@@ -1,9 +1,9 @@
 //! Tenant-facing and admin API: tenants, assets, playback URLs, jobs.
 
+use crate::body::ReqBody;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 
 use crate::body::{json, stream};
@@ -14,7 +14,7 @@ use crate::{ApiResult, App, base_url, principal};
 const MAX_JSON: usize = 64 * 1024;
 
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     allow_empty: bool,
 ) -> Result<Option<T>, ApiError> {
     let body: Bytes = Limited::new(req.into_body(), MAX_JSON)
@@ -67,7 +67,7 @@ struct NewTenantReq {
     quotas: sluice_engine::TenantQuotas,
 }
 
-pub async fn create_tenant(app: &App, req: Request<Incoming>) -> ApiResult {
+pub async fn create_tenant(app: &App, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let body: NewTenantReq = read_json(req, false)
         .await?
@@ -86,7 +86,7 @@ struct NewDeviceReq {
 }
 
 /// `POST /v1/devices` → 201 with the device key (shown once).
-pub async fn create_device(app: &App, req: Request<Incoming>) -> ApiResult {
+pub async fn create_device(app: &App, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let body: NewDeviceReq = read_json(req, false)
         .await?
@@ -154,7 +154,7 @@ struct PlaybackReq {
     ttl_s: Option<u64>,
 }
 
-pub async fn create_playback(app: &App, id: &str, req: Request<Incoming>) -> ApiResult {
+pub async fn create_playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
@@ -215,7 +215,7 @@ struct RetryReq {
 
 /// `POST /v1/jobs/{id}/retry`: re-run a failed/dead/cancelled job; with
 /// `{"rendition": name}`, re-run that one rendition of the job's (ready) asset.
-pub async fn rerun_job(app: &App, id: &str, req: Request<Incoming>) -> ApiResult {
+pub async fn rerun_job(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let body: RetryReq = read_json(req, true).await?.unwrap_or_default();
     let job = match body.rendition {
@@ -241,7 +241,7 @@ pub async fn get_preset<B>(app: &App, req: &Request<B>) -> ApiResult {
 }
 
 /// `PUT /v1/preset`: replace the tenant's overrides (unknown fields are refused).
-pub async fn put_preset(app: &App, req: Request<Incoming>) -> ApiResult {
+pub async fn put_preset(app: &App, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let body: sluice_engine::PresetOverrides = read_json(req, false)
         .await?
@@ -264,7 +264,7 @@ struct NewWebhookReq {
 }
 
 /// `POST /v1/webhooks` → 201 with the signing secret (shown once).
-pub async fn create_webhook(app: &App, req: Request<Incoming>) -> ApiResult {
+pub async fn create_webhook(app: &App, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let body: NewWebhookReq = read_json(req, false)
         .await?

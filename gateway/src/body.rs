@@ -1,4 +1,7 @@
-//! Response bodies: small ones in memory, large ones streamed from storage.
+//! Response bodies: small ones in memory, large ones streamed from storage; request
+//! bodies with an idle deadline.
+
+use std::future::Future;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -27,4 +30,84 @@ pub fn stream(s: sluice_storage::ByteStream) -> Body {
 
 pub fn json(value: &impl serde::Serialize) -> Body {
     full(serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec()))
+}
+
+/// Request bodies as every handler sees them: hyper's body with an idle deadline.
+pub type ReqBody = IdleBody<hyper::body::Incoming>;
+
+/// A request body that fails when the client sends nothing for `idle` while the server
+/// is waiting for bytes: a half-open or stalled upload gives up its task, socket, file and
+/// write lease instead of holding them forever. The clock starts at the first read, so a
+/// handler that reads the body late is not penalised; it restarts at every frame.
+pub struct IdleBody<B> {
+    inner: B,
+    idle: std::time::Duration,
+    /// Allocated once, re-armed when the body goes from "a frame arrived" to "waiting".
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl<B> IdleBody<B> {
+    pub fn new(inner: B, idle: std::time::Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: None,
+            armed: false,
+        }
+    }
+}
+
+/// The error of a request body that went quiet for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body stalled: no bytes for {0} s")]
+pub struct BodyIdle(pub u64);
+
+impl<B> http_body::Body for IdleBody<B>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.armed = false;
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => {
+                // The clock measures the client's silence: it starts when the server waits.
+                let idle = this.idle;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if !this.armed {
+                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    this.armed = true;
+                }
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.armed = false;
+                        Poll::Ready(Some(Err(Box::new(BodyIdle(idle.as_secs())))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -2,10 +2,10 @@
 //! creation-defer-length, termination, checksum, expiration, concatenation). The protocol
 //! lives here; the bytes and their durability live in the engine.
 
+use crate::body::ReqBody;
 use futures::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyStream;
-use hyper::body::Incoming;
 
 use sluice_engine::UploadConcat;
 use sluice_engine::checksum::Checksum;
@@ -108,7 +108,7 @@ fn is_offset_stream(h: &HeaderMap) -> bool {
 }
 
 /// Entry point for every `/v1/uploads…` request; `rest` is the path after `/v1/uploads`.
-pub async fn tus(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResult {
+pub async fn tus(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult {
     let result = tus_inner(app, rest, req).await;
     // Every tus response, error or not, carries Tus-Resumable.
     let mut res = result.unwrap_or_else(ApiError::into_response);
@@ -116,7 +116,7 @@ pub async fn tus(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResult 
     Ok(res)
 }
 
-async fn tus_inner(app: &App, rest: &[&str], req: Request<Incoming>) -> ApiResult {
+async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult {
     let method = req.method().clone();
     if method == Method::OPTIONS {
         let mut res = status_only(StatusCode::NO_CONTENT);
@@ -216,7 +216,7 @@ async fn append(
     who: &sluice_engine::Principal,
     id: &str,
     offset: u64,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<sluice_engine::UploadState, ApiError> {
     let checksum = match req.headers().get("upload-checksum") {
         Some(v) => Some(
@@ -236,7 +236,7 @@ async fn append(
         .await?)
 }
 
-async fn create(app: &App, who: &sluice_engine::Principal, req: Request<Incoming>) -> ApiResult {
+async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>) -> ApiResult {
     let h = req.headers();
     let defer = defer_length(h)?;
     let length = header_u64(h, "upload-length")?;
@@ -332,7 +332,7 @@ fn is_raw_media_type(h: &HeaderMap) -> bool {
 
 /// `POST /v1/assets`: the whole file as the request body → 201 with the asset JSON (the
 /// first response again for a retry under the same `Idempotency-Key`).
-pub async fn raw_upload(app: &App, req: Request<Incoming>) -> ApiResult {
+pub async fn raw_upload(app: &App, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let h = req.headers();
     if !is_raw_media_type(h) {

@@ -17,9 +17,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::body::ReqBody;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -116,7 +116,7 @@ fn device_may(label: &str) -> bool {
     )
 }
 
-async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -163,7 +163,7 @@ async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     res
 }
 
-async fn dispatch(app: &App, segs: &[&str], req: Request<Incoming>) -> ApiResult {
+async fn dispatch(app: &App, segs: &[&str], req: Request<ReqBody>) -> ApiResult {
     let m = req.method().clone();
     match (&m, segs) {
         (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
@@ -264,7 +264,7 @@ const EXPOSED: [&str; 13] = [
 pub fn service(
     app: Arc<App>,
 ) -> impl tower::Service<
-    Request<Incoming>,
+    Request<ReqBody>,
     Response = Response<impl http_body::Body<Data = bytes::Bytes, Error = body::BoxError> + Send>,
     Error = Infallible,
     Future = impl Send,
@@ -304,7 +304,7 @@ pub fn service(
             )
             .into_response()
         }))
-        .service_fn(move |req: Request<Incoming>| {
+        .service_fn(move |req: Request<ReqBody>| {
             // tower-http's CORS layer answers every OPTIONS as a preflight; a tus client's
             // OPTIONS (no Access-Control-Request-Method) must reach the tus handler.
             let preflight = req.method() == Method::OPTIONS
@@ -331,15 +331,36 @@ pub async fn serve(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let grace = Duration::from_secs(app.engine.config().gateway.shutdown_grace_s);
+    let cfg = app.engine.config().gateway.clone();
+    let grace = Duration::from_secs(cfg.shutdown_grace_s);
+    let idle = Duration::from_secs(cfg.body_idle_timeout_s);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(cfg.tcp_keepalive_s))
+        .with_interval(Duration::from_secs(10));
     let svc = service(app);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Encoders pushing live HLS (ffmpeg `-method PUT`) send the last chunk of a body and
     // close their socket without waiting for the answer. Without half-close hyper would
-    // take that EOF as a cancelled request and drop the handler mid-way.
-    builder.http1().half_close(true);
+    // take that EOF as a cancelled request and drop the handler mid-way. hyper's header
+    // read timeout only runs with a timer: without one it is silently off.
+    builder
+        .http1()
+        .half_close(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_s));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(cfg.tcp_keepalive_s));
+    // One permit per open connection: at the cap, accepting pauses (clients wait in the
+    // kernel's backlog) instead of the process running out of sockets or memory.
+    let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = shutdown.changed() => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
@@ -352,15 +373,25 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+                    tracing::debug!("could not enable TCP keepalive: {e}");
+                }
+                // Every request body gets the idle deadline.
+                let with_idle = ServiceBuilder::new()
+                    .map_request(move |req: Request<hyper::body::Incoming>| {
+                        req.map(|b| body::IdleBody::new(b, idle))
+                    })
+                    .service(svc.clone());
                 let conn = builder.serve_connection_with_upgrades(
                     TokioIo::new(stream),
-                    TowerToHyperService::new(svc.clone()),
+                    TowerToHyperService::new(with_idle),
                 );
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("connection ended: {e}");
                     }
+                    drop(permit);
                 });
             }
             _ = shutdown.changed() => break,

@@ -4,10 +4,10 @@
 //! needs no header support; one that sends `Authorization` anyway is fine. Bodies may be
 //! chunked and untyped (ffmpeg sends neither `Content-Type` nor `Content-Length`).
 
+use crate::body::ReqBody;
 use futures::TryStreamExt;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, BodyStream, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use sluice_engine::live::{IngestKind, ingest_kind};
 
@@ -23,7 +23,7 @@ struct NewLiveReq {
     vod: Option<String>,
 }
 
-pub async fn create(app: &App, req: Request<Incoming>) -> ApiResult {
+pub async fn create(app: &App, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: NewLiveReq = read_json(req, true).await?.unwrap_or_default();
@@ -71,7 +71,7 @@ struct PlaybackReq {
     ttl_s: Option<u64>,
 }
 
-pub async fn playback(app: &App, id: &str, req: Request<Incoming>) -> ApiResult {
+pub async fn playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
@@ -94,7 +94,7 @@ pub async fn ingest(
     id: &str,
     token: &str,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> ApiResult {
     let engine = app.engine.clone();
     let (id, token, name) = (id.to_string(), token.to_string(), name.to_string());
@@ -114,7 +114,7 @@ async fn ingest_task(
     id: &str,
     token: &str,
     name: &str,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> ApiResult {
     match *req.method() {
         Method::DELETE => {
@@ -129,6 +129,9 @@ async fn ingest_task(
             };
             match kind {
                 IngestKind::Playlist => {
+                    // The token first: a body (up to max_playlist_bytes) is buffered only
+                    // for a genuine ingest URL.
+                    engine.live_check_ingest(id, token).await?;
                     let max = engine.config().live.max_playlist_bytes as usize;
                     let body = Limited::new(req.into_body(), max)
                         .collect()

@@ -46,10 +46,11 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
     let Some((a, b)) = spec.trim().split_once('-') else {
         return RangeReq::Unsatisfiable;
     };
+    // Digits only; a number past u64 (a client asking for "everything") saturates, so
+    // that no arithmetic below can overflow either.
     let num = |s: &str| -> Option<u64> {
         (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
+            .then(|| s.parse().unwrap_or(u64::MAX))
     };
     match (a.trim(), b.trim()) {
         ("", suffix) => match num(suffix) {
@@ -61,7 +62,9 @@ pub fn parse_range(value: Option<&str>, size: u64) -> RangeReq {
             _ => RangeReq::Unsatisfiable,
         },
         (start, end) => match (num(start), num(end)) {
-            (Some(s), Some(e)) if s <= e && s < size => RangeReq::Partial(s, (e + 1).min(size)),
+            (Some(s), Some(e)) if s <= e && s < size => {
+                RangeReq::Partial(s, e.saturating_add(1).min(size))
+            }
             _ => RangeReq::Unsatisfiable,
         },
     }
@@ -174,6 +177,23 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=10-"), 10), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=x-2"), 10), RangeReq::Unsatisfiable);
+        // Huge last positions (u64::MAX and past it) mean "to the end", never an overflow.
+        assert_eq!(
+            parse_range(Some("bytes=0-18446744073709551615"), 10),
+            RangeReq::Partial(0, 10)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=3-99999999999999999999999"), 10),
+            RangeReq::Partial(3, 10)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-99999999999999999999999"), 10),
+            RangeReq::Partial(0, 10)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=99999999999999999999999-"), 10),
+            RangeReq::Unsatisfiable
+        );
         assert_eq!(parse_range(Some("bytes=-0"), 10), RangeReq::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), RangeReq::Full);
         assert_eq!(parse_range(Some("items=0-1"), 10), RangeReq::Full);

@@ -172,6 +172,20 @@ fn segment_rel(seq: i64, ext: &str) -> String {
     format!("seg/{seq:08}.{ext}")
 }
 
+/// How often a process ending a stream refreshes it, and after how long without a refresh
+/// another process takes the end over (the first one died half-way).
+const ENDING_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+const ENDING_STALE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Stops the heartbeat of an ending stream when the end is done (or failed).
+struct EndingHeartbeat(tokio::task::JoinHandle<()>);
+
+impl Drop for EndingHeartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Engine {
     fn dvr_bounds(&self) -> (u64, u64) {
         let l = &self.inner.config.live;
@@ -362,6 +376,12 @@ impl Engine {
         if let Err(err) = store::live_rejected(&self.inner.db, id, &json, now).await {
             tracing::warn!(stream = id, "cannot record a refused live request: {err}");
         }
+    }
+
+    /// Check an ingest URL (stream and token) before the gateway reads a request body:
+    /// an unauthenticated client never makes the server buffer anything.
+    pub async fn live_check_ingest(&self, id: &str, token: &str) -> Result<()> {
+        self.ingest_stream(id, token).await.map(|_| ())
     }
 
     /// A request the gateway refused before the engine saw it (e.g. an oversized
@@ -803,10 +823,24 @@ impl Engine {
     pub async fn finalize_live(&self, id: &str, reason: &str) -> Result<()> {
         let db = &self.inner.db;
         let now = self.now_ms();
-        let stale_before = now - 300_000;
+        let stale_before = now - ENDING_STALE.as_millis() as i64;
         if !store::live_begin_end(db, id, reason, now, stale_before).await? {
             return Ok(()); // ended already, or another process is ending it
         }
+        // While this process works on the end, it says so: an `ending` stream whose
+        // heartbeat stops (the process died) is finished by the sweeper soon after.
+        let _beat = EndingHeartbeat(tokio::spawn({
+            let (engine, id) = (self.clone(), id.to_string());
+            async move {
+                loop {
+                    tokio::time::sleep(ENDING_HEARTBEAT).await;
+                    let now = engine.now_ms();
+                    if let Err(e) = store::live_touch_ending(&engine.inner.db, &id, now).await {
+                        tracing::warn!(stream = %id, "could not refresh an ending stream: {e}");
+                    }
+                }
+            }
+        }));
         let row = store::get_live(db, None, id)
             .await?
             .ok_or_else(|| Error::not_found("live stream", id))?;
@@ -907,7 +941,8 @@ impl Engine {
         let cfg = &self.inner.config.live;
         let now = self.now_ms();
         let idle_before = now - (cfg.idle_timeout_s * 1000) as i64;
-        let ids = store::live_to_finalize(&self.inner.db, idle_before, now - 300_000).await?;
+        let stale_before = now - ENDING_STALE.as_millis() as i64;
+        let ids = store::live_to_finalize(&self.inner.db, idle_before, stale_before).await?;
         let mut ended = 0;
         for id in ids {
             match self.finalize_live(&id, "idle").await {

@@ -190,7 +190,11 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let mut sniffer = Sniffer::new(head, state.length);
+        let mut sniffer = if partial {
+            Sniffer::skipped()
+        } else {
+            Sniffer::new(head, state.length)
+        };
 
         let mut next_index = mp.parts.len() as i64;
         // Committed so far by this request, and parts sent but not yet committed (with a
@@ -362,7 +366,7 @@ impl Engine {
                 )));
             }
         };
-        let mp = store::upload_multipart(&self.inner.db, asset).await?;
+        let mp = store::upload_multipart(&self.inner.db, tenant, asset).await?;
         if length == 0 {
             // S3 completes no multipart upload without parts.
             if let Some(mp) = &mp {
