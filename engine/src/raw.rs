@@ -68,6 +68,23 @@ impl Engine {
             return self.raw_store(who, tenant, &req, &mut body).await;
         };
         validate_key(key)?;
+        // The claim is renewed on a timer for as long as this request works under it
+        // (reading the body, completing the upload, recording the answer): a slow step
+        // never lets a retry claim the key meanwhile.
+        let _renewal = crate::AbortOnDrop(tokio::spawn({
+            let (engine, tenant, key) = (self.clone(), tenant.to_string(), key.to_string());
+            async move {
+                loop {
+                    tokio::time::sleep(LEASE_RENEW).await;
+                    let until = engine.now_ms() + LEASE.as_millis() as i64;
+                    if let Err(e) =
+                        store::renew_idempotency_key(&engine.inner.db, &tenant, &key, until).await
+                    {
+                        tracing::warn!("could not renew an idempotency key's claim: {e}");
+                    }
+                }
+            }
+        }));
         let now = self.now_ms();
         let lock = now + LEASE.as_millis() as i64;
         match store::claim_idempotency_key(
@@ -304,10 +321,6 @@ impl Engine {
         while let Some(chunk) = body.next().await {
             if renewed.elapsed() >= LEASE_RENEW {
                 self.renew_lease(lease).await?;
-                if let Some(key) = req.idempotency_key {
-                    let until = self.now_ms() + LEASE.as_millis() as i64;
-                    store::renew_idempotency_key(&self.inner.db, tenant, key, until).await?;
-                }
                 renewed = std::time::Instant::now();
             }
             let chunk = chunk.map_err(|e| {

@@ -608,6 +608,15 @@ pub(crate) async fn sweep_idempotency_keys(db: &AnyPool, now: i64) -> Result<u64
 }
 
 /// The upload's state, and whether it is complete.
+/// Whether an upload session (finished or not) exists for this asset id.
+pub(crate) async fn upload_session_exists(db: &AnyPool, asset: &str) -> Result<bool> {
+    Ok(sqlx::query("SELECT 1 FROM uploads WHERE asset_id = $1")
+        .bind(asset)
+        .fetch_optional(db)
+        .await?
+        .is_some())
+}
+
 pub(crate) async fn get_upload(
     db: &AnyPool,
     tenant: &str,
@@ -703,6 +712,18 @@ pub(crate) async fn consume_partials(
 }
 
 /// The last byte is stored: close the upload, queue the asset and record its job.
+/// The transcode job already queued for an asset, if any (an earlier, interrupted finish).
+pub(crate) async fn asset_job(db: &AnyPool, tenant: &str, asset: &str) -> Result<Option<String>> {
+    Ok(sqlx::query(
+        "SELECT id FROM jobs WHERE tenant_id = $1 AND asset_id = $2 ORDER BY created_at LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(asset)
+    .fetch_optional(db)
+    .await?
+    .map(|r| r.get(0)))
+}
+
 pub(crate) async fn complete_upload(
     db: &AnyPool,
     asset: &str,

@@ -146,7 +146,34 @@ async fn renew_on_timer(
     lost.store(true, Ordering::SeqCst);
 }
 
+/// The quota error for an upload of deferred length that would reach `upload_bytes`, if
+/// it does not fit (`quota`: the tenant's quota and the bytes used without this upload).
+pub(crate) fn over_quota(quota: Option<(u64, u64)>, upload_bytes: u64) -> Option<Error> {
+    let (q, used) = quota?;
+    (used.saturating_add(upload_bytes) > q).then_some(Error::QuotaExceeded {
+        used,
+        requested: upload_bytes,
+        quota: q,
+    })
+}
+
 impl Engine {
+    /// For an upload of deferred length (its size is not reserved yet): the tenant's
+    /// quota and current usage, so the bytes are charged as they arrive.
+    pub(crate) async fn deferred_quota(
+        &self,
+        tenant: &str,
+        state: &UploadState,
+    ) -> Result<Option<(u64, u64)>> {
+        if state.length.is_some() {
+            return Ok(None);
+        }
+        Ok(match store::storage_usage(&self.inner.db, tenant).await? {
+            (Some(q), used) => Some((q, used)),
+            (None, _) => None,
+        })
+    }
+
     /// When an upload touched now expires.
     pub(crate) fn upload_expiry(&self) -> i64 {
         self.now_ms() + (self.inner.config.uploads.expire_after_s as i64).saturating_mul(1000)
@@ -175,33 +202,95 @@ impl Engine {
             // upload was whole, never came back): finish it rather than drop it.
             // (A final whose partials were consumed is whole too.) An unused partial is not
             // finished: it expires like any unfinished upload.
-            if let Some((state, false)) = store::get_upload(&self.inner.db, &tenant, &asset).await?
-                && self.inner.storage.resumable_multipart()
-                && state.is_full()
-                && state.offset > 0
-                && state.concat != UploadConcat::Partial
-            {
-                match self.finish_multipart(&tenant, &asset, &lease).await {
+            // Local: the same for an upload whose finishing was cut short after its
+            // last offset commit.
+            let whole = match store::get_upload(&self.inner.db, &tenant, &asset).await {
+                Ok(Some((state, false))) => {
+                    state.is_full() && state.offset > 0 && state.concat != UploadConcat::Partial
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!(asset, "could not read an expired upload: {e}");
+                    continue;
+                }
+            };
+            if whole {
+                let finished = if self.inner.storage.resumable_multipart() {
+                    self.finish_multipart(&tenant, &asset, &lease).await
+                } else {
+                    self.finish_upload(&tenant, &asset).await
+                };
+                match finished {
                     Ok(()) => tracing::info!(asset, "stalled upload completed by the sweeper"),
                     Err(e) => tracing::warn!(asset, "could not complete a whole upload: {e}"),
                 }
-                lease.release().await?;
+                let _ = lease.release().await;
                 continue;
             }
-            self.delete_upload_and_bytes(&tenant, &asset).await?;
-            lease.release().await?;
-            tracing::info!(asset, tenant, "expired upload swept");
-            swept += 1;
+            // One upload that cannot be deleted now does not stop the sweep of the others.
+            match self.delete_upload_and_bytes(&tenant, &asset).await {
+                Ok(()) => {
+                    tracing::info!(asset, tenant, "expired upload swept");
+                    swept += 1;
+                }
+                Err(e) => tracing::warn!(asset, "could not sweep an expired upload: {e}"),
+            }
+            let _ = lease.release().await;
         }
         if swept > 0 {
             metrics::counter!("sluice_uploads_expired_total").increment(swept as u64);
         }
+        self.sweep_orphan_scratch().await;
         // Raw-upload idempotency keys expire on the same beat.
         let keys = store::sweep_idempotency_keys(&self.inner.db, self.now_ms()).await?;
         if keys > 0 {
             tracing::debug!(keys, "expired idempotency keys swept");
         }
         Ok(swept)
+    }
+
+    /// Scratch files with no upload session: a process died between creating an upload's
+    /// file and recording its session (or after deleting the session). Only files older
+    /// than the upload expiry go, so a file whose session is being created right now stays.
+    async fn sweep_orphan_scratch(&self) {
+        let dir = &self.inner.uploads_dir;
+        let max_age = Duration::from_secs(self.inner.config.uploads.expire_after_s);
+        let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+            return;
+        };
+        let mut checked = 0;
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let old = entry
+                .metadata()
+                .await
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            let name = entry.file_name();
+            let Some(asset) = name.to_str().filter(|n| ulid::Ulid::from_string(n).is_ok()) else {
+                continue;
+            };
+            if !old {
+                continue;
+            }
+            checked += 1;
+            if checked > 1000 {
+                break; // the rest next time
+            }
+            match store::upload_session_exists(&self.inner.db, asset).await {
+                Ok(false) => {
+                    if tokio::fs::remove_file(entry.path()).await.is_ok() {
+                        tracing::info!(asset, "orphan upload scratch file removed");
+                    }
+                }
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!("could not check an upload scratch file: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Delete an unfinished upload (under its lease): its bytes wherever they are (the
@@ -484,6 +573,20 @@ impl Engine {
                 ..state
             });
         }
+        if multipart.is_none()
+            && !complete
+            && !partial
+            && state.is_full()
+            && state.offset > 0
+            && offset == state.offset
+        {
+            // Local: every byte is committed but finishing was cut short: finish now.
+            self.finish_upload(tenant, asset).await?;
+            return Ok(UploadState {
+                expires_at: None,
+                ..state
+            });
+        }
         if complete || state.is_full() {
             return Err(Error::Conflict(format!(
                 "upload {asset} is already complete"
@@ -558,6 +661,7 @@ impl Engine {
             .await
             .map_err(io)?;
 
+        let quota = self.deferred_quota(tenant, &state).await?;
         let mut writeback = Writeback::new(&file, state.offset).await;
         let mut written = state.offset;
         let mut body_error = None;
@@ -581,6 +685,11 @@ impl Engine {
             if written + chunk.len() as u64 > limit {
                 too_long = true;
                 break;
+            }
+            if let Some(e) = over_quota(quota, written + chunk.len() as u64) {
+                // Nothing of this request is committed.
+                file.set_len(state.offset).await.map_err(io)?;
+                return Err(e);
             }
             if let Err(what) = sniffer.feed(&chunk) {
                 drop(file);
@@ -663,13 +772,31 @@ impl Engine {
 
     /// All bytes are in: move the file into the hot tier as the asset's source, then queue
     /// the transcode.
+    ///
+    /// Idempotent, so that an upload whose last bytes were committed but whose finishing
+    /// was cut short (crash, queue error, shutdown) is finished later, by the client's
+    /// repeated PATCH or by the sweeper: a file already moved is not moved again, and a
+    /// job already queued for the asset is not queued twice.
     pub(crate) async fn finish_upload(&self, tenant: &str, asset: &str) -> Result<()> {
         let path = self.upload_path(asset);
         let key = keys::source(tenant, asset);
-        self.inner.storage.put_file_move(&key, &path).await?;
-        let job_id = self
-            .enqueue_transcode(tenant, asset, crate::JobClass::Upload)
-            .await?;
+        match tokio::fs::metadata(&path).await {
+            Ok(_) => {
+                self.inner.storage.put_file_move(&key, &path).await?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Moved by an earlier attempt: the source must be there.
+                self.inner.storage.head(&key).await?;
+            }
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        let job_id = match store::asset_job(&self.inner.db, tenant, asset).await? {
+            Some(job) => job,
+            None => {
+                self.enqueue_transcode(tenant, asset, crate::JobClass::Upload)
+                    .await?
+            }
+        };
         store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
         Ok(())

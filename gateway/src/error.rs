@@ -72,6 +72,10 @@ impl ApiError {
     }
 }
 
+/// The message of every 5xx answer.
+const SERVER_SIDE: &str = "the server could not complete this request; retry later, or \
+    quote the response's x-request-id to the operator";
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         use sluice_cdn::TokenError;
@@ -124,10 +128,25 @@ impl From<EngineError> for ApiError {
             EngineError::Storage(StorageError::InvalidKey { .. }) => {
                 Self::not_found("no such object")
             }
-            EngineError::Storage(_) => Self::unavailable("storage_unavailable", msg),
-            EngineError::Db(_) => Self::unavailable("metadata_unavailable", msg),
-            EngineError::Queue(_) => Self::unavailable("queue_unavailable", msg),
-            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg),
+            // Server-side failures: the details (paths, SQL, backend messages) go to the
+            // log, in the request's span (with its x-request-id); the client gets a
+            // message that reveals nothing internal and the id to quote.
+            EngineError::Storage(_) => {
+                tracing::error!(code = "storage_unavailable", "{msg}");
+                Self::unavailable("storage_unavailable", SERVER_SIDE)
+            }
+            EngineError::Db(_) => {
+                tracing::error!(code = "metadata_unavailable", "{msg}");
+                Self::unavailable("metadata_unavailable", SERVER_SIDE)
+            }
+            EngineError::Queue(_) => {
+                tracing::error!(code = "queue_unavailable", "{msg}");
+                Self::unavailable("queue_unavailable", SERVER_SIDE)
+            }
+            _ => {
+                tracing::error!(code = "internal", "{msg}");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", SERVER_SIDE)
+            }
         }
     }
 }
@@ -181,6 +200,10 @@ mod tests {
             (e.status, e.code),
             (StatusCode::FORBIDDEN, "device_not_allowed")
         );
+        // Server-side details never reach the client.
+        let e: ApiError = EngineError::Config("db at /srv/secret/path".into()).into();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message.contains("/srv"), "{}", e.message);
         let res = ApiError::bad_request("nope").into_response();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");

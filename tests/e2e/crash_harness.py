@@ -64,6 +64,9 @@ idle_timeout_s = 120
 """
 
 
+EXPIRE_S = 90
+
+
 class Dead(Exception):
     """The harness is past its deadline."""
 
@@ -79,7 +82,10 @@ class Harness:
         self.rng = random.Random(seed)
         self.log = log
         self.s3 = s3_config is not None
-        self.config = CONFIG.format(expire=30) + (s3_config or "")
+        # Uploads expire after 90 s without progress: a client whose PATCH a kill cut
+        # waits out the dead process's write lease (10 s) each time, and kills come every
+        # ~1.5 s, so a shorter expiry would abandon uploads that are being retried.
+        self.config = CONFIG.format(expire=EXPIRE_S) + (s3_config or "")
         self.env = s3_env or {}
         self.data_dir = self.root / "data"
         self.port = free_port()
@@ -156,9 +162,13 @@ class Harness:
             if offset == len(data):
                 break
             chunk = data[offset:offset + self.rng.choice([64 << 10, 256 << 10, 1 << 20])]
-            r = self.call("PATCH", path, (204,), retry=(409,), headers={
+            # A retried PATCH whose first try was committed before a kill meets 409
+            # (offset mismatch): ask for the offset again, as tus clients do.
+            r = self.call("PATCH", path, (204, 409), headers={
                 **h, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"},
                 data=chunk)
+            if r.status_code == 409:
+                continue
             if r.status_code != 204:
                 return self.violation(f"tus PATCH {asset} ({name}) at {offset}: {r.status_code} {r.text}")
         with self.lock:
@@ -302,10 +312,10 @@ class Harness:
             r = self.call("GET", f"/v1/live/{sid}", (200,), headers=h)
             if r.json().get("state") != "ended":
                 self.violation(f"live stream {sid} did not end: {r.json()}")
-        # Orphans: unknown assets expire and are swept; wait for that (expiry 30 s).
+        # Orphans: unknown assets expire and are swept; wait for that.
         wanted = set(known) | set(live_assets)
         db = self.data_dir / "meta.db"
-        deadline = time.time() + 90
+        deadline = time.time() + EXPIRE_S + 60
         while True:
             rows = query(db, "SELECT id, status, hidden FROM assets")
             extra = [r for r in rows if r[0] not in wanted]

@@ -53,3 +53,58 @@ def test_raw_upload_retry_after_a_crash_before_the_answer_gets_the_same_asset(wo
         assert r.status_code == 201 and r.json()["id"] == first
     finally:
         s.stop()
+
+
+def whole_but_unfinished(workdir, name, config=None):
+    """A tus upload whose last offset commit happened but whose finishing did not (the
+    process died in between): every byte but the last sent, the server killed, then the
+    last byte put in place and the offset committed by hand, as the crash leaves them."""
+    data_dir = workdir / f"data-{name}"
+    clip = make_clip(workdir / f"{name}.mp4", seconds=1, size="320x240").read_bytes()
+    s = Sluice(data_dir, config_text=config)
+    key = s.tenant(name)["api_key"]
+    h = {"Authorization": f"Bearer {key}", "Tus-Resumable": "1.0.0"}
+    r = requests.post(f"{s.url}/v1/uploads/", headers={**h, "Upload-Length": str(len(clip))}, timeout=10)
+    assert r.status_code == 201, r.text
+    path = "/v1/uploads/" + r.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    asset = path.rsplit("/", 1)[1]
+    r = requests.patch(s.url + path, data=clip[:-1], timeout=30, headers={
+        **h, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 204, r.text
+    kill(s)
+    with open(data_dir / "uploads" / asset, "ab") as f:
+        f.write(clip[-1:])
+    db = sqlite3.connect(data_dir / "meta.db")
+    with db:
+        db.execute('UPDATE uploads SET "offset" = length WHERE asset_id = ?', (asset,))
+    db.close()
+    return data_dir, h, path, asset, len(clip)
+
+
+def test_a_whole_upload_left_unfinished_is_finished_by_the_repeated_patch(workdir):
+    """Finding 2: an upload whose offset reached its length but was never finished got 409
+    on a repeated PATCH; HEAD said complete, so clients forgot it, and the sweeper deleted
+    it. The repeated PATCH (at offset == length, empty body) now finishes it."""
+    data_dir, h, path, asset, length = whole_but_unfinished(workdir, "unfinished-patch")
+    s = Sluice(data_dir)
+    try:
+        r = requests.patch(s.url + path, data=b"", timeout=30, headers={
+            **h, "Upload-Offset": str(length), "Content-Type": "application/offset+octet-stream"})
+        assert r.status_code == 204, r.text
+        a = s.wait_asset(h["Authorization"].split()[1], asset)
+        assert a["status"] == "ready", a
+    finally:
+        s.stop()
+
+
+def test_a_whole_upload_left_unfinished_is_finished_by_the_sweeper(workdir):
+    """Finding 2, the client that never comes back: the sweeper finishes a whole upload
+    instead of deleting it when it expires."""
+    config = "[uploads]\nexpire_after_s = 1\nsweep_interval_s = 1\n"
+    data_dir, h, path, asset, length = whole_but_unfinished(workdir, "unfinished-sweep", config)
+    s = Sluice(data_dir, config_text=config)
+    try:
+        a = s.wait_asset(h["Authorization"].split()[1], asset)
+        assert a["status"] == "ready", a
+    finally:
+        s.stop()

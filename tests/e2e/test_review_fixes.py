@@ -185,3 +185,22 @@ def test_partials_are_not_sniffed_but_the_final_is(server):
     assert r.status_code == 204, r.text
     r = final(server, key, c, d)
     assert r.status_code == 415, r.text
+
+
+def test_deferred_length_uploads_are_charged_as_bytes_arrive(server):
+    """Finding 6: an upload of deferred length reserved nothing and was not charged while
+    its bytes arrived, so it could pass the tenant's storage quota."""
+    key = new_tenant(server, "review-deferred", {"storage_bytes": 3000})
+    r = requests.post(f"{server.url}/v1/uploads/", timeout=10,
+                      headers={**auth(key), "Upload-Defer-Length": "1"})
+    assert r.status_code == 201, r.text
+    loc = r.headers["Location"]
+    body = bytes(range(256)) * 16  # 4096 bytes, past the quota
+    r = requests.patch(loc, data=body, timeout=10, headers={
+        **auth(key), "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "quota_exceeded", r.text
+    # Nothing of the refused request was kept; what fits is accepted.
+    assert requests.head(loc, headers=auth(key), timeout=10).headers["Upload-Offset"] == "0"
+    r = requests.patch(loc, data=body[:2000], timeout=10, headers={
+        **auth(key), "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    assert r.status_code == 204, r.text

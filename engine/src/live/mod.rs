@@ -177,15 +177,6 @@ fn segment_rel(seq: i64, ext: &str) -> String {
 const ENDING_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 const ENDING_STALE: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Stops the heartbeat of an ending stream when the end is done (or failed).
-struct EndingHeartbeat(tokio::task::JoinHandle<()>);
-
-impl Drop for EndingHeartbeat {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 impl Engine {
     fn dvr_bounds(&self) -> (u64, u64) {
         let l = &self.inner.config.live;
@@ -829,7 +820,7 @@ impl Engine {
         }
         // While this process works on the end, it says so: an `ending` stream whose
         // heartbeat stops (the process died) is finished by the sweeper soon after.
-        let _beat = EndingHeartbeat(tokio::spawn({
+        let _beat = crate::AbortOnDrop(tokio::spawn({
             let (engine, id) = (self.clone(), id.to_string());
             async move {
                 loop {

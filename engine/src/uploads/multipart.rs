@@ -39,6 +39,7 @@ use super::{LEASE_RENEW, UploadLease};
 use crate::checksum::Checksum;
 use crate::model::{UploadConcat, UploadState};
 use crate::sniff::{Sniffer, WINDOW};
+use crate::uploads::over_quota;
 use crate::store::{self, MultipartRow, UploadPart};
 use crate::{Engine, Error, Result};
 
@@ -205,6 +206,8 @@ impl Engine {
         let mut received = state.offset;
         let mut body_error = None;
         let mut too_long = None;
+        let quota = self.deferred_quota(tenant, &state).await?;
+        let mut over = None;
         let mut renewed = std::time::Instant::now();
         let mut hasher = checksum.map(Checksum::hasher);
 
@@ -222,6 +225,10 @@ impl Engine {
             };
             if received + chunk.len() as u64 > limit {
                 too_long = Some(received + chunk.len() as u64);
+                break;
+            }
+            if let Some(e) = over_quota(quota, received + chunk.len() as u64) {
+                over = Some(e);
                 break;
             }
             if let Err(what) = sniffer.feed(&chunk) {
@@ -258,6 +265,11 @@ impl Engine {
                     self.drop_tail(committed_tail.take().as_deref()).await;
                 }
             }
+        }
+        if let Some(e) = over {
+            // Like a body past its length: the parts already committed stay (they were
+            // within the quota when sent), nothing more.
+            return Err(e);
         }
         if let Some(size) = too_long {
             let stored = if committed > state.offset {
