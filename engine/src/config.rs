@@ -28,6 +28,17 @@ pub struct Config {
     pub transcode: TranscodeConfig,
     pub workers: WorkerConfig,
     pub live: LiveConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Webhook delivery.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Hosts (names or IP addresses, as written in webhook URLs) that may be delivered to
+    /// although they are or resolve to loopback, private, link-local or other non-public
+    /// addresses. Empty by default: a tenant cannot make Sluice call into its own network.
+    pub allow_hosts: Vec<String>,
 }
 
 impl Default for Config {
@@ -44,6 +55,7 @@ impl Default for Config {
             transcode: TranscodeConfig::default(),
             workers: WorkerConfig::default(),
             live: LiveConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }

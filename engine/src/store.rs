@@ -736,12 +736,17 @@ pub(crate) async fn complete_upload(
         .bind(asset)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE assets SET status = 'queued', job_id = $1, updated_at = $2 WHERE id = $3")
-        .bind(job_id)
-        .bind(now)
-        .bind(asset)
-        .execute(&mut *tx)
-        .await?;
+    // Only from `uploading`: a repeated finish whose job already ran (the first finish
+    // queued it, then died before recording it) must not send the asset back to `queued`.
+    sqlx::query(
+        "UPDATE assets SET status = 'queued', job_id = $1, updated_at = $2 WHERE id = $3 \
+         AND status = 'uploading'",
+    )
+    .bind(job_id)
+    .bind(now)
+    .bind(asset)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

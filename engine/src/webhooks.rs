@@ -54,6 +54,115 @@ pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The most of a receiver's answer body that is read (and thrown away).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// Is this an address any tenant may make Sluice call? Not loopback, private, link-local
+/// (cloud metadata), shared, unspecified, broadcast, multicast or documentation space.
+pub(crate) fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // shared (CGNAT)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+                || o[0] >= 240) // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
+        }
+    }
+}
+
+/// The host of a URI as written (IPv6 brackets removed).
+fn host_of(uri: &http::Uri) -> &str {
+    uri.host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
+
+/// Refuse an IP-literal host that is not public (names are checked when resolved).
+fn check_literal(uri: &http::Uri, allow: &[String]) -> Result<()> {
+    let host = host_of(uri);
+    if allow.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        return Ok(());
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if !is_public(ip) => Err(Error::InvalidInput(format!(
+            "webhook url points at a non-public address ({ip}); an operator can allow it \
+             with webhooks.allow_hosts"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The DNS resolver of the webhook client: a name that resolves to a non-public address
+/// is refused after resolution (so a DNS answer cannot smuggle a request into the local
+/// network), unless the operator allowed that host. The connection uses exactly the
+/// addresses checked here: nothing is resolved twice.
+#[derive(Clone)]
+struct GuardedResolver {
+    allow: std::sync::Arc<Vec<String>>,
+}
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let allow = self.allow.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::time::timeout(SEND_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS timed out")
+                    })??
+                    .collect();
+            if allow.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
+                return Ok(addrs.into_iter());
+            }
+            let public: Vec<_> = addrs.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("{host} resolves to no public address (see webhooks.allow_hosts)"),
+                ));
+            }
+            Ok(public.into_iter())
+        })
+    }
+}
+
 /// Validate a receiver URL: absolute http(s), a host, no credentials, bounded length.
 fn validate_url(url: &str) -> Result<http::Uri> {
     let bad = |m: &str| Error::InvalidInput(format!("webhook url {m}"));
@@ -81,7 +190,8 @@ impl Engine {
         events: Option<Vec<String>>,
     ) -> Result<Webhook> {
         let tenant = self.tenant_of(who)?;
-        validate_url(url)?;
+        let uri = validate_url(url)?;
+        check_literal(&uri, &self.inner.config.webhooks.allow_hosts)?;
         let events = events.unwrap_or_else(|| EVENTS.iter().map(|e| e.to_string()).collect());
         if events.is_empty() {
             return Err(Error::InvalidInput("events must not be empty".into()));
@@ -285,8 +395,15 @@ impl Engine {
 
 /// Send due webhook deliveries until `shutdown` turns true.
 pub async fn run_dispatcher(engine: Engine, mut shutdown: watch::Receiver<bool>) {
+    let allow = std::sync::Arc::new(engine.config().webhooks.allow_hosts.clone());
+    let mut http =
+        hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(GuardedResolver {
+            allow: allow.clone(),
+        });
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(SEND_TIMEOUT));
     let https = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b.https_or_http().enable_http1().build(),
+        Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
         Err(e) => {
             tracing::error!("webhook dispatcher disabled: no TLS root certificates: {e}");
             return;
@@ -305,9 +422,9 @@ pub async fn run_dispatcher(engine: Engine, mut shutdown: watch::Receiver<bool>)
         let sends = batch
             .into_iter()
             .map(|(id, url, secret, payload, attempts)| {
-                let (client, engine) = (client.clone(), engine.clone());
+                let (client, engine, allow) = (client.clone(), engine.clone(), allow.clone());
                 async move {
-                    let outcome = send(&client, &id, &url, &secret, payload).await;
+                    let outcome = send(&client, &allow, &id, &url, &secret, payload).await;
                     if let Err(e) = engine.delivery_result(&id, attempts, outcome).await {
                         tracing::warn!(delivery = %id, "could not record webhook result: {e}");
                     }
@@ -327,6 +444,7 @@ pub async fn run_dispatcher(engine: Engine, mut shutdown: watch::Receiver<bool>)
 
 async fn send<C>(
     client: &Client<C, Full<Bytes>>,
+    allow: &[String],
     id: &str,
     url: &str,
     secret: &str,
@@ -336,6 +454,8 @@ where
     C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
 {
     let uri = validate_url(url).map_err(|e| e.to_string())?;
+    // Checked again at every delivery: the allowlist may have changed since creation.
+    check_literal(&uri, allow).map_err(|e| e.to_string())?;
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -358,8 +478,13 @@ where
         .map_err(|_| format!("no answer within {} s", SEND_TIMEOUT.as_secs()))?
         .map_err(|e| format!("request failed: {e}"))?;
     let status = res.status().as_u16();
-    // Drain a little of the body so the connection can be reused; never trust its size.
-    let _ = tokio::time::timeout(Duration::from_secs(2), res.into_body().collect()).await;
+    // Drain a little of the body so the connection can be reused; never more than
+    // MAX_ANSWER_BYTES, never longer than 2 s.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        http_body_util::Limited::new(res.into_body(), MAX_ANSWER_BYTES).collect(),
+    )
+    .await;
     Ok(status)
 }
 
@@ -375,6 +500,52 @@ mod tests {
             signature("whsec_test", 1_700_000_000, br#"{"a":1}"#),
             "t=1700000000,v1=38877139021993b830af32feea6e18a8da83eb2f6e49ee50bd9e4cf4ca4d3789"
         );
+    }
+
+    #[test]
+    fn non_public_targets_are_refused_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:9000/x",
+            "http://10.1.2.3/x",
+            "http://172.16.0.1/x",
+            "http://192.168.1.1/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/x",
+            "http://0.0.0.0/x",
+            "http://[::1]/x",
+            "http://[fd00::1]/x",
+            "http://[fe80::1]/x",
+            "http://[::ffff:127.0.0.1]/x",
+        ] {
+            let uri = validate_url(url).unwrap();
+            assert!(check_literal(&uri, &[]).is_err(), "{url}");
+        }
+        let uri = validate_url("http://127.0.0.1:9000/x").unwrap();
+        assert!(check_literal(&uri, &["127.0.0.1".to_string()]).is_ok());
+        for url in [
+            "https://93.184.216.34/x",
+            "https://[2606:4700::1111]/x",
+            "https://hooks.example.com/x",
+        ] {
+            assert!(
+                check_literal(&validate_url(url).unwrap(), &[]).is_ok(),
+                "{url}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused() {
+        use tower::Service;
+        let mut r = GuardedResolver {
+            allow: std::sync::Arc::new(vec![]),
+        };
+        let name = "localhost".parse().unwrap();
+        assert!(r.call(name).await.is_err());
+        let mut r = GuardedResolver {
+            allow: std::sync::Arc::new(vec!["localhost".to_string()]),
+        };
+        assert!(r.call("localhost".parse().unwrap()).await.is_ok());
     }
 
     #[test]

@@ -137,6 +137,7 @@ on_both!(
     live_push_is_recorded_windowed_and_ends_idle,
     live_segments_from_two_gateways_get_distinct_objects,
     a_late_copy_of_a_sliding_playlist_is_not_a_restart,
+    a_segment_in_flight_when_a_stream_ends_does_not_reopen_it,
     presets_are_stored_validated_and_snapshotted_into_jobs,
     one_rendition_of_a_ready_asset_can_be_rerun,
     a_zero_length_upload_fails_at_once,
@@ -1161,6 +1162,62 @@ async fn live_push_is_recorded_windowed_and_ends_idle(backend: Backend) {
         e.storage().get_bytes(&source2).await.unwrap().to_vec(),
         expected2
     );
+}
+
+/// Review finding 10: a segment PUT whose body was still arriving when the stream ended
+/// re-rendered the viewer playlist without ENDLIST (for good). Now the state is re-checked
+/// under the stream's lock: the late segment is refused and the playlist stays closed.
+async fn a_segment_in_flight_when_a_stream_ends_does_not_reopen_it(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "late").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let s = e.create_live(&who, None, None, None).await.unwrap();
+    let token = ingest_token(&s);
+    let one = |i: u8| stream::iter(vec![Ok::<_, String>(ts(i, 2))]);
+    e.live_put_segment(&s.id, &token, "seg0.ts", one(0))
+        .await
+        .unwrap();
+    e.live_put_playlist(
+        &s.id,
+        &token,
+        "index.m3u8",
+        Bytes::from_static(
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n\
+              #EXTINF:1.0,\nseg0.ts\n#EXTINF:1.0,\nseg1.ts\n",
+        ),
+    )
+    .await
+    .unwrap();
+    // seg1's body: half now, the rest after the stream has ended.
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, String>>();
+    let seg1 = ts(1, 2);
+    tx.unbounded_send(Ok(seg1.slice(..188))).unwrap();
+    let put = tokio::spawn({
+        let (e, id, token) = (e.clone(), s.id.clone(), token.clone());
+        async move { e.live_put_segment(&id, &token, "seg1.ts", rx).await }
+    });
+    tokio::task::yield_now().await;
+    let ending = e.end_live(&who, &s.id).await.unwrap();
+    assert!(matches!(ending.state.as_str(), "ending" | "ended"));
+    for _ in 0..100 {
+        if e.get_live(&who, &s.id).await.unwrap().state == "ended" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(e.get_live(&who, &s.id).await.unwrap().state, "ended");
+    let viewer = format!("tenants/{}/assets/{}/live/index.m3u8", t.id, s.asset_id);
+    let closed = e.storage().get_bytes(&viewer).await.unwrap();
+    assert!(closed.ends_with(b"#EXT-X-ENDLIST\n"));
+    tx.unbounded_send(Ok(seg1.slice(188..))).unwrap();
+    drop(tx);
+    let late = put.await.unwrap();
+    assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+    let after = e.storage().get_bytes(&viewer).await.unwrap();
+    assert_eq!(after, closed, "the closed playlist was rewritten");
 }
 
 /// Playlist PUTs can overtake each other (an encoder uploading from several threads or

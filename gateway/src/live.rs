@@ -62,7 +62,8 @@ pub async fn list<B>(app: &App, req: &Request<B>) -> ApiResult {
 
 pub async fn end<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
     let s = app.engine.end_live(principal(req)?, id).await?;
-    Ok(json_response(StatusCode::OK, &s))
+    // Accepted: the recording is assembled in the background (GET shows `ended` after).
+    Ok(json_response(StatusCode::ACCEPTED, &s))
 }
 
 #[derive(Deserialize, Default)]

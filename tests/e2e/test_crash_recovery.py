@@ -108,3 +108,38 @@ def test_a_whole_upload_left_unfinished_is_finished_by_the_sweeper(workdir):
         assert a["status"] == "ready", a
     finally:
         s.stop()
+
+
+def test_a_recovered_raw_upload_whose_job_already_ran_stays_ready(workdir):
+    """Found by the crash harness: a raw upload whose job was queued (and ran) but whose
+    process died before recording the upload complete. The retry under its key finishes
+    it again: it must reuse that job, not queue a second, and must not send the ready
+    asset back to `queued` (where it stayed for ever)."""
+    data_dir = workdir / "data-raw-ran"
+    clip = make_clip(workdir / "raw-ran.mp4", seconds=1, size="320x240").read_bytes()
+    s = Sluice(data_dir)
+    key = s.tenant("raw-ran")["api_key"]
+    h = {"Authorization": f"Bearer {key}", "Content-Type": "video/mp4", "Idempotency-Key": "cam-9-0001",
+         "X-Filename": "raw-ran.mp4"}
+    r = requests.post(f"{s.url}/v1/assets", data=clip, headers=h, timeout=60)
+    assert r.status_code == 201, r.text
+    first = r.json()["id"]
+    assert s.wait_asset(key, first)["status"] == "ready"
+    kill(s)
+    db = sqlite3.connect(data_dir / "meta.db")
+    with db:
+        db.execute("UPDATE uploads SET completed_at = NULL WHERE asset_id = ?", (first,))
+        db.execute("UPDATE idempotency_keys SET state = 'in_flight', lock_until = 0, response = NULL "
+                   "WHERE key = 'cam-9-0001'")
+    db.close()
+    s = Sluice(data_dir)
+    try:
+        r = requests.post(f"{s.url}/v1/assets", data=clip, headers=h, timeout=60)
+        assert r.status_code == 201 and r.json()["id"] == first, r.text
+        assert s.asset(key, first)["status"] == "ready"
+        db = sqlite3.connect(f"file:{data_dir / 'meta.db'}?mode=ro", uri=True)
+        jobs = db.execute("SELECT COUNT(*) FROM jobs WHERE asset_id = ?", (first,)).fetchone()[0]
+        db.close()
+        assert jobs == 1
+    finally:
+        s.stop()

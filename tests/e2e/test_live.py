@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import Sluice, ffmpeg, ffprobe_json
+from conftest import Sluice, ffmpeg, ffprobe_json, wait_for
 
 CONFIG = """
 [live]
@@ -584,6 +584,8 @@ def test_refused_pushes_are_visible(live_server, key, segments):
 
     # Ending it through the API; a push after the end is refused with a reason.
     r = requests.post(f"{srv.url}/v1/live/{sid}/end", headers=auth(key), timeout=30)
-    assert r.status_code == 200 and r.json()["state"] == "ended"
+    assert r.status_code == 202 and r.json()["state"] in ("ending", "ended"), r.text
+    wait_for(lambda: requests.get(f"{srv.url}/v1/live/{sid}", headers=auth(key), timeout=10)
+             .json()["state"] == "ended", 60, "the ended stream")
     r = requests.put(ing + "index1.ts", data=segments[1])
     assert r.status_code == 409

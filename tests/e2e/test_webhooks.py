@@ -12,7 +12,20 @@ import time
 import pytest
 import requests
 
-from conftest import make_clip
+from conftest import Sluice, make_clip
+
+# The receivers of these tests listen on loopback, which webhooks refuse by default.
+ALLOW_LOOPBACK = """
+[webhooks]
+allow_hosts = ["127.0.0.1"]
+"""
+
+
+@pytest.fixture(scope="module")
+def server(workdir):
+    s = Sluice(workdir / "data-webhooks", config_text=ALLOW_LOOPBACK)
+    yield s
+    s.stop()
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -109,3 +122,19 @@ def test_webhooks_signed_and_retried(server, receiver, workdir):
     r = requests.delete(f"{server.url}/v1/webhooks/{hook['id']}", headers=h, timeout=5)
     assert r.status_code == 204
     assert requests.delete(f"{server.url}/v1/webhooks/{hook['id']}", headers=h, timeout=5).status_code == 404
+
+
+def test_webhooks_refuse_non_public_targets(workdir):
+    """Review finding 15 (SSRF): without an explicit allowlist, a tenant cannot point a
+    webhook at loopback, private, link-local (cloud metadata) or unique-local addresses."""
+    s = Sluice(workdir / "data-webhooks-default")
+    try:
+        key = s.tenant("ssrf")["api_key"]
+        h = {"Authorization": f"Bearer {key}"}
+        for url in ["http://127.0.0.1:9/x", "http://10.0.0.1/x", "http://192.168.0.10/x",
+                    "http://169.254.169.254/latest/meta-data/", "http://[::1]:9/x", "http://[fd00::5]/x"]:
+            r = requests.post(f"{s.url}/v1/webhooks", json={"url": url}, headers=h, timeout=5)
+            assert r.status_code == 400, (url, r.text)
+            assert "non-public" in r.json()["error"]["message"]
+    finally:
+        s.stop()

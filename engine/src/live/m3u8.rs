@@ -114,6 +114,10 @@ pub fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// The largest media sequence number accepted: 2^48, a segment a second for nine million
+/// years, far from where i64 arithmetic could overflow.
+pub const MAX_MEDIA_SEQUENCE: u64 = 1 << 48;
+
 fn parse_u64(v: &str, what: &str) -> Result<u64, String> {
     v.trim()
         .parse::<u64>()
@@ -170,8 +174,18 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
                     target = Some(t);
                 }
                 "EXT-X-MEDIA-SEQUENCE" => {
-                    media.media_sequence =
-                        parse_u64(value, "#EXT-X-MEDIA-SEQUENCE").map_err(|r| err(n, r))?;
+                    let seq = parse_u64(value, "#EXT-X-MEDIA-SEQUENCE").map_err(|r| err(n, r))?;
+                    // Bounded, so that sequence arithmetic (as i64, plus the segment
+                    // count) can never overflow or wrap.
+                    if seq > MAX_MEDIA_SEQUENCE {
+                        return Err(err(
+                            n,
+                            format!(
+                                "#EXT-X-MEDIA-SEQUENCE {seq} is out of range (at most {MAX_MEDIA_SEQUENCE})"
+                            ),
+                        ));
+                    }
+                    media.media_sequence = seq;
                 }
                 "EXT-X-DISCONTINUITY" => discontinuity = true,
                 "EXT-X-ENDLIST" => media.ended = true,
@@ -605,5 +619,23 @@ mod tests {
             write_media(2, 0, 0, &[], false),
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
         );
+    }
+
+    #[test]
+    fn huge_media_sequences_are_refused() {
+        for seq in [
+            "18446744073709551615",
+            "9223372036854775807",
+            "281474976710657",
+        ] {
+            let text = format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{seq}\n#EXTINF:2.0,\na.ts\n"
+            );
+            assert!(parse(&text).is_err(), "{seq}");
+        }
+        let text = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{MAX_MEDIA_SEQUENCE}\n#EXTINF:2.0,\na.ts\n"
+        );
+        assert!(parse(&text).is_ok());
     }
 }

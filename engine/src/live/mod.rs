@@ -323,13 +323,24 @@ impl Engine {
         )
     }
 
-    /// `POST /v1/live/{id}/end`: end a stream now (as the idle timeout would).
+    /// `POST /v1/live/{id}/end`: end a stream now (as the idle timeout would). Answers at
+    /// once, with the stream `ending` (or already `ended`).
     pub async fn end_live(&self, who: &Principal, id: &str) -> Result<LiveStream> {
         let tenant = self.tenant_of(who)?;
         store::get_live(&self.inner.db, Some(tenant), id)
             .await?
             .ok_or_else(|| Error::not_found("live stream", id))?;
-        self.finalize_live(id, "api").await?;
+        // Claimed now, finished in the background (assembling a long recording may take
+        // longer than an API deadline): the answer says `ending`; the stream turns `ended`
+        // when its recording is queued, and a crash half-way is finished by the sweeper.
+        if self.claim_live_end(id, "api").await? {
+            let (engine, id) = (self.clone(), id.to_string());
+            tokio::spawn(async move {
+                if let Err(e) = engine.complete_live_end(&id).await {
+                    tracing::warn!(stream = %id, "ending the live stream failed (retried by the sweeper): {e}");
+                }
+            });
+        }
         self.get_live(who, id).await
     }
 
@@ -423,6 +434,9 @@ impl Engine {
         let db = &self.inner.db;
         let lock = self.inner.live_locks.get(&row.id);
         let _guard = lock.lock().await;
+        // Re-checked under the lock: a stream that began ending while this request
+        // waited takes nothing more (its final playlists and recording are being made).
+        self.still_open(&row.id).await?;
         match parsed {
             Playlist::Master(m) => {
                 let primary = m
@@ -443,6 +457,19 @@ impl Engine {
         store::live_ok(db, &row.id, body.len() as i64, 0, self.now_ms()).await?;
         drop(_guard);
         self.end_if_complete(&row.id).await?;
+        Ok(())
+    }
+
+    /// Refuse when the stream is ending or ended (read now, not when the request began).
+    async fn still_open(&self, id: &str) -> Result<()> {
+        let row = store::get_live(&self.inner.db, None, id)
+            .await?
+            .ok_or_else(|| Error::not_found("live stream", id))?;
+        if matches!(row.state.as_str(), "ending" | "ended") {
+            return Err(Error::Conflict(format!(
+                "live stream {id} has ended; create a new stream to push again"
+            )));
+        }
         Ok(())
     }
 
@@ -761,6 +788,9 @@ impl Engine {
         let db = &self.inner.db;
         let lock = self.inner.live_locks.get(&row.id);
         let _guard = lock.lock().await;
+        // Re-checked under the lock: a stream that began ending while this request
+        // waited takes nothing more (its final playlists and recording are being made).
+        self.still_open(&row.id).await?;
         let now = self.now_ms();
         // Which row do these bytes belong to? One listed and waiting for them; the same
         // unlisted name sent again (a retry: not visible yet, so replaceable); otherwise a
@@ -812,12 +842,22 @@ impl Engine {
     /// source, queued for transcoding ahead of uploads. Idempotent; a crash half-way is
     /// finished by the sweeper.
     pub async fn finalize_live(&self, id: &str, reason: &str) -> Result<()> {
-        let db = &self.inner.db;
-        let now = self.now_ms();
-        let stale_before = now - ENDING_STALE.as_millis() as i64;
-        if !store::live_begin_end(db, id, reason, now, stale_before).await? {
+        if !self.claim_live_end(id, reason).await? {
             return Ok(()); // ended already, or another process is ending it
         }
+        self.complete_live_end(id).await
+    }
+
+    /// Claim the end of a stream (`ending`): true for exactly one caller.
+    async fn claim_live_end(&self, id: &str, reason: &str) -> Result<bool> {
+        let now = self.now_ms();
+        let stale_before = now - ENDING_STALE.as_millis() as i64;
+        store::live_begin_end(&self.inner.db, id, reason, now, stale_before).await
+    }
+
+    /// The work of ending a claimed stream: final playlists, the recording, the job.
+    async fn complete_live_end(&self, id: &str) -> Result<()> {
+        let db = &self.inner.db;
         // While this process works on the end, it says so: an `ending` stream whose
         // heartbeat stops (the process died) is finished by the sweeper soon after.
         let _beat = crate::AbortOnDrop(tokio::spawn({
@@ -861,20 +901,23 @@ impl Engine {
             .await?;
         } else {
             store::live_asset_recorded(db, asset, recorded as i64, self.now_ms()).await?;
-            let job_id = match row.vod_mode {
-                VodMode::Transcode => {
+            // An earlier attempt that died after queueing the job: never a second one.
+            let queued = store::asset_job(db, &row.tenant_id, asset).await?;
+            let job_id = match (queued, row.vod_mode) {
+                (Some(job), _) => job,
+                (None, VodMode::Transcode) => {
                     self.enqueue_transcode(&row.tenant_id, asset, JobClass::LiveToVod)
                         .await?
                 }
-                VodMode::Copy => self.enqueue_live_copy(&row.tenant_id, asset).await?,
+                (None, VodMode::Copy) => self.enqueue_live_copy(&row.tenant_id, asset).await?,
             };
             store::complete_upload(db, asset, &job_id, self.now_ms()).await?;
             tracing::info!(stream = id, asset = %asset, job = %job_id, bytes = recorded, vod = row.vod_mode.as_str(), "live stream recorded, VOD job queued");
         }
         store::live_ended(db, id, self.now_ms()).await?;
         self.inner.live_locks.forget(id);
-        metrics::counter!("sluice_live_streams_ended_total", "reason" => reason.to_string())
-            .increment(1);
+        let reason = row.end_reason.clone().unwrap_or_default();
+        metrics::counter!("sluice_live_streams_ended_total", "reason" => reason).increment(1);
         Ok(())
     }
 

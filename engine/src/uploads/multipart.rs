@@ -39,8 +39,8 @@ use super::{LEASE_RENEW, UploadLease};
 use crate::checksum::Checksum;
 use crate::model::{UploadConcat, UploadState};
 use crate::sniff::{Sniffer, WINDOW};
-use crate::uploads::over_quota;
 use crate::store::{self, MultipartRow, UploadPart};
+use crate::uploads::over_quota;
 use crate::{Engine, Error, Result};
 
 /// The largest object one S3 CopyObject request may copy (5 GiB); a single larger
