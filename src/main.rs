@@ -142,7 +142,8 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Delete abandoned uploads (tus expiration) every `uploads.sweep_interval_s`.
+/// Delete abandoned uploads (tus expiration) and push the queue tasks of jobs whose push
+/// was lost, every `uploads.sweep_interval_s`.
 async fn sweep_expired_uploads(engine: Engine, mut shutdown: watch::Receiver<bool>) {
     let every = std::time::Duration::from_secs(engine.config().uploads.sweep_interval_s.max(1));
     loop {
@@ -152,6 +153,9 @@ async fn sweep_expired_uploads(engine: Engine, mut shutdown: watch::Receiver<boo
         }
         if let Err(e) = engine.sweep_expired_uploads().await {
             tracing::warn!("upload sweep failed: {e}");
+        }
+        if let Err(e) = engine.reconcile_jobs().await {
+            tracing::warn!("job reconciliation failed: {e}");
         }
     }
 }

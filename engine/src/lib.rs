@@ -115,6 +115,10 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How long a job's queue push may be owed before the reconciler takes it as lost (far
+/// longer than a push takes; a push made twice would run the job twice).
+const PUSH_GRACE: Duration = Duration::from_secs(60);
+
 fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::fill(&mut buf[..]);
@@ -616,13 +620,43 @@ impl Engine {
     /// Put a job's task on the apalis queue, due after `delay`. apalis delivers it once
     /// (`max_attempts(1)`): retries are ours, durable, with backoff.
     async fn push_task(&self, job: TranscodeJob, priority: i64, delay: Duration) -> Result<()> {
+        let job_id = job.job_id.clone();
         let mut task = TaskBuilder::new(job)
             .max_attempts(1)
             .priority(priority.max(0) as usize);
         if !delay.is_zero() {
             task = task.run_after(delay);
         }
-        self.transcode_queue().push(task.build()).await
+        self.transcode_queue().push(task.build()).await?;
+        store::job_pushed(&self.inner.db, &job_id).await
+    }
+
+    /// Push the tasks of queued jobs whose push was lost (the process died, or the queue
+    /// failed, between writing the job and pushing its task). A push owed for longer than
+    /// `PUSH_GRACE` is taken as lost. Returns how many were pushed.
+    pub async fn reconcile_jobs(&self) -> Result<usize> {
+        let before = self.now_ms() - PUSH_GRACE.as_millis() as i64;
+        let owed = store::jobs_owed_a_push(&self.inner.db, before, 100).await?;
+        let mut pushed = 0;
+        for (job_id, tenant_id, asset_id, priority, run_after) in owed {
+            let delay = run_after
+                .map(|t| Duration::from_millis((t - self.now_ms()).max(0) as u64))
+                .unwrap_or(Duration::ZERO);
+            let job = TranscodeJob {
+                job_id: job_id.clone(),
+                tenant_id,
+                asset_id,
+            };
+            match self.push_task(job, priority, delay).await {
+                Ok(()) => {
+                    tracing::warn!(job = %job_id, "a job's lost queue push was made again");
+                    metrics::counter!("sluice_jobs_repushed_total").increment(1);
+                    pushed += 1;
+                }
+                Err(e) => tracing::warn!(job = %job_id, "could not push a job's task: {e}"),
+            }
+        }
+        Ok(pushed)
     }
 
     /// Record a transcode job for an asset and put it on the queue. The tenant's preset in

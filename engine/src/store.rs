@@ -907,7 +907,8 @@ pub(crate) struct NewJob<'a> {
 pub(crate) async fn insert_job(db: &AnyPool, j: NewJob<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, priority, created_at, \
-         updated_at, preset, rendition) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9)",
+         updated_at, preset, rendition, unpushed_since) \
+         VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $6)",
     )
     .bind(j.id)
     .bind(j.tenant)
@@ -921,6 +922,36 @@ pub(crate) async fn insert_job(db: &AnyPool, j: NewJob<'_>) -> Result<()> {
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// A job's task is on the queue: no push is owed any more.
+pub(crate) async fn job_pushed(db: &AnyPool, job_id: &str) -> Result<()> {
+    sqlx::query("UPDATE jobs SET unpushed_since = NULL WHERE id = $1")
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Queued jobs whose push has been owed since before `before` (it was lost):
+/// (job, tenant, asset, priority, run_after).
+pub(crate) async fn jobs_owed_a_push(
+    db: &AnyPool,
+    before: i64,
+    limit: i64,
+) -> Result<Vec<(String, String, String, i64, Option<i64>)>> {
+    let rows = sqlx::query(
+        "SELECT id, tenant_id, asset_id, priority, run_after FROM jobs WHERE status = 'queued' \
+         AND unpushed_since IS NOT NULL AND unpushed_since < $1 ORDER BY unpushed_since LIMIT $2",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect())
 }
 
 /// Jobs of a tenant waiting in the queue (for fair priorities).
@@ -1121,7 +1152,8 @@ pub(crate) async fn job_requeued(
     let mut tx = db.begin().await?;
     sqlx::query(
         "UPDATE jobs SET status = 'queued', run_after = $1, error = COALESCE($2, error), \
-         attempts = attempts - $3, worker_id = NULL, progress = 0, updated_at = $4 WHERE id = $5",
+         attempts = attempts - $3, worker_id = NULL, progress = 0, updated_at = $4, \
+         unpushed_since = $4 WHERE id = $5",
     )
     .bind(run_after)
     .bind(error)
@@ -1205,7 +1237,7 @@ pub(crate) async fn job_reset(
     let n = sqlx::query(
         "UPDATE jobs SET status = 'queued', attempts = 0, progress = 0, error = NULL, \
          cancel_requested = 0, run_after = NULL, worker_id = NULL, started_at = NULL, \
-         finished_at = NULL, updated_at = $1 \
+         finished_at = NULL, updated_at = $1, unpushed_since = $1 \
          WHERE id = $2 AND status IN ('failed', 'cancelled', 'dead')",
     )
     .bind(now)

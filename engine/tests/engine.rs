@@ -1818,7 +1818,14 @@ async fn partial_uploads_concatenate_into_one_asset(backend: Backend) {
         tenant_id: t.id.clone(),
     };
     let mut parts = Vec::new();
-    for body in [&b"hello "[..], b"", b"concatenated ", b"world"] {
+    // An MP4 head cut into partials (text would be refused once assembled: the final's
+    // head is sniffed, the partials are not).
+    for body in [
+        &b"\x00\x00\x00\x18ft"[..],
+        b"",
+        b"ypisom\x00\x00\x02\x00iso",
+        b"m\x1f\x8b\x08\x00",
+    ] {
         let id = e
             .create_upload_with(&who, &spec(Some(body.len() as u64), true))
             .await
@@ -1909,7 +1916,28 @@ async fn partial_uploads_concatenate_into_one_asset(backend: Backend) {
         .get_bytes(&sluice_storage::keys::source(&t.id, &a.id))
         .await
         .unwrap();
-    assert_eq!(src, Bytes::from_static(b"hello concatenated world"));
+    assert_eq!(
+        src,
+        Bytes::from_static(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isom\x1f\x8b\x08\x00")
+    );
+    // Text cut into small partials (each too short to judge) is refused once assembled.
+    if local {
+        let mut text_parts = Vec::new();
+        for body in [&b"just some "[..], b"plain text, ", b"not a video\n"] {
+            let id = e
+                .create_upload_with(&who, &spec(Some(body.len() as u64), true))
+                .await
+                .unwrap();
+            e.append_upload(&who, &id, 0, chunks(vec![body]))
+                .await
+                .unwrap();
+            text_parts.push(id);
+        }
+        assert!(matches!(
+            e.create_final_upload(&who, &text_parts, None, None).await,
+            Err(Error::UnsupportedMedia(_))
+        ));
+    }
     let s = e.upload_state(&who, &a.id).await.unwrap();
     assert_eq!((s.offset, s.length), (24, Some(24)));
     assert_eq!(s.concat, UploadConcat::Final(parts.clone()));

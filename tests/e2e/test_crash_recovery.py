@@ -143,3 +143,35 @@ def test_a_recovered_raw_upload_whose_job_already_ran_stays_ready(workdir):
         assert jobs == 1
     finally:
         s.stop()
+
+
+def test_a_job_whose_queue_push_was_lost_is_pushed_again(workdir):
+    """Finding 11: the job row and the queue task are written one after the other (the
+    queue is its own database); a crash or a queue error in between left the job queued
+    for ever. The reconciler pushes a push owed for too long. Here the crash is made by
+    hand: a job back in `queued`, its push owed since long ago, no task on the queue."""
+    data_dir = workdir / "data-lost-push"
+    clip = make_clip(workdir / "lost-push.mp4", seconds=1, size="320x240")
+    s = Sluice(data_dir)
+    key = s.tenant("lost-push")["api_key"]
+    asset = s.tus_upload(key, clip)
+    assert s.wait_asset(key, asset)["status"] == "ready"
+    kill(s)
+    db = sqlite3.connect(data_dir / "meta.db")
+    with db:
+        n = db.execute("UPDATE jobs SET status = 'queued', unpushed_since = 1, attempts = 0 "
+                       "WHERE asset_id = ?", (asset,)).rowcount
+        db.execute("UPDATE assets SET status = 'queued' WHERE id = ?", (asset,))
+    db.close()
+    assert n == 1
+    s = Sluice(data_dir)
+    try:
+        a = s.wait_asset(key, asset, timeout=120)
+        assert a["status"] == "ready", a
+        db = sqlite3.connect(f"file:{data_dir / 'meta.db'}?mode=ro", uri=True)
+        status, owed = db.execute("SELECT status, unpushed_since FROM jobs WHERE asset_id = ?",
+                                  (asset,)).fetchone()
+        db.close()
+        assert (status, owed) == ("succeeded", None)
+    finally:
+        s.stop()

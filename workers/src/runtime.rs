@@ -184,15 +184,41 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
     result.map_err(|e| e.to_string())
 }
 
+/// Run a bookkeeping write of the job's state, retried through a short outage of the
+/// metadata database (about half a minute): each delivery is the job's only one, so a
+/// write given up here would leave the job queued or running for good.
+async fn bookkeep<T, F, Fut>(what: &str, mut f: F) -> sluice_engine::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sluice_engine::Result<T>>,
+{
+    let mut delay = Duration::from_millis(500);
+    for _ in 0..6 {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                tracing::warn!("could not {what} (retrying in {delay:?}): {e}");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    f().await
+}
+
 async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
     let engine = &ctx.engine;
     // A retry delivered a little early (the queue counts whole seconds) waits its turn.
-    if let Some(wait) = engine.job_due_in(&job).await?
+    if let Some(wait) = bookkeep("read the job's due time", || engine.job_due_in(&job)).await?
         && wait <= Duration::from_secs(2)
     {
         tokio::time::sleep(wait).await;
     }
-    let Some(attempt) = engine.job_started(&job, &ctx.worker_id).await? else {
+    let Some(attempt) = bookkeep("record the start", || {
+        engine.job_started(&job, &ctx.worker_id)
+    })
+    .await?
+    else {
         tracing::info!(job = %job.job_id, "delivery dropped: job finished, cancelled or not due");
         return Ok(());
     };
@@ -211,12 +237,12 @@ async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
     let result = match (result, stop.reason()) {
         (Err(_), StopReason::Cancelled) => {
             tracing::info!(job = %id, "transcode cancelled");
-            engine.job_cancelled(&job).await?;
+            bookkeep("record the cancellation", || engine.job_cancelled(&job)).await?;
             return Ok(());
         }
         (Err(_), StopReason::Shutdown) => {
             tracing::info!(job = %id, "released at shutdown; it will run again");
-            engine.job_release(&job).await?;
+            bookkeep("release the job", || engine.job_release(&job)).await?;
             return Ok(());
         }
         (Err(_), StopReason::Timeout) => Err(JobError::Transient(format!(
@@ -229,15 +255,18 @@ async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
         Ok(()) => {}
         Err(JobError::Permanent(msg)) => {
             tracing::info!(job = %id, asset = %job.asset_id, "transcode failed: {msg}");
-            engine.job_failed(&job, &msg).await?;
+            bookkeep("record the failure", || engine.job_failed(&job, &msg)).await?;
         }
         Err(JobError::Transient(msg)) if attempt >= max => {
             tracing::warn!(job = %id, attempt, "transcode failed, no attempts left: {msg}");
             let msg = format!("gave up after {attempt} attempts: {msg}");
-            engine.job_dead(&job, &msg).await?;
+            bookkeep("record the last failure", || engine.job_dead(&job, &msg)).await?;
         }
         Err(JobError::Transient(msg)) => {
-            let delay = engine.job_retry_later(&job, attempt, &msg).await?;
+            let delay = bookkeep("schedule the retry", || {
+                engine.job_retry_later(&job, attempt, &msg)
+            })
+            .await?;
             tracing::warn!(job = %id, attempt, ?delay, "transcode failed, will retry: {msg}");
         }
     }

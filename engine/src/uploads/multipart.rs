@@ -443,9 +443,7 @@ impl Engine {
         storage
             .delete_prefix(&keys::upload_prefix(tenant, asset))
             .await?;
-        let job_id = self
-            .enqueue_transcode(tenant, asset, crate::JobClass::Upload)
-            .await?;
+        let job_id = self.upload_job(tenant, asset).await?;
         store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
         Ok(())
