@@ -329,6 +329,15 @@ impl Config {
         if let Some(s3) = &self.storage.s3 {
             s3.validate()
                 .map_err(|e| crate::Error::Config(e.to_string()))?;
+            // S3 completes a multipart upload of at most 10,000 parts.
+            let most = s3.part_size.saturating_mul(10_000);
+            if self.uploads.max_size > most {
+                return Err(crate::Error::Config(format!(
+                    "uploads.max_size ({}) is more than storage.s3.part_size x 10000 parts \
+                     ({most}): raise part_size or lower max_size",
+                    self.uploads.max_size
+                )));
+            }
         }
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {

@@ -119,6 +119,19 @@ impl Drop for AbortOnDrop {
 /// longer than a push takes; a push made twice would run the job twice).
 const PUSH_GRACE: Duration = Duration::from_secs(60);
 
+/// Shaped like a tenant (`sk_`) or device (`dk_`) key: the prefix and 32 base64url
+/// characters (24 random bytes).
+fn key_shaped(bearer: &str) -> bool {
+    let body = bearer
+        .strip_prefix("sk_")
+        .or_else(|| bearer.strip_prefix("dk_"));
+    body.is_some_and(|b| {
+        b.len() == 32
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    })
+}
+
 fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::fill(&mut buf[..]);
@@ -374,6 +387,10 @@ impl Engine {
         let h = hash_key(bearer);
         if constant_time_eq(&h, &self.inner.admin_key_hash) {
             return Ok(Principal::Admin);
+        }
+        // Only a value shaped like a key Sluice issued costs a database query.
+        if !key_shaped(bearer) {
+            return Err(Error::Unauthenticated);
         }
         let Some(owner) = store::key_owner(&self.inner.db, &hex::encode(h)).await? else {
             return Err(Error::Unauthenticated);
@@ -740,10 +757,31 @@ impl Engine {
     /// published exactly once — or it was cancelled while queued, or it is a stale copy).
     pub async fn job_started(&self, job: &TranscodeJob, worker_id: &str) -> Result<Option<i64>> {
         let now = self.now_ms();
-        match store::job_started(&self.inner.db, job, worker_id, now).await? {
+        // A job already running is taken over only when its worker has been silent for
+        // two heartbeats (it died): never while it is alive (the queue may deliver a task
+        // twice).
+        let silent_before = now - 2 * 1000 * self.inner.config.workers.heartbeat_s as i64;
+        match store::job_started(&self.inner.db, job, worker_id, now, silent_before).await? {
             store::Start::Run(n) => Ok(Some(n)),
             store::Start::Skip => Ok(None),
+            store::Start::Busy => {
+                // A second delivery of a job that runs elsewhere: this one is dropped, and
+                // a delayed look is queued, which takes the job over if its worker dies
+                // and is dropped in turn once the job has ended.
+                let wait = Duration::from_secs(2 * self.inner.config.workers.heartbeat_s + 1);
+                let priority = store::job_head(&self.inner.db, &job.job_id)
+                    .await?
+                    .map(|h| h.3)
+                    .unwrap_or(0);
+                self.push_task(job.clone(), priority, wait).await?;
+                Ok(None)
+            }
         }
+    }
+
+    /// A running job's heartbeat (its worker is alive).
+    pub async fn job_heartbeat(&self, job: &TranscodeJob) -> Result<()> {
+        store::job_heartbeat(&self.inner.db, &job.job_id, self.now_ms()).await
     }
 
     /// Progress in 0..=1, shown on the job and the asset.
@@ -1101,7 +1139,7 @@ impl Engine {
     pub async fn source_file(&self, job: &TranscodeJob, scratch: &Path) -> Result<PathBuf> {
         let key = keys::source(&job.tenant_id, &job.asset_id);
         if let Some(p) = self.inner.storage.local_path(&key) {
-            if p.exists() {
+            if tokio::fs::try_exists(&p).await.unwrap_or(false) {
                 return Ok(p);
             }
             return Err(Error::not_found("source object", key));
@@ -1153,4 +1191,21 @@ pub fn rfc3339_ms(ms: i64) -> String {
 /// RFC 3339 text of a unix-second time.
 pub fn rfc3339_s(s: u64) -> String {
     rfc3339_ms(s as i64 * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_key_shaped_bearers_cost_a_database_query() {
+        assert!(key_shaped(&format!("sk_{}", random_token(24))));
+        assert!(key_shaped(&format!("dk_{}", random_token(24))));
+        let long = "a".repeat(5000);
+        let admin = format!("sk_admin_{}", random_token(24));
+        for bad in ["", "sk_", "x", "sk_short", "Bearer", &long, &admin] {
+            assert!(!key_shaped(bad), "{bad}");
+        }
+        assert!(!key_shaped(&format!("sk_{}!", &random_token(24)[..31])));
+    }
 }

@@ -1070,6 +1070,8 @@ pub(crate) enum Start {
     Run(i64),
     /// Already finished, cancelled, or not due: drop the delivery.
     Skip,
+    /// Running, and its worker is alive: look again later (it may yet die).
+    Busy,
 }
 
 /// Mark a job running. A delivery of a job that is finished, or whose retry is not due yet
@@ -1090,25 +1092,35 @@ pub(crate) async fn job_started(
     job: &TranscodeJob,
     worker: &str,
     now: i64,
+    silent_before: i64,
 ) -> Result<Start> {
     let mut tx = db.begin().await?;
     let n = sqlx::query(
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker_id = $1, \
          progress = 0, started_at = $2, updated_at = $3, run_after = NULL \
-         WHERE id = $4 AND status IN ('queued', 'running') AND cancel_requested = 0 \
-         AND (run_after IS NULL OR run_after <= $5 + 1000)",
+         WHERE id = $4 AND (status = 'queued' OR (status = 'running' AND updated_at < $6)) \
+         AND cancel_requested = 0 AND (run_after IS NULL OR run_after <= $5 + 1000)",
     )
     .bind(worker)
     .bind(now)
     .bind(now)
     .bind(&job.job_id)
     .bind(now)
+    .bind(silent_before)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if n == 0 {
+        // Running, and its worker was heard from lately: not ours to take (yet).
+        let busy = sqlx::query(
+            "SELECT 1 FROM jobs WHERE id = $1 AND status = 'running' AND cancel_requested = 0",
+        )
+        .bind(&job.job_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
         tx.commit().await?;
-        return Ok(Start::Skip);
+        return Ok(if busy { Start::Busy } else { Start::Skip });
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = $1 \
@@ -1259,6 +1271,15 @@ pub(crate) async fn job_reset(
     }
     tx.commit().await?;
     Ok(n == 1)
+}
+
+pub(crate) async fn job_heartbeat(db: &AnyPool, job_id: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2 AND status = 'running'")
+        .bind(now)
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 pub(crate) async fn job_progress(db: &AnyPool, job: &TranscodeJob, p: f64, now: i64) -> Result<()> {
@@ -1548,7 +1569,8 @@ pub(crate) async fn list_live(db: &AnyPool, tenant: &str, limit: i64) -> Result<
     rows.iter().map(live_from_row).collect()
 }
 
-/// Streams to end for inactivity, and `ending` streams whose finaliser went silent.
+/// Streams to end for inactivity (also those never pushed to, counted from their
+/// creation), and `ending` streams whose finaliser went silent.
 pub(crate) async fn live_to_finalize(
     db: &AnyPool,
     idle_before: i64,
@@ -1556,7 +1578,7 @@ pub(crate) async fn live_to_finalize(
 ) -> Result<Vec<String>> {
     let rows = sqlx::query(
         "SELECT id FROM live_streams WHERE (state = 'live' AND last_ok_at < $1) \
-         OR (state = 'ending' AND updated_at < $2)",
+         OR (state = 'idle' AND created_at < $1) OR (state = 'ending' AND updated_at < $2)",
     )
     .bind(idle_before)
     .bind(stale_before)
@@ -1926,6 +1948,28 @@ pub(crate) async fn live_playlist_segments(
         .fetch_all(db)
         .await?;
     rows.iter().map(seg_from_row).collect()
+}
+
+/// The segment a playlist lists at position `pos`, if any.
+pub(crate) async fn live_segment_at(
+    db: &AnyPool,
+    stream: &str,
+    playlist: &str,
+    pos: i64,
+) -> Result<Option<LiveSegmentRow>> {
+    let sql = format!(
+        "SELECT {SEG_COLS} FROM live_segments WHERE stream_id = $1 AND playlist = $2 \
+         AND pos = $3 AND is_init = 0"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(stream)
+        .bind(playlist)
+        .bind(pos)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(seg_from_row)
+        .transpose()
 }
 
 /// Segments (and init segments) a playlist names whose bytes have not arrived.

@@ -419,7 +419,7 @@ impl Engine {
         } else {
             UploadConcat::None
         };
-        store::insert_upload(
+        let created = store::insert_upload(
             &self.inner.db,
             store::NewUpload {
                 tenant,
@@ -435,10 +435,11 @@ impl Engine {
                 expires_at: self.upload_expiry(),
             },
         )
-        .await
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&path);
-        })?;
+        .await;
+        if let Err(e) = created {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
         if multipart
             && spec.length != Some(0)
             && let Err(e) = self.open_multipart(tenant, &id).await
@@ -997,10 +998,11 @@ impl Engine {
         let id = ulid::Ulid::new().to_string();
         let concat = UploadConcat::Final(partials.to_vec());
         let multipart = self.inner.storage.resumable_multipart();
-        // On S3 the final expires at once: its lease keeps the sweeper away while it is
-        // assembled, so only a gateway that died half-way leaves it to the next sweep.
+        // On S3 the final expires soon: its lease (taken right after the insert, well
+        // within the lease period) keeps the sweeper away while it is assembled, so only
+        // a gateway that died half-way leaves it to a sweep.
         let expires_at = if multipart {
-            self.now_ms()
+            self.now_ms() + LEASE.as_millis() as i64
         } else {
             self.upload_expiry()
         };

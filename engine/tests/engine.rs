@@ -138,6 +138,7 @@ on_both!(
     live_segments_from_two_gateways_get_distinct_objects,
     a_late_copy_of_a_sliding_playlist_is_not_a_restart,
     a_segment_in_flight_when_a_stream_ends_does_not_reopen_it,
+    an_event_playlist_restart_is_recorded,
     presets_are_stored_validated_and_snapshotted_into_jobs,
     one_rendition_of_a_ready_asset_can_be_rerun,
     a_zero_length_upload_fails_at_once,
@@ -1218,6 +1219,88 @@ async fn a_segment_in_flight_when_a_stream_ends_does_not_reopen_it(backend: Back
     assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
     let after = e.storage().get_bytes(&viewer).await.unwrap();
     assert_eq!(after, closed, "the closed playlist was rewritten");
+}
+
+/// Review finding 9: an encoder restart whose media sequence does not go backwards (an
+/// event playlist, `-hls_list_size 0`: always 0) was missed, and the new run's first
+/// segments were dropped from viewers and the recording.
+async fn an_event_playlist_restart_is_recorded(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "event").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let s = e.create_live(&who, None, None, None).await.unwrap();
+    let token = ingest_token(&s);
+    let event = |names: &[&str], end: bool| {
+        let mut p = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n");
+        for n in names {
+            p += &format!("#EXTINF:1.0,\n{n}\n");
+        }
+        if end {
+            p += "#EXT-X-ENDLIST\n";
+        }
+        Bytes::from(p)
+    };
+    let put = |name: &'static str, body: Bytes| {
+        let (e, id, token) = (e.clone(), s.id.clone(), token.clone());
+        async move {
+            e.live_put_segment(&id, &token, name, stream::iter(vec![Ok::<_, String>(body)]))
+                .await
+                .unwrap()
+        }
+    };
+    // First run: seg0, seg1.
+    put("seg0.ts", ts(1, 2)).await;
+    e.live_put_playlist(&s.id, &token, "index.m3u8", event(&["seg0.ts"], false))
+        .await
+        .unwrap();
+    put("seg1.ts", ts(2, 2)).await;
+    e.live_put_playlist(
+        &s.id,
+        &token,
+        "index.m3u8",
+        event(&["seg0.ts", "seg1.ts"], false),
+    )
+    .await
+    .unwrap();
+    // The encoder restarts: the same names from 0 again, new bytes.
+    put("seg0.ts", ts(3, 3)).await;
+    e.live_put_playlist(&s.id, &token, "index.m3u8", event(&["seg0.ts"], false))
+        .await
+        .unwrap();
+    put("seg1.ts", ts(4, 3)).await;
+    e.live_put_playlist(
+        &s.id,
+        &token,
+        "index.m3u8",
+        event(&["seg0.ts", "seg1.ts"], true),
+    )
+    .await
+    .unwrap();
+    let viewer = format!("tenants/{}/assets/{}/live/index.m3u8", t.id, s.asset_id);
+    let text = String::from_utf8(e.storage().get_bytes(&viewer).await.unwrap().to_vec()).unwrap();
+    assert_eq!(text.matches("#EXTINF").count(), 4, "{text}");
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = e.get_live(&who, &s.id).await.unwrap().state;
+        if state == "ended" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "ended");
+    let source = format!("tenants/{}/assets/{}/source", t.id, s.asset_id);
+    let mut expected = ts(1, 2).to_vec();
+    for b in [ts(2, 2), ts(3, 3), ts(4, 3)] {
+        expected.extend_from_slice(&b);
+    }
+    assert_eq!(
+        e.storage().get_bytes(&source).await.unwrap().to_vec(),
+        expected
+    );
 }
 
 /// Playlist PUTs can overtake each other (an encoder uploading from several threads or

@@ -208,6 +208,26 @@ def sha256(path_or_bytes):
     return h.hexdigest()
 
 
+def raw_request(url_base, method, path, body=b"", headers=None):
+    """Send `path` exactly as given (no dot-segment normalisation, no re-encoding: what
+    `requests` does before sending), so the server really sees `..`, `%2e%2e` or `%2f`.
+    Returns (status, body)."""
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(url_base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_accept_encoding=True)
+        for k, v in (headers or {}).items():
+            conn.putheader(k, v)
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
 def wait_for(predicate, timeout, what, interval=0.1):
     """Poll `predicate` until it returns a truthy value (returned), or fail after `timeout`
     seconds naming `what`. Tests synchronise on observable state with this, never on a

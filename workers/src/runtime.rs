@@ -290,6 +290,8 @@ fn spawn_monitor(
     let handle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut stored = -1.0f64;
+        let beat_every = Duration::from_secs(engine.config().workers.heartbeat_s);
+        let mut beat = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -305,6 +307,14 @@ fn spawn_monitor(
                 Ok(true) => stop.raise(StopReason::Cancelled),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("cancel check failed: {e}"),
+            }
+            // The job's heartbeat: a second delivery of it starts it only when this
+            // worker has gone silent for two heartbeats.
+            if beat.elapsed() >= beat_every {
+                if let Err(e) = engine.job_heartbeat(&job).await {
+                    tracing::warn!("job heartbeat failed: {e}");
+                }
+                beat = Instant::now();
             }
             let p = *prx.borrow_and_update();
             if p > stored {

@@ -20,6 +20,11 @@ pub struct MasterPlaylist {
     pub variants: Vec<Variant>,
     /// URIs of alternative renditions (`EXT-X-MEDIA` with a `URI`), e.g. a separate audio.
     pub media_uris: Vec<String>,
+    /// The master viewers get: regenerated from what was parsed and checked (variants and
+    /// renditions with known attributes only). Anything else in the pushed master (I-frame
+    /// playlists, session data and keys, content steering, …) could send a viewer to
+    /// another site and is dropped.
+    pub rendered: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +94,69 @@ pub fn validate_uri(uri: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `EXT-X-STREAM-INF` attributes a regenerated master keeps (RFC 8216bis 4.4.6.2).
+const STREAM_INF_ATTRIBUTES: &[&str] = &[
+    "BANDWIDTH",
+    "AVERAGE-BANDWIDTH",
+    "SCORE",
+    "CODECS",
+    "SUPPLEMENTAL-CODECS",
+    "RESOLUTION",
+    "FRAME-RATE",
+    "HDCP-LEVEL",
+    "VIDEO-RANGE",
+    "AUDIO",
+    "VIDEO",
+    "SUBTITLES",
+    "CLOSED-CAPTIONS",
+];
+
+/// `EXT-X-MEDIA` attributes a regenerated master keeps (its URI was validated).
+const MEDIA_ATTRIBUTES: &[&str] = &[
+    "TYPE",
+    "URI",
+    "GROUP-ID",
+    "LANGUAGE",
+    "ASSOC-LANGUAGE",
+    "NAME",
+    "STABLE-RENDITION-ID",
+    "DEFAULT",
+    "AUTOSELECT",
+    "FORCED",
+    "INSTREAM-ID",
+    "CHARACTERISTICS",
+    "CHANNELS",
+];
+
+/// The attributes of `list` named in `keep`, in their order, re-serialised. Values keep
+/// their quoting; a quoted value may not carry a quote, an enumerated one only safe bytes.
+fn keep_attributes(list: &str, keep: &[&str]) -> String {
+    let mut out = Vec::new();
+    let mut rest = list;
+    while let Some(eq) = rest.find('=') {
+        let key = rest[..eq].trim();
+        let after = &rest[eq + 1..];
+        let (raw, next) = if let Some(stripped) = after.strip_prefix('"') {
+            let Some(end) = stripped.find('"') else { break };
+            let tail = &stripped[end + 1..];
+            (&after[..end + 2], tail.strip_prefix(',').unwrap_or(tail))
+        } else {
+            match after.find(',') {
+                Some(c) => (&after[..c], &after[c + 1..]),
+                None => (after, ""),
+            }
+        };
+        let safe = raw.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'"' | b'.' | b'_' | b'-' | b',' | b' ' | b'/')
+        });
+        if keep.contains(&key) && safe {
+            out.push(format!("{key}={raw}"));
+        }
+        rest = next;
+    }
+    out.join(",")
+}
+
 /// The value of attribute `name` in an attribute list (`A=1,B="x,y"`), unquoted.
 pub fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
     let mut rest = list;
@@ -138,6 +206,7 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
     let mut master = MasterPlaylist {
         variants: vec![],
         media_uris: vec![],
+        rendered: "#EXTM3U\n".to_string(),
     };
     let mut pending_inf: Option<(usize, f64)> = None;
     let mut pending_stream: Option<(usize, u64)> = None;
@@ -212,12 +281,32 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
                         .ok_or_else(|| err(n, "#EXT-X-STREAM-INF has no BANDWIDTH".into()))?;
                     let bw = parse_u64(bw, "BANDWIDTH").map_err(|r| err(n, r))?;
                     pending_stream = Some((n, bw));
+                    let _ = writeln!(
+                        master.rendered,
+                        "#EXT-X-STREAM-INF:{}",
+                        keep_attributes(value, STREAM_INF_ATTRIBUTES)
+                    );
                 }
                 "EXT-X-MEDIA" => {
                     if let Some(uri) = attribute(value, "URI") {
                         validate_uri(uri).map_err(|r| err(n, r))?;
                         master.media_uris.push(uri.to_string());
                     }
+                    let _ = writeln!(
+                        master.rendered,
+                        "#EXT-X-MEDIA:{}",
+                        keep_attributes(value, MEDIA_ATTRIBUTES)
+                    );
+                }
+                "EXT-X-VERSION" => {
+                    let v = parse_u64(value, "#EXT-X-VERSION").map_err(|r| err(n, r))?;
+                    if !(1..=12).contains(&v) {
+                        return Err(err(n, format!("#EXT-X-VERSION {v} is out of range")));
+                    }
+                    let _ = writeln!(master.rendered, "#EXT-X-VERSION:{v}");
+                }
+                "EXT-X-INDEPENDENT-SEGMENTS" => {
+                    master.rendered.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
                 }
                 // Everything else (VERSION, PLAYLIST-TYPE, PROGRAM-DATE-TIME, comments, …)
                 // does not change which bytes are served.
@@ -227,6 +316,7 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
         }
         validate_uri(line).map_err(|r| err(n, r))?;
         if let Some((_, bandwidth)) = pending_stream.take() {
+            let _ = writeln!(master.rendered, "{line}");
             master.variants.push(Variant {
                 uri: line.to_string(),
                 bandwidth,
@@ -637,5 +727,28 @@ mod tests {
             "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{MAX_MEDIA_SEQUENCE}\n#EXTINF:2.0,\na.ts\n"
         );
         assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn a_master_is_regenerated_without_off_site_entries() {
+        let pushed = "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+            #EXT-X-SESSION-DATA:DATA-ID=\"x\",URI=\"https://evil.example/d.json\"\n\
+            #EXT-X-SESSION-KEY:METHOD=AES-128,URI=\"https://evil.example/k\"\n\
+            #EXT-X-CONTENT-STEERING:SERVER-URI=\"https://evil.example/steer\"\n\
+            #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1,URI=\"https://evil.example/i.m3u8\"\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"en\",DEFAULT=YES,URI=\"audio.m3u8\"\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,AUDIO=\"aud\",PATHWAY-ID=\"evil\"\n\
+            v720.m3u8\n";
+        let Playlist::Master(m) = parse(pushed).unwrap() else {
+            panic!("a master")
+        };
+        assert_eq!(
+            m.rendered,
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+             #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aud\",NAME=\"en\",DEFAULT=YES,URI=\"audio.m3u8\"\n\
+             #EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,AUDIO=\"aud\"\n\
+             v720.m3u8\n"
+        );
+        assert!(!m.rendered.contains("evil"));
     }
 }

@@ -445,7 +445,11 @@ impl Engine {
                     .max_by_key(|v| v.bandwidth)
                     .map(|v| v.uri.as_str());
                 let key = format!("{}{name}", keys::live_prefix(&row.tenant_id, &row.asset_id));
-                self.inner.storage.put(&key, body.clone()).await?;
+                // Never the pushed text: the regenerated master (no off-site entries).
+                self.inner
+                    .storage
+                    .put(&key, Bytes::from(m.rendered.clone()))
+                    .await?;
                 store::live_set_master(db, &row.id, name, primary).await?;
             }
             Playlist::Media(m) => {
@@ -532,6 +536,15 @@ impl Engine {
             state.last_msn = -1;
             restart = true;
         }
+        // An encoder restart whose media sequence does not go backwards (an event
+        // playlist starts at 0 again; a restart at the same number): the new run names,
+        // at a media sequence number already recorded, a different segment — or the same
+        // name with new bytes sent since. Segments at one number never change otherwise.
+        if !restart && self.restarted_in_place(&row.id, &state, m).await? {
+            state.epoch += 1;
+            state.last_msn = -1;
+            restart = true;
+        }
         let restart_run = restart;
         state.first_msn = first;
         state.target_duration = state.target_duration.max(m.target_duration as i64);
@@ -572,6 +585,38 @@ impl Engine {
         // after the final playlist must not reopen it.
         state.ended = m.ended || (state.ended && !restart_run);
         store::live_save_playlist(db, &row.id, &state).await
+    }
+
+    /// Does `m`, which starts inside the recorded window, name at its first media
+    /// sequence number another segment than the one recorded there? A different name, or
+    /// the same name whose bytes were sent again with another size since (a retried PUT
+    /// of the same segment has the same bytes and is not a restart).
+    async fn restarted_in_place(
+        &self,
+        stream: &str,
+        state: &LivePlaylistRow,
+        m: &m3u8::MediaPlaylist,
+    ) -> Result<bool> {
+        let first = m.media_sequence as i64;
+        let Some(entry) = m.segments.first() else {
+            return Ok(false);
+        };
+        if state.first_msn < 0 || first < state.first_msn || first > state.last_msn {
+            return Ok(false);
+        }
+        let pos = state.next_pos - 1 - (state.last_msn - first);
+        let db = &self.inner.db;
+        let Some(at) = store::live_segment_at(db, stream, &state.name, pos).await? else {
+            return Ok(false);
+        };
+        if at.name != entry.uri {
+            return Ok(true);
+        }
+        Ok(matches!(
+            store::live_latest_by_name(db, stream, &entry.uri).await?,
+            Some(r) if r.seq > at.seq && r.playlist.is_none() && !r.is_init && r.received
+                && r.size != at.size
+        ))
     }
 
     /// Is `m`, whose media sequence is below the recorded window, an older version of the
