@@ -326,7 +326,10 @@ class Harness:
                     "WHERE s.state = 'ended' AND s.segments_received = 0 AND a.status = 'failed'")}
             extra = [r for r in rows if r[0] not in wanted and r[0] not in unused]
             uploads = query(db, "SELECT asset_id FROM uploads WHERE completed_at IS NULL")
-            if not extra and not uploads:
+            # Scratch files of uploads whose session was never recorded go with the
+            # expiry too.
+            scratch = list((self.data_dir / "uploads").glob("*"))
+            if not extra and not uploads and not scratch:
                 break
             if time.time() > deadline:
                 self.violation(f"orphan assets {extra} / unfinished upload sessions {uploads}")
