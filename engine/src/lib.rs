@@ -764,6 +764,10 @@ impl Engine {
         match store::job_started(&self.inner.db, job, worker_id, now, silent_before).await? {
             store::Start::Run(n) => Ok(Some(n)),
             store::Start::Skip => Ok(None),
+            store::Start::Cancel => {
+                self.job_cancelled(job).await?;
+                Ok(None)
+            }
             store::Start::Busy => {
                 // A second delivery of a job that runs elsewhere: this one is dropped, and
                 // a delayed look is queued, which takes the job over if its worker dies

@@ -1072,6 +1072,8 @@ pub(crate) enum Start {
     Skip,
     /// Running, and its worker is alive: look again later (it may yet die).
     Busy,
+    /// Queued, but cancelled meanwhile: end it as cancelled.
+    Cancel,
 }
 
 /// Mark a job running. A delivery of a job that is finished, or whose retry is not due yet
@@ -1119,8 +1121,23 @@ pub(crate) async fn job_started(
         .fetch_optional(&mut *tx)
         .await?
         .is_some();
+        // Queued with a cancel request: a cancel that raced a requeue (the request was
+        // made while it ran; the worker then gave it back). It ends here, cancelled.
+        let cancel = sqlx::query(
+            "SELECT 1 FROM jobs WHERE id = $1 AND status = 'queued' AND cancel_requested = 1",
+        )
+        .bind(&job.job_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
         tx.commit().await?;
-        return Ok(if busy { Start::Busy } else { Start::Skip });
+        return Ok(if busy {
+            Start::Busy
+        } else if cancel {
+            Start::Cancel
+        } else {
+            Start::Skip
+        });
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = $1 \

@@ -139,6 +139,7 @@ on_both!(
     a_late_copy_of_a_sliding_playlist_is_not_a_restart,
     a_segment_in_flight_when_a_stream_ends_does_not_reopen_it,
     an_event_playlist_restart_is_recorded,
+    a_cancel_that_races_a_requeue_ends_the_job,
     presets_are_stored_validated_and_snapshotted_into_jobs,
     one_rendition_of_a_ready_asset_can_be_rerun,
     a_zero_length_upload_fails_at_once,
@@ -1301,6 +1302,35 @@ async fn an_event_playlist_restart_is_recorded(backend: Backend) {
         e.storage().get_bytes(&source).await.unwrap().to_vec(),
         expected
     );
+}
+
+/// Review finding 11: a cancel requested while the job ran, followed by the worker giving
+/// the job back (a retry), left it queued with the request set: every later delivery was
+/// skipped, and the job stayed queued for ever. The next delivery now ends it cancelled.
+async fn a_cancel_that_races_a_requeue_ends_the_job(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _clock) = engine(backend, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "race").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let asset = e.create_upload(&who, 1, None).await.unwrap();
+    e.append_upload(&who, &asset.id, 0, chunks(vec![b"x"]))
+        .await
+        .unwrap();
+    let job_id = e.get_asset(&who, &asset.id).await.unwrap().job_id.unwrap();
+    let tj = sluice_engine::TranscodeJob {
+        job_id: job_id.clone(),
+        tenant_id: t.id.clone(),
+        asset_id: asset.id.clone(),
+    };
+    assert_eq!(e.job_started(&tj, "w1").await.unwrap(), Some(1));
+    assert_eq!(e.cancel_job(&who, &job_id).await.unwrap().status, "running");
+    e.job_retry_later(&tj, 1, "a transient error")
+        .await
+        .unwrap();
+    assert_eq!(e.job_started(&tj, "w2").await.unwrap(), None);
+    assert_eq!(e.get_job(&who, &job_id).await.unwrap().status, "cancelled");
 }
 
 /// Playlist PUTs can overtake each other (an encoder uploading from several threads or
