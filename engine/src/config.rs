@@ -458,6 +458,16 @@ mod tests {
         )
         .unwrap();
         assert!(small.validate().is_err());
+        // More than 10,000 parts would be needed for the largest upload: refused.
+        let too_big = Config::from_toml(
+            "[uploads]\nmax_size = 60000000000\n\
+             [storage.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\npart_size = 5242880\n",
+        )
+        .unwrap();
+        assert!(too_big.validate().is_err());
+        // A body-idle timeout at or above the upload lease: refused.
+        let idle = Config::from_toml("[gateway]\nbody_idle_timeout_s = 10\n").unwrap();
+        assert!(idle.validate().is_err());
         assert!(
             Config::from_toml(
                 "[storage.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\nsecret = \"x\"\n"
