@@ -369,6 +369,26 @@ pub(crate) async fn insert_upload(db: &AnyPool, u: NewUpload<'_>) -> Result<()> 
     Ok(())
 }
 
+/// Live segment bytes arrive: add them to the stream asset's size if they fit the
+/// tenant's storage quota (checked under the tenant's lock, like every reservation).
+pub(crate) async fn charge_live_bytes(
+    db: &AnyPool,
+    tenant: &str,
+    asset: &str,
+    bytes: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    check_quota_locked(&mut tx, tenant, bytes.max(0) as u64).await?;
+    sqlx::query("UPDATE assets SET size = COALESCE(size, 0) + $1 WHERE id = $2 AND tenant_id = $3")
+        .bind(bytes)
+        .bind(asset)
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// A length becomes known — a raw upload of unknown length ended, or a tus client declared
 /// a deferred one (once): record it as the upload's length and the asset's size, if it
 /// fits the quota.

@@ -204,3 +204,20 @@ def test_deferred_length_uploads_are_charged_as_bytes_arrive(server):
     r = requests.patch(loc, data=body[:2000], timeout=10, headers={
         **auth(key), "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
     assert r.status_code == 204, r.text
+
+
+def ts_bytes(packets):
+    return b"".join(b"\x47" + bytes([0x10 + (i % 16)]) * 187 for i in range(packets))
+
+
+def test_live_segments_are_charged_to_the_quota(server):
+    """Finding 6, live: a stream's segments were not charged while they arrived, so a
+    push could store far past the tenant's storage quota."""
+    key = new_tenant(server, "review-live-quota", {"storage_bytes": 3000})
+    r = requests.post(f"{server.url}/v1/live", json={}, headers=auth(key), timeout=10)
+    assert r.status_code == 201, r.text
+    ingest = r.json()["ingest_url"]
+    r = requests.put(ingest + "seg0.ts", data=ts_bytes(10), timeout=10)  # 1880 bytes
+    assert r.status_code == 201, r.text
+    r = requests.put(ingest + "seg1.ts", data=ts_bytes(10), timeout=10)  # 3760 in all
+    assert r.status_code == 403 and r.json()["error"]["code"] == "quota_exceeded", r.text

@@ -847,6 +847,21 @@ impl Engine {
             }
             _ => (store::live_next_seq(db, &row.id).await?, None, false, true),
         };
+        // Charged to the tenant's storage quota as it arrives (the recording's final size
+        // replaces the running total when the stream ends); a retried, replaceable segment
+        // is charged again only for what it adds.
+        let before = existing
+            .as_ref()
+            .filter(|r| !fresh && r.received)
+            .and_then(|r| r.size)
+            .unwrap_or(0);
+        store::charge_live_bytes(
+            db,
+            &row.tenant_id,
+            &row.asset_id,
+            (size as i64).saturating_sub(before),
+        )
+        .await?;
         let ext = ext_of(name);
         let key = format!(
             "{}{}",
