@@ -1197,11 +1197,18 @@ async fn a_segment_in_flight_when_a_stream_ends_does_not_reopen_it(backend: Back
     let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, String>>();
     let seg1 = ts(1, 2);
     tx.unbounded_send(Ok(seg1.slice(..188))).unwrap();
+    // The request is past its checks once it reads the body's first chunk.
+    let reading = Arc::new(tokio::sync::Notify::new());
+    let body = {
+        use futures::StreamExt;
+        let reading = reading.clone();
+        rx.inspect(move |_| reading.notify_one())
+    };
     let put = tokio::spawn({
         let (e, id, token) = (e.clone(), s.id.clone(), token.clone());
-        async move { e.live_put_segment(&id, &token, "seg1.ts", rx).await }
+        async move { e.live_put_segment(&id, &token, "seg1.ts", body).await }
     });
-    tokio::task::yield_now().await;
+    reading.notified().await;
     let ending = e.end_live(&who, &s.id).await.unwrap();
     assert!(matches!(ending.state.as_str(), "ending" | "ended"));
     for _ in 0..100 {
