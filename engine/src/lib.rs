@@ -828,18 +828,35 @@ impl Engine {
     }
 
     async fn job_ended(&self, job: &TranscodeJob, status: &'static str, error: &str) -> Result<()> {
+        self.job_ended_if(job, status, error, None)
+            .await
+            .map(|_| ())
+    }
+
+    /// End a job (`only_if`: only from that status); false when it was not in it.
+    async fn job_ended_if(
+        &self,
+        job: &TranscodeJob,
+        status: &'static str,
+        error: &str,
+        only_if: Option<&str>,
+    ) -> Result<bool> {
         let whole = store::job_spec(&self.inner.db, &job.job_id)
             .await?
             .is_none_or(|s| s.rendition.is_none());
-        store::job_ended(
+        if !store::job_ended(
             &self.inner.db,
             &job.job_id,
             &job.asset_id,
             status,
             error,
             self.now_ms(),
+            only_if,
         )
-        .await?;
+        .await?
+        {
+            return Ok(false);
+        }
         self.count_outcome(status);
         // A failed re-run of one rendition leaves the asset ready and as it was.
         if whole {
@@ -859,7 +876,7 @@ impl Engine {
             let data = serde_json::to_value(j).unwrap_or_default();
             self.emit(&job.tenant_id, "job.dead", data).await;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Emit an event carrying the asset JSON as it is now.
@@ -943,7 +960,21 @@ impl Engine {
             asset_id,
         };
         match job.status.as_str() {
-            "queued" => self.job_cancelled(&tj).await?,
+            "queued" => {
+                // Only if still queued: a worker may have started it meanwhile, and then
+                // it is asked to stop like any running job.
+                if !self
+                    .job_ended_if(
+                        &tj,
+                        "cancelled",
+                        "the transcode was cancelled",
+                        Some("queued"),
+                    )
+                    .await?
+                {
+                    store::request_cancel(&self.inner.db, id, self.now_ms()).await?;
+                }
+            }
             "running" => {
                 store::request_cancel(&self.inner.db, id, self.now_ms()).await?;
             }

@@ -1227,6 +1227,8 @@ pub(crate) async fn job_requeued(
 
 /// A job ends without output: `status` is failed, cancelled or dead; the asset is failed
 /// with `error` for the user.
+/// `only_if`: end it only from this status (false, nothing changed, otherwise).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn job_ended(
     db: &AnyPool,
     job_id: &str,
@@ -1234,19 +1236,26 @@ pub(crate) async fn job_ended(
     status: &str,
     error: &str,
     now: i64,
-) -> Result<()> {
+    only_if: Option<&str>,
+) -> Result<bool> {
     let mut tx = db.begin().await?;
-    sqlx::query(
+    let n = sqlx::query(
         "UPDATE jobs SET status = $1, error = $2, finished_at = $3, updated_at = $4, run_after = NULL \
-         WHERE id = $5",
+         WHERE id = $5 AND (CAST($6 AS TEXT) IS NULL OR status = $6)",
     )
     .bind(status)
     .bind(error)
     .bind(now)
     .bind(now)
     .bind(job_id)
+    .bind(only_if)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if n == 0 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE assets SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3 \
          AND {}",
@@ -1259,7 +1268,7 @@ pub(crate) async fn job_ended(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Ask a running job to stop; true when the request was recorded.
