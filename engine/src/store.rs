@@ -534,19 +534,7 @@ pub(crate) async fn commit_raw_upload(
     key: Option<(&str, &str)>,
 ) -> Result<bool> {
     let mut tx = db.begin().await?;
-    let n = sqlx::query(
-        "UPDATE uploads SET \"offset\" = $1, expires_at = $2 WHERE asset_id = $3 \
-         AND tenant_id = $4 AND lock_owner = $5",
-    )
-    .bind(i64::try_from(length).map_err(|_| crate::Error::InvalidInput("upload too large".into()))?)
-    .bind(expires_at)
-    .bind(asset)
-    .bind(tenant)
-    .bind(owner)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if n != 1 {
+    if !fenced_offset(&mut tx, tenant, asset, owner, length, expires_at).await? {
         tx.rollback().await?;
         return Ok(false);
     }
@@ -627,7 +615,6 @@ pub(crate) async fn sweep_idempotency_keys(db: &AnyPool, now: i64) -> Result<u64
     )
 }
 
-/// The upload's state, and whether it is complete.
 /// Whether an upload session (finished or not) exists for this asset id.
 pub(crate) async fn upload_session_exists(db: &AnyPool, asset: &str) -> Result<bool> {
     Ok(sqlx::query("SELECT 1 FROM uploads WHERE asset_id = $1")
@@ -637,6 +624,7 @@ pub(crate) async fn upload_session_exists(db: &AnyPool, asset: &str) -> Result<b
         .is_some())
 }
 
+/// The upload's state, and whether it is complete.
 pub(crate) async fn get_upload(
     db: &AnyPool,
     tenant: &str,
@@ -674,6 +662,26 @@ pub(crate) async fn set_upload_offset(
     offset: u64,
     expires_at: i64,
 ) -> Result<bool> {
+    fenced_offset(
+        &mut *db.acquire().await?,
+        tenant,
+        asset,
+        owner,
+        offset,
+        expires_at,
+    )
+    .await
+}
+
+/// The offset commit of a local or raw upload, made only while `owner` holds its lease.
+async fn fenced_offset(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    asset: &str,
+    owner: &str,
+    offset: u64,
+    expires_at: i64,
+) -> Result<bool> {
     let n = sqlx::query(
         "UPDATE uploads SET \"offset\" = $1, expires_at = $2 WHERE asset_id = $3 \
          AND tenant_id = $4 AND lock_owner = $5",
@@ -683,7 +691,7 @@ pub(crate) async fn set_upload_offset(
     .bind(asset)
     .bind(tenant)
     .bind(owner)
-    .execute(db)
+    .execute(conn)
     .await?
     .rows_affected();
     Ok(n == 1)
@@ -731,7 +739,6 @@ pub(crate) async fn consume_partials(
     Ok(())
 }
 
-/// The last byte is stored: close the upload, queue the asset and record its job.
 /// The transcode job already queued for an asset, if any (an earlier, interrupted finish).
 pub(crate) async fn asset_job(db: &AnyPool, tenant: &str, asset: &str) -> Result<Option<String>> {
     Ok(sqlx::query(
@@ -744,6 +751,7 @@ pub(crate) async fn asset_job(db: &AnyPool, tenant: &str, asset: &str) -> Result
     .map(|r| r.get(0)))
 }
 
+/// The last byte is stored: close the upload, queue the asset and record its job.
 pub(crate) async fn complete_upload(
     db: &AnyPool,
     asset: &str,
@@ -1133,30 +1141,21 @@ pub(crate) async fn job_started(
     .await?
     .rows_affected();
     if n == 0 {
-        // Running, and its worker was heard from lately: not ours to take (yet).
-        let busy = sqlx::query(
-            "SELECT 1 FROM jobs WHERE id = $1 AND status = 'running' AND cancel_requested = 0",
-        )
-        .bind(&job.job_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
-        // Queued with a cancel request: a cancel that raced a requeue (the request was
-        // made while it ran; the worker then gave it back). It ends here, cancelled.
-        let cancel = sqlx::query(
-            "SELECT 1 FROM jobs WHERE id = $1 AND status = 'queued' AND cancel_requested = 1",
-        )
-        .bind(&job.job_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some();
+        let row = sqlx::query("SELECT status, cancel_requested FROM jobs WHERE id = $1")
+            .bind(&job.job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         tx.commit().await?;
-        return Ok(if busy {
-            Start::Busy
-        } else if cancel {
-            Start::Cancel
-        } else {
-            Start::Skip
+        let state = row
+            .map(|r| -> Result<(String, i64)> { Ok((r.try_get(0)?, r.try_get(1)?)) })
+            .transpose()?;
+        return Ok(match state.as_ref().map(|(s, c)| (s.as_str(), *c != 0)) {
+            // Running, and its worker was heard from lately: not ours to take (yet).
+            Some(("running", false)) => Start::Busy,
+            // Queued with a cancel request: a cancel that raced a requeue (the request was
+            // made while it ran; the worker then gave it back). It ends here, cancelled.
+            Some(("queued", true)) => Start::Cancel,
+            _ => Start::Skip,
         });
     }
     sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -1319,6 +1318,7 @@ pub(crate) async fn job_reset(
     Ok(n == 1)
 }
 
+/// A running job's heartbeat: its worker is alive (see `job_started`).
 pub(crate) async fn job_heartbeat(db: &AnyPool, job_id: &str, now: i64) -> Result<()> {
     sqlx::query("UPDATE jobs SET updated_at = $1 WHERE id = $2 AND status = 'running'")
         .bind(now)
