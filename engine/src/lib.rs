@@ -109,6 +109,25 @@ fn hash_key(key: &str) -> [u8; 32] {
 /// renewal beside a request): aborted when dropped, however the request ends.
 pub(crate) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
 
+impl AbortOnDrop {
+    /// Run `tick` every `period` (first after one period) until dropped; a failed tick is
+    /// logged (`what` failed) and the next one tried.
+    pub(crate) fn every<F, Fut>(period: Duration, what: &'static str, mut tick: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
+        Self(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                if let Err(e) = tick().await {
+                    tracing::warn!("could not {what}: {e}");
+                }
+            }
+        }))
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();

@@ -172,6 +172,23 @@ fn segment_rel(seq: i64, ext: &str) -> String {
     format!("seg/{seq:08}.{ext}")
 }
 
+/// The viewer-playlist position of media sequence number `msn` of the current run
+/// (within a run, positions and media sequence numbers advance together).
+fn position_of(state: &LivePlaylistRow, msn: i64) -> i64 {
+    state.next_pos - 1 - (state.last_msn - msn)
+}
+
+/// An ending or ended stream takes no more pushes.
+fn refuse_if_ended(row: &LiveRow) -> Result<()> {
+    if matches!(row.state.as_str(), "ending" | "ended") {
+        return Err(Error::Conflict(format!(
+            "live stream {} has ended; create a new stream to push again",
+            row.id
+        )));
+    }
+    Ok(())
+}
+
 /// How often a process ending a stream refreshes it, and after how long without a refresh
 /// another process takes the end over (the first one died half-way).
 const ENDING_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -357,11 +374,7 @@ impl Engine {
         if !crate::constant_time_eq(&hash_key(token), &expected) {
             return Err(Error::not_found("live stream", id));
         }
-        if matches!(row.state.as_str(), "ending" | "ended") {
-            return Err(Error::Conflict(format!(
-                "live stream {id} has ended; create a new stream to push again"
-            )));
-        }
+        refuse_if_ended(&row)?;
         Ok(row)
     }
 
@@ -469,12 +482,7 @@ impl Engine {
         let row = store::get_live(&self.inner.db, None, id)
             .await?
             .ok_or_else(|| Error::not_found("live stream", id))?;
-        if matches!(row.state.as_str(), "ending" | "ended") {
-            return Err(Error::Conflict(format!(
-                "live stream {id} has ended; create a new stream to push again"
-            )));
-        }
-        Ok(())
+        refuse_if_ended(&row)
     }
 
     /// The encoder said it is done with every playlist it pushed (`EXT-X-ENDLIST`) and
@@ -532,18 +540,17 @@ impl Engine {
                 tracing::debug!(stream = %row.id, playlist = name, "late copy of a playlist ignored");
                 return Ok(());
             }
-            state.epoch += 1;
-            state.last_msn = -1;
+            restart = true;
+        } else if self.restarted_in_place(&row.id, &state, m).await? {
+            // A restart whose media sequence does not go backwards (an event playlist
+            // starts at 0 again; a restart at the same number): the new run names, at a
+            // number already recorded, another segment. Segments at one number never
+            // change otherwise.
             restart = true;
         }
-        // An encoder restart whose media sequence does not go backwards (an event
-        // playlist starts at 0 again; a restart at the same number): the new run names,
-        // at a media sequence number already recorded, a different segment — or the same
-        // name with new bytes sent since. Segments at one number never change otherwise.
-        if !restart && self.restarted_in_place(&row.id, &state, m).await? {
+        if restart {
             state.epoch += 1;
             state.last_msn = -1;
-            restart = true;
         }
         let restart_run = restart;
         state.first_msn = first;
@@ -604,7 +611,7 @@ impl Engine {
         if state.first_msn < 0 || first < state.first_msn || first > state.last_msn {
             return Ok(false);
         }
-        let pos = state.next_pos - 1 - (state.last_msn - first);
+        let pos = position_of(state, first);
         let db = &self.inner.db;
         let Some(at) = store::live_segment_at(db, stream, &state.name, pos).await? else {
             return Ok(false);
@@ -640,8 +647,7 @@ impl Engine {
             .filter_map(|s| s.pos.map(|p| (p, s)))
             .collect();
         for msn in state.first_msn.max(first)..=last {
-            // Within the current run, positions and media sequence numbers advance together.
-            let pos = state.next_pos - 1 - (state.last_msn - msn);
+            let pos = position_of(state, msn);
             let entry = &m.segments[(msn - first) as usize];
             let same = by_pos.get(&pos).is_some_and(|r| {
                 r.name == entry.uri
@@ -920,18 +926,13 @@ impl Engine {
         let db = &self.inner.db;
         // While this process works on the end, it says so: an `ending` stream whose
         // heartbeat stops (the process died) is finished by the sweeper soon after.
-        let _beat = crate::AbortOnDrop(tokio::spawn({
+        let _beat = crate::AbortOnDrop::every(ENDING_HEARTBEAT, "refresh an ending stream", {
             let (engine, id) = (self.clone(), id.to_string());
-            async move {
-                loop {
-                    tokio::time::sleep(ENDING_HEARTBEAT).await;
-                    let now = engine.now_ms();
-                    if let Err(e) = store::live_touch_ending(&engine.inner.db, &id, now).await {
-                        tracing::warn!(stream = %id, "could not refresh an ending stream: {e}");
-                    }
-                }
+            move || {
+                let (engine, id) = (engine.clone(), id.clone());
+                async move { store::live_touch_ending(&engine.inner.db, &id, engine.now_ms()).await }
             }
-        }));
+        });
         let row = store::get_live(db, None, id)
             .await?
             .ok_or_else(|| Error::not_found("live stream", id))?;
