@@ -217,6 +217,13 @@ impl UploadState {
     pub fn is_full(&self) -> bool {
         self.length == Some(self.offset)
     }
+
+    /// Every byte is committed but the upload was not finished (its finishing was cut
+    /// short: a crash, a queue error, a shutdown): it is to be finished, not refused or
+    /// dropped. A partial is not: it waits for its final upload.
+    pub fn awaits_finish(&self, complete: bool) -> bool {
+        !complete && self.is_full() && self.offset > 0 && self.concat != UploadConcat::Partial
+    }
 }
 
 /// The upload's role in tus concatenation.

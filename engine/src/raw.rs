@@ -68,23 +68,6 @@ impl Engine {
             return self.raw_store(who, tenant, &req, &mut body).await;
         };
         validate_key(key)?;
-        // The claim is renewed on a timer for as long as this request works under it
-        // (reading the body, completing the upload, recording the answer): a slow step
-        // never lets a retry claim the key meanwhile.
-        let _renewal = crate::AbortOnDrop(tokio::spawn({
-            let (engine, tenant, key) = (self.clone(), tenant.to_string(), key.to_string());
-            async move {
-                loop {
-                    tokio::time::sleep(LEASE_RENEW).await;
-                    let until = engine.now_ms() + LEASE.as_millis() as i64;
-                    if let Err(e) =
-                        store::renew_idempotency_key(&engine.inner.db, &tenant, &key, until).await
-                    {
-                        tracing::warn!("could not renew an idempotency key's claim: {e}");
-                    }
-                }
-            }
-        }));
         let now = self.now_ms();
         let lock = now + LEASE.as_millis() as i64;
         match store::claim_idempotency_key(
@@ -113,6 +96,7 @@ impl Engine {
                 }
             }
             store::KeyClaim::Recover(sha, asset_id) => {
+                let _renewal = self.hold_key(tenant, key);
                 let result = self
                     .raw_recover(tenant, key, &sha, &asset_id, max, &mut body)
                     .await;
@@ -126,6 +110,7 @@ impl Engine {
                 result
             }
             store::KeyClaim::Claimed => {
+                let _renewal = self.hold_key(tenant, key);
                 let result = self.raw_store(who, tenant, &req, &mut body).await;
                 if result.is_err()
                     && let Err(e) =
@@ -136,6 +121,20 @@ impl Engine {
                 result
             }
         }
+    }
+
+    /// Renew this request's claim on `key` on a timer until the returned value is dropped:
+    /// a slow step (reading the body, completing the upload, recording the answer) never
+    /// lets a retry claim the key meanwhile.
+    fn hold_key(&self, tenant: &str, key: &str) -> crate::AbortOnDrop {
+        let (engine, tenant, key) = (self.clone(), tenant.to_string(), key.to_string());
+        crate::AbortOnDrop::every(LEASE_RENEW, "renew an idempotency key's claim", move || {
+            let (engine, tenant, key) = (engine.clone(), tenant.clone(), key.clone());
+            async move {
+                let until = engine.now_ms() + LEASE.as_millis() as i64;
+                store::renew_idempotency_key(&engine.inner.db, &tenant, &key, until).await
+            }
+        })
     }
 
     /// A retry under a key whose first request staged its asset and died before answering:
@@ -166,7 +165,7 @@ impl Engine {
                 Error::UploadLocked(_) => Error::IdempotencyInFlight,
                 e => e,
             })?;
-        let finished = self.finish_staged_raw(tenant, asset_id).await;
+        let finished = self.finish_staged_raw(tenant, asset_id, &lease).await;
         let released = lease.release().await;
         finished?;
         released?;
@@ -190,10 +189,17 @@ impl Engine {
 
     /// Complete a staged raw upload (whole body, synced, offset committed) if its request
     /// died before completing it; nothing to do when it is complete already.
-    async fn finish_staged_raw(&self, tenant: &str, asset_id: &str) -> Result<()> {
+    async fn finish_staged_raw(
+        &self,
+        tenant: &str,
+        asset_id: &str,
+        lease: &crate::uploads::UploadLease,
+    ) -> Result<()> {
         match store::get_upload(&self.inner.db, tenant, asset_id).await? {
             Some((_, true)) => Ok(()),
-            Some((state, false)) if state.is_full() => self.finish_upload(tenant, asset_id).await,
+            Some((state, false)) if state.awaits_finish(false) => {
+                self.finish_whole(tenant, asset_id, lease).await
+            }
             // Staged but its bytes never committed, or swept: there is no asset to give.
             _ => Err(Error::Conflict(
                 "the first request under this Idempotency-Key did not complete its upload; \
@@ -317,12 +323,10 @@ impl Engine {
         let mut sniffer = Sniffer::new(Vec::new(), req.content_length);
         let mut hasher = Sha256::new();
         let mut written = 0u64;
-        let mut renewed = std::time::Instant::now();
         while let Some(chunk) = body.next().await {
-            if renewed.elapsed() >= LEASE_RENEW {
-                self.renew_lease(lease).await?;
-                renewed = std::time::Instant::now();
-            }
+            // Still ours? (The lease's timer says.) If not, nothing of this request is
+            // committed, and the file is not touched again.
+            lease.check()?;
             let chunk = chunk.map_err(|e| {
                 Error::Body(format!(
                     "the request body ended early ({e}); nothing of it was stored"
@@ -337,14 +341,8 @@ impl Engine {
                     None => Error::TooLarge { size: next, max },
                 });
             }
-            if let Some((q, used)) = quota
-                && used.saturating_add(next) > q
-            {
-                return Err(Error::QuotaExceeded {
-                    used,
-                    requested: next,
-                    quota: q,
-                });
+            if let Some(e) = crate::uploads::over_quota(quota, next) {
+                return Err(e);
             }
             sniffer.feed(&chunk).map_err(Error::UnsupportedMedia)?;
             hasher.update(&chunk);

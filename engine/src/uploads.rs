@@ -42,7 +42,8 @@ use crate::{Engine, Error, Result, store};
 
 mod multipart;
 
-/// How long a writer's lease on an upload lasts without renewal; renewed while bytes flow.
+/// How long a writer's lease on an upload lasts without renewal, and how often its holder's
+/// timer renews it.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
 pub(crate) const LEASE_RENEW: Duration = Duration::from_secs(3);
 /// The error of an asset whose upload had no bytes.
@@ -79,6 +80,15 @@ pub(crate) struct UploadLease {
 }
 
 impl UploadLease {
+    /// Is the lease still ours? (Its timer renews it; this reads what the timer found.)
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(Error::UploadLocked(self.asset.clone()))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The lease's owner token, for writes fenced by it.
     pub(crate) fn owner(&self) -> &str {
         &self.owner
@@ -198,29 +208,20 @@ impl Engine {
             let Ok(lease) = self.lease_upload(&tenant, &asset).await else {
                 continue;
             };
-            // Every byte committed on S3 but completing failed (and the client, told the
-            // upload was whole, never came back): finish it rather than drop it.
-            // (A final whose partials were consumed is whole too.) An unused partial is not
-            // finished: it expires like any unfinished upload.
-            // Local: the same for an upload whose finishing was cut short after its
-            // last offset commit.
+            // Every byte committed but finishing cut short (and the client, told the upload
+            // was whole, never came back): finish it rather than drop it. (A final whose
+            // partials were consumed is whole too.) An unused partial is not finished: it
+            // expires like any unfinished upload.
             let whole = match store::get_upload(&self.inner.db, &tenant, &asset).await {
-                Ok(Some((state, false))) => {
-                    state.is_full() && state.offset > 0 && state.concat != UploadConcat::Partial
-                }
-                Ok(_) => false,
+                Ok(Some((state, complete))) => state.awaits_finish(complete),
+                Ok(None) => false,
                 Err(e) => {
                     tracing::warn!(asset, "could not read an expired upload: {e}");
                     continue;
                 }
             };
             if whole {
-                let finished = if self.inner.storage.resumable_multipart() {
-                    self.finish_multipart(&tenant, &asset, &lease).await
-                } else {
-                    self.finish_upload(&tenant, &asset).await
-                };
-                match finished {
+                match self.finish_whole(&tenant, &asset, &lease).await {
                     Ok(()) => tracing::info!(asset, "stalled upload completed by the sweeper"),
                     Err(e) => tracing::warn!(asset, "could not complete a whole upload: {e}"),
                 }
@@ -349,15 +350,6 @@ impl Engine {
             lost,
             renewer,
         })
-    }
-
-    /// Is the lease still ours? (The timer renews it; this only reads what it found.)
-    pub(crate) async fn renew_lease(&self, lease: &UploadLease) -> Result<()> {
-        if lease.lost.load(Ordering::SeqCst) {
-            Err(Error::UploadLocked(lease.asset.clone()))
-        } else {
-            Ok(())
-        }
     }
 
     /// tus creation: a new asset in `uploading` with an empty upload of `length` bytes.
@@ -565,24 +557,9 @@ impl Engine {
         }
         let partial = state.concat == UploadConcat::Partial;
         let multipart = store::upload_multipart(&self.inner.db, tenant, asset).await?;
-        if multipart.is_some() && !complete && !partial && state.is_full() && offset == state.offset
-        {
-            // S3: every byte is committed but completing failed half-way: finish now.
-            self.finish_multipart(tenant, asset, lease).await?;
-            return Ok(UploadState {
-                expires_at: None,
-                ..state
-            });
-        }
-        if multipart.is_none()
-            && !complete
-            && !partial
-            && state.is_full()
-            && state.offset > 0
-            && offset == state.offset
-        {
-            // Local: every byte is committed but finishing was cut short: finish now.
-            self.finish_upload(tenant, asset).await?;
+        if state.awaits_finish(complete) && offset == state.offset {
+            // Every byte is committed but finishing was cut short: finish now.
+            self.finish_whole(tenant, asset, lease).await?;
             return Ok(UploadState {
                 expires_at: None,
                 ..state
@@ -667,15 +644,11 @@ impl Engine {
         let mut written = state.offset;
         let mut body_error = None;
         let mut too_long = false;
-        let mut renewed = std::time::Instant::now();
         let mut hasher = checksum.map(Checksum::hasher);
         while let Some(chunk) = body.next().await {
-            if renewed.elapsed() >= LEASE_RENEW {
-                // Still ours? If not, nothing of this request is committed, and the file
-                // (the new holder's now) is not touched again.
-                self.renew_lease(lease).await?;
-                renewed = std::time::Instant::now();
-            }
+            // Still ours? (The lease's timer says.) If not, nothing of this request is
+            // committed, and the file is not touched again.
+            lease.check()?;
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
@@ -795,6 +768,25 @@ impl Engine {
         store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
         Ok(())
+    }
+
+    /// Finish an upload whose every byte is committed (`UploadState::awaits_finish`), under
+    /// its lease: complete its S3 multipart upload, or move its file into the hot tier (the
+    /// local tier, and raw uploads on any tier). Idempotent.
+    pub(crate) async fn finish_whole(
+        &self,
+        tenant: &str,
+        asset: &str,
+        lease: &UploadLease,
+    ) -> Result<()> {
+        if store::upload_multipart(&self.inner.db, tenant, asset)
+            .await?
+            .is_some()
+        {
+            self.finish_multipart(tenant, asset, lease).await
+        } else {
+            self.finish_upload(tenant, asset).await
+        }
     }
 
     /// The transcode job of a finished upload: the one an interrupted earlier finish
@@ -1049,12 +1041,7 @@ impl Engine {
         let paths: Vec<PathBuf> = partials.iter().map(|p| self.upload_path(p)).collect();
         let dest = self.upload_path(&id);
         // The partials were not sniffed (they start mid-file): the final's head is.
-        let judged = match sniff_head(&paths, total).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(what)) => Err(Error::UnsupportedMedia(what)),
-            Err(e) => Err(e),
-        };
-        let assembled = match judged {
+        let assembled = match sniff_head(&paths, total).await {
             Ok(()) => self.assemble(&dest, &paths, &lengths, leases).await,
             Err(e) => Err(e),
         };
@@ -1131,7 +1118,6 @@ impl Engine {
             .into_std()
             .await;
         file.set_len(lengths[0]).map_err(io(dest))?;
-        let mut renewed = std::time::Instant::now();
         for (path, &len) in parts.iter().zip(lengths).skip(1) {
             let (src_path, mut out) = (path.clone(), file);
             // std::io::copy between two files is copy_file_range(2) on Linux: no bytes pass
@@ -1158,11 +1144,8 @@ impl Engine {
                     ),
                 ));
             }
-            if renewed.elapsed() >= LEASE_RENEW {
-                for lease in leases {
-                    self.renew_lease(lease).await?;
-                }
-                renewed = std::time::Instant::now();
+            for lease in leases {
+                lease.check()?;
             }
         }
         tokio::task::spawn_blocking(move || file.sync_data())
@@ -1223,12 +1206,9 @@ impl Writeback {
     }
 }
 
-/// Judge the head of a file made of `parts` (in order) as the content sniffer would judge
-/// one upload of `total` bytes.
-async fn sniff_head(
-    parts: &[PathBuf],
-    total: u64,
-) -> Result<std::result::Result<(), &'static str>> {
+/// Judge the head of a file made of `parts` (in order) as the content sniffer judges one
+/// upload of `total` bytes: `UnsupportedMedia` when it is certainly not media.
+async fn sniff_head(parts: &[PathBuf], total: u64) -> Result<()> {
     use tokio::io::AsyncReadExt;
     let mut sniffer = Sniffer::new(Vec::new(), Some(total));
     let mut left = WINDOW as u64;
@@ -1245,9 +1225,7 @@ async fn sniff_head(
             .await
             .map_err(|e| Error::io(path, e))?;
         left -= buf.len() as u64;
-        if let Err(what) = sniffer.feed(&buf) {
-            return Ok(Err(what));
-        }
+        sniffer.feed(&buf).map_err(Error::UnsupportedMedia)?;
     }
-    Ok(Ok(()))
+    Ok(())
 }

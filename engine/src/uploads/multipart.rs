@@ -35,7 +35,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sluice_storage::keys;
 
-use super::{LEASE_RENEW, UploadLease};
+use super::UploadLease;
 use crate::checksum::Checksum;
 use crate::model::{UploadConcat, UploadState};
 use crate::sniff::{Sniffer, WINDOW};
@@ -208,14 +208,12 @@ impl Engine {
         let mut too_long = None;
         let quota = self.deferred_quota(tenant, &state).await?;
         let mut over = None;
-        let mut renewed = std::time::Instant::now();
         let mut hasher = checksum.map(Checksum::hasher);
 
         while let Some(chunk) = body.next().await {
-            if renewed.elapsed() >= LEASE_RENEW {
-                self.renew_lease(lease).await?;
-                renewed = std::time::Instant::now();
-            }
+            // Still ours? (The lease's timer says.) If not, nothing of this request is
+            // committed, and the file is not touched again.
+            lease.check()?;
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
@@ -253,8 +251,7 @@ impl Engine {
                     size: part_size as u64,
                 });
                 next_index += 1;
-                self.renew_lease(lease).await?;
-                renewed = std::time::Instant::now();
+                lease.check()?;
                 if hasher.is_none() {
                     // Durable now: the bytes up to this part's end.
                     committed = parts_bytes
@@ -449,14 +446,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Renew every lease a final upload's assembly holds.
-    async fn renew_leases(&self, leases: &[UploadLease], own: &UploadLease) -> Result<()> {
-        for lease in leases.iter().chain(std::iter::once(own)) {
-            self.renew_lease(lease).await?;
-        }
-        Ok(())
-    }
-
     /// Build the source object of final upload `dest` from its complete partials, in order
     /// (see the module docs), under the partials' `leases` (same order) and its own. Leaves
     /// the partials and their sessions intact; on failure the caller discards `dest`.
@@ -471,16 +460,12 @@ impl Engine {
     ) -> Result<()> {
         let storage = &self.inner.storage;
         let started = std::time::Instant::now();
-        let mut renewed = std::time::Instant::now();
         for (id, lease) in partials.iter().zip(leases) {
             let (state, _) = store::get_upload(&self.inner.db, tenant, id)
                 .await?
                 .ok_or_else(|| Error::not_found("upload", id))?;
             self.seal_multipart(tenant, id, &state, lease).await?;
-            if renewed.elapsed() >= LEASE_RENEW {
-                self.renew_leases(leases, own).await?;
-                renewed = std::time::Instant::now();
-            }
+            check_leases(leases, own)?;
         }
         let target = keys::source(tenant, dest);
         let total: u64 = lengths.iter().sum();
@@ -531,10 +516,7 @@ impl Engine {
                             // The sent part is dropped by now: this takes its memory back.
                             buf.reserve(part_size);
                         }
-                        if renewed.elapsed() >= LEASE_RENEW {
-                            self.renew_leases(leases, own).await?;
-                            renewed = std::time::Instant::now();
-                        }
+                        check_leases(leases, own)?;
                     }
                 }
                 if !buf.is_empty() {
@@ -562,4 +544,12 @@ impl Engine {
         );
         Ok(())
     }
+}
+
+/// Are all the leases a final upload's assembly holds still its own?
+fn check_leases(leases: &[UploadLease], own: &UploadLease) -> Result<()> {
+    leases
+        .iter()
+        .chain(std::iter::once(own))
+        .try_for_each(UploadLease::check)
 }
