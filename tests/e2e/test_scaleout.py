@@ -4,10 +4,11 @@ gateway is finished on the other, a concurrent PATCH through the other gateway i
 (423) without corrupting anything, the worker process transcodes the asset, and a playback
 URL issued by one gateway plays through the other."""
 
+import http.client
 import os
+import select
 import signal
 import subprocess
-import threading
 import time
 import urllib.parse
 import uuid
@@ -72,38 +73,62 @@ def test_gateways_continue_each_others_uploads(cluster, workdir):
 
     # First half through A, with a slow body: while it is in flight, a PATCH through B is
     # refused with 423 (one writer per upload across gateways).
-    # The body pauses after its first bytes until B has been tried, so A's request surely
-    # holds the lease then. B first probes with an offset no request could write at (409
-    # while the upload is free, 423 once A holds it: nothing is written either way), then
-    # tries a real write, which must be refused too.
-    b_tried = threading.Event()
+    # A's request is driven by hand (chunked): its headers and first bytes go out, then it
+    # pauses until B has been tried, so A's request surely holds the lease then. B probes
+    # with an offset no request could write at (409 while the upload is free, 423 once A
+    # holds it: nothing is written either way). A probe holds the lease for an instant
+    # itself, so A's request may have arrived in that instant and been refused (423): it is
+    # then started again. Once a probe sees 423, B tries a real write, refused too.
+    step = max(half // 10, 1)
+    host, port = urllib.parse.urlsplit(a.url).hostname, urllib.parse.urlsplit(a.url).port
+    path = urllib.parse.urlsplit(loc_a).path
 
-    def slow_body():
-        step = max(half // 10, 1)
-        yield data[:step]
-        assert b_tried.wait(60)
-        for i in range(step, half, step):
-            yield data[i:min(i + step, half)]
+    def start_a():
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+        conn.putrequest("PATCH", path)
+        for k, v in {**patch, "Upload-Offset": "0", "Transfer-Encoding": "chunked"}.items():
+            conn.putheader(k, v)
+        conn.endheaders()
+        send_chunk(conn, data[:step])
+        return conn
+
+    def send_chunk(conn, chunk):
+        conn.send(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+
+    def refused_early(conn):
+        """Has A's request been answered already (refused before its body was read)?"""
+        if not select.select([conn.sock], [], [], 0)[0]:
+            return False
+        r = conn.getresponse()
+        assert r.status == 423, (r.status, r.read())
+        conn.close()
+        return True
+
+    conn_a = start_a()
 
     def probe_b():
+        nonlocal conn_a
         r = requests.patch(loc_b, headers={**patch, "Upload-Offset": str(len(data) + 1)}, data=b"",
                            timeout=10)
         assert r.status_code in (409, 423), r.text
-        return r.status_code == 423
+        if r.status_code == 423:
+            return True
+        if refused_early(conn_a):
+            conn_a = start_a()
+        return False
 
-    result = {}
-    th = threading.Thread(target=lambda: result.update(
-        r=requests.patch(loc_a, headers={**patch, "Upload-Offset": "0"}, data=slow_body(), timeout=60)))
-    th.start()
     try:
         wait_for(probe_b, 30, "A's PATCH to hold the upload's lease", interval=0.05)
         r = requests.patch(loc_b, headers={**patch, "Upload-Offset": "0"}, data=b"X" * 1000, timeout=10)
         assert r.status_code == 423, r.text
         assert r.json()["error"]["code"] == "upload_locked"
+        for i in range(step, half, step):
+            send_chunk(conn_a, data[i:min(i + step, half)])
+        conn_a.send(b"0\r\n\r\n")
+        r = conn_a.getresponse()
+        assert r.status == 204 and r.getheader("Upload-Offset") == str(half), (r.status, r.read())
     finally:
-        b_tried.set()
-    th.join()
-    assert result["r"].status_code == 204 and result["r"].headers["Upload-Offset"] == str(half)
+        conn_a.close()
 
     # B knows the offset A committed, and finishes the upload.
     r = requests.head(loc_b, headers=tus, timeout=10)
