@@ -83,7 +83,7 @@ pub struct LiveConfig {
     /// How a recording becomes VOD when a stream does not say (`POST /v1/live` `vod`):
     /// `transcode` (the tenant's ladder) or `copy` (the pushed renditions as they are).
     /// Default `transcode`.
-    pub vod: crate::live::VodMode,
+    pub vod: sluice_media::VodMode,
 }
 
 impl Default for LiveConfig {
@@ -96,7 +96,7 @@ impl Default for LiveConfig {
             max_segment_bytes: 64 << 20,
             max_playlist_bytes: 1 << 20,
             sweep_interval_s: 2,
-            vod: crate::live::VodMode::Transcode,
+            vod: sluice_media::VodMode::Transcode,
         }
     }
 }
@@ -192,81 +192,8 @@ impl Default for PlaybackConfig {
     }
 }
 
-/// One rung of the ABR ladder as configured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RungConfig {
-    /// Rendition name, used in paths (`720p/index.m3u8`).
-    pub name: String,
-    /// Output height in pixels; width follows the source aspect ratio.
-    pub height: u32,
-    /// Target video bitrate, bits per second.
-    pub video_bitrate: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TranscodeConfig {
-    /// Segment duration, seconds. Default 2.
-    pub segment_duration_s: f64,
-    /// x264 speed preset. Default `veryfast`.
-    pub x264_preset: String,
-    /// AAC bitrate, bits per second. Default 128000.
-    pub audio_bitrate: u32,
-    /// Fail a transcode whose output makes no progress for this long, seconds. Default 30.
-    pub stall_timeout_s: u64,
-    /// The ladder; rungs above the source resolution are skipped. Default
-    /// 1080p/720p/480p/360p.
-    pub ladder: Vec<RungConfig>,
-    /// Longest source accepted, seconds. Default 21600 (6 h).
-    pub max_duration_s: f64,
-    /// Largest source frame accepted, pixels (width × height). Default 8192 × 4320.
-    pub max_pixels: u64,
-    /// Add an audio-only (AAC) variant, named `audio`, to the master playlist of sources
-    /// with sound. Tenants can switch it per preset. Default false.
-    pub audio_only: bool,
-    /// Segment container: `ts` (MPEG-TS, the default) or `fmp4` (fragmented MP4 / CMAF-style
-    /// segments with an `init.mp4` per rendition, `EXT-X-MAP`). Tenants can switch it per
-    /// preset.
-    pub segment_format: SegmentFormat,
-}
-
-/// The container of HLS media segments.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SegmentFormat {
-    /// MPEG-TS segments (`.ts`): every HLS player, the widest reach.
-    #[default]
-    Ts,
-    /// Fragmented MP4 segments (`.m4s`) after an `init.mp4`.
-    Fmp4,
-}
-
-impl Default for TranscodeConfig {
-    fn default() -> Self {
-        let rung = |name: &str, height, video_bitrate| RungConfig {
-            name: name.to_string(),
-            height,
-            video_bitrate,
-        };
-        Self {
-            segment_duration_s: 2.0,
-            x264_preset: "veryfast".to_string(),
-            audio_bitrate: 128_000,
-            stall_timeout_s: 30,
-            ladder: vec![
-                rung("1080p", 1080, 5_000_000),
-                rung("720p", 720, 2_800_000),
-                rung("480p", 480, 1_400_000),
-                rung("360p", 360, 800_000),
-            ],
-            max_duration_s: 6.0 * 3600.0,
-            max_pixels: 8192 * 4320,
-            audio_only: false,
-            segment_format: SegmentFormat::Ts,
-        }
-    }
-}
+// The transcode section and its ladder are media vocabulary, shared with the workers.
+pub use sluice_media::{RungConfig, SegmentFormat, TranscodeConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -355,12 +282,8 @@ impl Config {
                     "each ladder rung needs 16 <= height <= 4320 and video_bitrate >= 50000",
                 );
             }
-            if sluice_storage::keys::validate_relative(&r.name).is_err() || r.name.contains('/') {
-                return bad("ladder rung names may only use [A-Za-z0-9._-]");
-            }
-            if r.name == crate::preset::AUDIO_ONLY_NAME {
-                return bad("ladder rung name \"audio\" is reserved for the audio-only rendition");
-            }
+            sluice_media::check_rung_name(&r.name)
+                .map_err(|e| crate::Error::Config(format!("transcode.ladder: {e}")))?;
         }
         let w = &self.workers;
         if w.concurrency == 0 || w.max_attempts == 0 || w.heartbeat_s == 0 || w.poll_ms == 0 {

@@ -13,7 +13,6 @@ mod devices;
 pub mod error;
 pub mod live;
 pub mod model;
-pub mod preset;
 pub mod queue;
 mod raw;
 pub mod sniff;
@@ -41,9 +40,9 @@ pub use clock::{Clock, SystemClock};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use model::*;
-pub use preset::{PresetOverrides, TranscodePreset};
 pub use queue::JobClass;
 pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
+pub use sluice_media::preset::{self, PresetOverrides, TranscodePreset};
 pub use uploads::{MAX_CONCAT_PARTS, NewUploadSpec};
 
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
@@ -1123,7 +1122,7 @@ impl Engine {
         if !asset.renditions.iter().any(|r| r.name == name) {
             return Err(Error::not_found("rendition", name));
         }
-        if name == preset::AUDIO_ONLY_NAME {
+        if name == sluice_media::AUDIO_ONLY_NAME {
             return Err(Error::InvalidInput(
                 "the audio-only rendition shares its audio encode with the ladder: re-run a                  video rendition or the whole job"
                     .into(),

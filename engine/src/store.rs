@@ -1488,7 +1488,7 @@ pub(crate) struct LiveRow {
     pub last_ok_at: Option<i64>,
     pub created_at: i64,
     pub ended_at: Option<i64>,
-    pub vod_mode: crate::live::VodMode,
+    pub vod_mode: sluice_media::VodMode,
 }
 
 const LIVE_COLS: &str = "id, tenant_id, asset_id, name, ingest_hash, state, end_reason, \
@@ -1515,7 +1515,7 @@ fn live_from_row(r: &sqlx::any::AnyRow) -> Result<LiveRow> {
         last_ok_at: r.try_get("last_ok_at")?,
         created_at: r.try_get("created_at")?,
         ended_at: r.try_get("ended_at")?,
-        vod_mode: crate::live::VodMode::parse(r.try_get("vod_mode")?).unwrap_or_default(),
+        vod_mode: sluice_media::VodMode::parse(r.try_get("vod_mode")?).unwrap_or_default(),
     })
 }
 

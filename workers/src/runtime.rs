@@ -20,9 +20,9 @@ use sluice_storage::keys;
 use tokio::sync::watch;
 
 use crate::media::ladder::{RungSpec, plan_ladder};
-use crate::media::playlist::{Variant, replace_variant};
 use crate::media::transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode};
 use crate::media::{self, MediaError};
+use sluice_media::hls::{Variant, replace_variant};
 
 /// Errors of a job run, split by what should happen next.
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,6 @@
 //! All state lives in the metadata database (any gateway can take any request); requests
 //! of one stream are serialised per process, which is how encoders send them anyway.
 
-pub mod m3u8;
 pub mod vod;
 
 use std::collections::HashMap;
@@ -28,38 +27,8 @@ use tokio::io::AsyncWriteExt;
 use crate::store::{self, LivePlaylistRow, LiveRow};
 use crate::{Engine, Error, JobClass, Principal, Result, hash_key, random_token, rfc3339_ms};
 
-use m3u8::{OutSegment, Playlist};
-
-/// How a stream's recording becomes a VOD asset when it ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VodMode {
-    /// Transcode the recording to the tenant's ladder (ahead of uploads in the queue).
-    #[default]
-    Transcode,
-    /// Publish the renditions the encoder pushed as they are: no encode, ready in seconds,
-    /// the quality is the encoder's.
-    Copy,
-}
-
-impl VodMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VodMode::Transcode => "transcode",
-            VodMode::Copy => "copy",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "transcode" => Ok(VodMode::Transcode),
-            "copy" => Ok(VodMode::Copy),
-            other => Err(Error::InvalidInput(format!(
-                "vod must be \"transcode\" or \"copy\", not {other:?}"
-            ))),
-        }
-    }
-}
+pub use sluice_media::VodMode;
+use sluice_media::hls::{self, MediaHead, Playlist, Segment};
 
 /// A live stream as the API shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -106,7 +75,7 @@ const SEGMENT_EXTS: [&str; 6] = ["ts", "m4s", "mp4", "m4v", "m4a", "cmfv"];
 
 /// Classify an ingest name, or refuse it.
 pub fn ingest_kind(name: &str) -> Result<IngestKind> {
-    m3u8::validate_uri(name).map_err(Error::InvalidInput)?;
+    hls::validate_uri(name).map_err(Error::InvalidInput)?;
     let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
     if ext == "m3u8" {
         Ok(IngestKind::Playlist)
@@ -225,7 +194,7 @@ impl Engine {
             ));
         }
         let vod = match vod {
-            Some(v) => VodMode::parse(v)?,
+            Some(v) => VodMode::parse(v).map_err(Error::InvalidInput)?,
             None => self.inner.config.live.vod,
         };
         let id = ulid::Ulid::new().to_string();
@@ -442,7 +411,7 @@ impl Engine {
         }
         let text = std::str::from_utf8(&body)
             .map_err(|_| Error::InvalidInput("the playlist is not UTF-8 text".into()))?;
-        let parsed = m3u8::parse(text)
+        let parsed = hls::parse(text)
             .map_err(|e| Error::InvalidInput(format!("malformed playlist {name}: {e}")))?;
         let db = &self.inner.db;
         let lock = self.inner.live_locks.get(&row.id);
@@ -514,7 +483,7 @@ impl Engine {
         &self,
         row: &LiveRow,
         name: &str,
-        m: &m3u8::MediaPlaylist,
+        m: &hls::MediaPlaylist,
     ) -> Result<()> {
         let db = &self.inner.db;
         let mut state = store::live_playlists(db, &row.id)
@@ -602,7 +571,7 @@ impl Engine {
         &self,
         stream: &str,
         state: &LivePlaylistRow,
-        m: &m3u8::MediaPlaylist,
+        m: &hls::MediaPlaylist,
     ) -> Result<bool> {
         let first = m.media_sequence as i64;
         let Some(entry) = m.segments.first() else {
@@ -634,7 +603,7 @@ impl Engine {
         &self,
         stream: &str,
         state: &LivePlaylistRow,
-        m: &m3u8::MediaPlaylist,
+        m: &hls::MediaPlaylist,
     ) -> Result<bool> {
         let first = m.media_sequence as i64;
         let last = first + m.segments.len() as i64 - 1;
@@ -713,9 +682,9 @@ impl Engine {
         let shown = &ready[start..];
         let depth = name.matches('/').count();
         let up = "../".repeat(depth);
-        let out: Vec<OutSegment> = shown
+        let out: Vec<Segment> = shown
             .iter()
-            .map(|s| OutSegment {
+            .map(|s| Segment {
                 uri: format!("{up}{}", segment_rel(s.seq, &s.ext)),
                 duration: s.duration.unwrap_or(0.0),
                 discontinuity: s.discontinuity,
@@ -731,13 +700,14 @@ impl Engine {
         let disc_seq = ready[..start].iter().filter(|s| s.discontinuity).count() as u64
             + u64::from(shown.first().is_some_and(|s| s.discontinuity));
         let media_seq = shown.first().and_then(|s| s.pos).unwrap_or(state.next_pos) as u64;
-        let text = m3u8::write_media(
-            state.target_duration.max(1) as u64,
-            media_seq,
-            disc_seq,
-            &out,
-            ended || (state.ended && ready.len() == segs.len()),
-        );
+        let head = MediaHead {
+            target_duration: state.target_duration.max(1) as u64,
+            media_sequence: media_seq,
+            discontinuity_sequence: disc_seq,
+            ended: ended || (state.ended && ready.len() == segs.len()),
+            ..MediaHead::default()
+        };
+        let text = hls::write_media(&head, &out);
         let key = format!("{}{name}", keys::live_prefix(&row.tenant_id, &row.asset_id));
         self.inner.storage.put(&key, Bytes::from(text)).await?;
         Ok(())

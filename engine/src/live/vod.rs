@@ -17,11 +17,11 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sluice_storage::keys;
 
-use super::m3u8::{self, OutSegment, Playlist};
 use super::segment_rel;
 use crate::model::{Rendition, TranscodeJob};
 use crate::store::{self, LiveRow};
 use crate::{Engine, Error, Result};
+use sluice_media::hls::{self, MediaHead, Playlist, Segment};
 
 /// Server-side copies in flight at once when publishing.
 const COPY_CONCURRENCY: usize = 16;
@@ -139,7 +139,7 @@ impl Engine {
         let mut order: Vec<(String, bool)> = vec![];
         match &master {
             Some((name, text)) => {
-                if let Ok(Playlist::Master(m)) = m3u8::parse(text) {
+                if let Ok(Playlist::Master(m)) = hls::parse(text) {
                     for v in &m.variants {
                         order.push((resolve(name, &v.uri), true));
                     }
@@ -307,17 +307,22 @@ impl Engine {
             .buffer_unordered(COPY_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
-            let out: Vec<OutSegment> = r
+            let out: Vec<Segment> = r
                 .segments
                 .iter()
-                .map(|s| OutSegment {
+                .map(|s| Segment {
                     uri: s.file.clone(),
                     duration: s.duration,
                     discontinuity: s.discontinuity,
                     map: s.map.as_ref().map(|(_, f)| f.clone()),
                 })
                 .collect();
-            let text = m3u8::write_vod_media(r.target_duration, &out);
+            let head = MediaHead {
+                vod: true,
+                target_duration: r.target_duration,
+                ..MediaHead::default()
+            };
+            let text = hls::write_media(&head, &out);
             storage
                 .put(
                     &format!("{published}{}/index.m3u8", r.name),
@@ -328,7 +333,7 @@ impl Engine {
         let master = match &plan.master {
             // The contract promises RESOLUTION and CODECS on every variant: the probe fills
             // in what the encoder left out.
-            Some((name, text)) => m3u8::rewrite_master(text, |uri| {
+            Some((name, text)) => hls::rewrite_master(text, |uri| {
                 let full = resolve(name, uri);
                 let (r, p) = plan
                     .renditions
@@ -342,7 +347,7 @@ impl Engine {
                 if !p.codecs.is_empty() {
                     fill.push(("CODECS", format!("\"{}\"", p.codecs)));
                 }
-                Some(m3u8::MasterEntry {
+                Some(hls::MasterEntry {
                     uri: format!("{}/index.m3u8", r.name),
                     fill,
                 })

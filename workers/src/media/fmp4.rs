@@ -149,10 +149,10 @@ pub fn split_init(dir: &Path, segments: &[PathBuf]) -> Result<(), MediaError> {
             }
             Some(_) => {}
         }
-        super::transcode::write_atomically(path, media)?;
+        super::files::write_atomically(path, media)?;
     }
     if let Some(init) = first_init {
-        super::transcode::write_atomically(&dir.join(INIT_NAME), init)?;
+        super::files::write_atomically(&dir.join(INIT_NAME), init)?;
     }
     Ok(())
 }

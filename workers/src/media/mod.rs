@@ -5,7 +5,7 @@
 //! pure and unit-tested with exact expectations:
 //!
 //! * [`ladder`]: which renditions to produce and the RFC 6381 `CODECS` strings (pure);
-//! * [`playlist`]: RFC 8216 media/master playlists and the peak bit-rate rule (pure);
+//! * playlists and their bit-rate rules are pure text, in `sluice_media::hls`;
 //! * [`probe`](mod@probe): what is in a file, through `gstreamer_pbutils::Discoverer`,
 //!   after a quick structural check of MP4/MOV files that catches interrupted uploads (I/O);
 //! * [`transcode`](mod@transcode): one decode, a tee per rendition, one AAC encode (I/O,
@@ -15,11 +15,12 @@
 //!
 //! Everything here is blocking: async callers run it on `spawn_blocking`.
 
+mod elements;
 mod error;
+mod files;
 pub mod fmp4;
 mod isobmff;
 pub mod ladder;
-pub mod playlist;
 pub mod probe;
 pub mod thumbs;
 pub mod transcode;
@@ -31,8 +32,8 @@ use std::sync::OnceLock;
 
 pub use error::MediaError;
 pub use ladder::{AAC_LC_CODEC, Rung, RungSpec, default_ladder, h264_codec_string, plan_ladder};
-pub use playlist::{Segment, Variant, master_playlist, media_playlist};
 pub use probe::{AudioInfo, ProbeInfo, VideoInfo, probe, probe_sample};
+pub use sluice_media::hls::{Segment, Variant, master_playlist};
 pub use thumbs::Thumbnails;
 pub use transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode};
 

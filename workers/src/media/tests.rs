@@ -258,7 +258,7 @@ fn verify_output(
 
         let dir = out_dir.join(&v.rung.name);
         let index = std::fs::read_to_string(dir.join("index.m3u8")).expect("index.m3u8");
-        assert_eq!(index, media_playlist(&v.segments));
+        assert_eq!(index, sluice_media::hls::vod_media(&v.segments, None));
         assert_close(
             playlist_duration(&dir.join("index.m3u8")),
             output.duration_s,
@@ -718,7 +718,7 @@ fn audio_only_rendition_is_cut_with_the_video_from_the_same_aac_encode() {
     let index = out_dir.join("audio/index.m3u8");
     assert_eq!(
         std::fs::read_to_string(&index).expect("audio index"),
-        media_playlist(&audio.segments)
+        sluice_media::hls::vod_media(&audio.segments, None)
     );
     assert_close(
         playlist_duration(&index),
@@ -1366,7 +1366,6 @@ fn interlaced_input_is_deinterlaced() {
 #[test]
 fn fmp4_output_has_one_init_and_aligned_bare_fragments() {
     use crate::media::fmp4::INIT_NAME;
-    use crate::media::playlist::media_playlist_with_map;
     use crate::media::transcode::SegmentFormat;
     let dir = TestDir::new("fmp4");
     let src = dir.path().join("src.mp4");
@@ -1393,7 +1392,10 @@ fn fmp4_output_has_one_init_and_aligned_bare_fragments() {
     for v in output.variants.iter().chain(std::iter::once(&audio)) {
         let rdir = out_dir.join(&v.rung.name);
         let index = std::fs::read_to_string(rdir.join("index.m3u8")).expect("index.m3u8");
-        assert_eq!(index, media_playlist_with_map(&v.segments, Some(INIT_NAME)));
+        assert_eq!(
+            index,
+            sluice_media::hls::vod_media(&v.segments, Some(INIT_NAME))
+        );
         assert!(index.contains("#EXT-X-VERSION:6\n#EXT-X-PLAYLIST-TYPE:VOD\n"));
         let init = std::fs::read(rdir.join(INIT_NAME)).expect("init.mp4");
         assert_eq!(&init[4..8], b"ftyp");

@@ -36,7 +36,8 @@ use gstreamer_video::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::MediaError;
-use super::transcode::{set, time_queue, write_atomically};
+use super::elements::{set, time_queue};
+use super::files::write_atomically;
 
 /// The poster frame, in the output directory.
 pub const POSTER_FILE: &str = "poster.jpg";

@@ -29,24 +29,18 @@ use gstreamer::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::MediaError;
+use super::elements::{make, set, set_enum, set_int, time_queue};
 use super::error::from_gst_error;
+use super::files::write_atomically;
 use super::fmp4;
 use super::ladder::{AAC_LC_CODEC, Rung, h264_codec_string};
-use super::playlist::{
-    Segment, Variant, average_bit_rate, master_playlist, media_playlist_with_map, peak_bit_rate,
-    target_duration,
-};
 use super::probe::{ProbeInfo, check_structure};
 use super::thumbs::{self, DEFAULT_STORYBOARD_INTERVAL, Thumbnails};
-pub use sluice_engine::config::SegmentFormat;
-
-/// File name extension of media segments in `format`.
-pub(crate) fn segment_ext(format: SegmentFormat) -> &'static str {
-    match format {
-        SegmentFormat::Ts => "ts",
-        SegmentFormat::Fmp4 => "m4s",
-    }
-}
+use sluice_media::hls::{
+    Segment, Variant, average_bit_rate, master_playlist, peak_bit_rate, target_duration, vod_media,
+};
+use sluice_media::preset::X264_PRESETS;
+pub use sluice_media::{AUDIO_ONLY_NAME, SegmentFormat};
 
 /// The muxer `splitmuxsink` restarts for every segment: MPEG-TS, or gst-plugins-rs'
 /// `isofmp4mux` (one ftyp+moov+moof+mdat file per segment, split into `init.mp4` and bare
@@ -94,9 +88,6 @@ pub struct TranscodeOptions {
 fn default_true() -> bool {
     true
 }
-
-/// Name of the audio-only rendition: its directory, and its playlist at `audio/index.m3u8`.
-pub const AUDIO_ONLY_NAME: &str = "audio";
 
 /// Options serialised before the storyboard existed still deserialise.
 fn default_storyboard_interval() -> Duration {
@@ -151,19 +142,6 @@ pub struct TranscodeOutput {
     pub audio_only: Option<VariantOutput>,
 }
 
-/// x264 speed presets accepted in [`TranscodeOptions::x264_preset`].
-const X264_PRESETS: &[&str] = &[
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-    "placebo",
-];
 /// Bus poll interval: how quickly cancellation and stalls are noticed.
 const TICK: Duration = Duration::from_millis(200);
 /// Minimum interval between two progress callbacks.
@@ -296,10 +274,7 @@ pub fn transcode(
             .collect::<Result<Vec<(u64, f64)>, std::io::Error>>()?;
         let segments: Vec<Segment> = segments
             .into_iter()
-            .map(|(path, duration)| Segment {
-                uri: file_name(&path),
-                duration,
-            })
+            .map(|(path, duration)| Segment::new(file_name(&path), duration))
             .collect();
         let (profile, level) = caps.unwrap_or_else(|| {
             tracing::warn!(rung = %rung.name, "h264parse caps carry no profile/level; advertising High 4.0");
@@ -343,10 +318,7 @@ pub fn transcode(
                 .collect::<Result<Vec<(u64, f64)>, std::io::Error>>()?;
             let segments: Vec<Segment> = segments
                 .into_iter()
-                .map(|(path, duration)| Segment {
-                    uri: file_name(&path),
-                    duration,
-                })
+                .map(|(path, duration)| Segment::new(file_name(&path), duration))
                 .collect();
             Some(VariantOutput {
                 rung: Rung {
@@ -384,7 +356,7 @@ pub fn transcode(
     for v in variants.iter().chain(&audio_only) {
         write_atomically(
             &out_dir.join(&v.rung.name).join("index.m3u8"),
-            media_playlist_with_map(&v.segments, map),
+            vod_media(&v.segments, map),
         )?;
     }
     let master: Vec<Variant> = variants
@@ -582,18 +554,6 @@ fn remove_if_exists(path: &Path) -> Result<(), std::io::Error> {
     }
 }
 
-/// Writes via a temporary file and a rename, so a web server never serves half a playlist.
-pub(crate) fn write_atomically(
-    path: &Path,
-    contents: impl AsRef<[u8]>,
-) -> Result<(), std::io::Error> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, contents)?;
-    std::fs::rename(&tmp, path)
-}
-
 fn file_name(path: &str) -> String {
     Path::new(path)
         .file_name()
@@ -656,85 +616,6 @@ impl Drop for NullOnDrop {
     }
 }
 
-fn make(factory: &str, name: &str) -> Result<gst::Element, MediaError> {
-    gst::ElementFactory::make(factory)
-        .name(name)
-        .build()
-        .map_err(|_| {
-            MediaError::Pipeline(format!("the GStreamer element {factory} is not installed"))
-        })
-}
-
-/// Sets a property after checking it exists with a compatible type: `set_property` panics
-/// otherwise, and element versions differ.
-pub(crate) fn set(
-    el: &gst::Element,
-    name: &str,
-    value: impl Into<gst::glib::Value>,
-) -> Result<(), MediaError> {
-    let value = value.into();
-    match el.find_property(name) {
-        Some(pspec) if value.type_().is_a(pspec.value_type()) => {
-            el.set_property_from_value(name, &value);
-            Ok(())
-        }
-        Some(pspec) => Err(MediaError::Pipeline(format!(
-            "property {name} of {} has type {}, not {}",
-            el.name(),
-            pspec.value_type(),
-            value.type_()
-        ))),
-        None => Err(MediaError::Pipeline(format!(
-            "{} has no property {name}",
-            el.name()
-        ))),
-    }
-}
-
-/// Sets an integer property whatever its integer type (`bitrate` is `gint` on one AAC
-/// encoder and `gint64` on the other). Returns `false` when the property does not exist.
-fn set_int(el: &gst::Element, name: &str, v: i64) -> Result<bool, MediaError> {
-    let Some(pspec) = el.find_property(name) else {
-        return Ok(false);
-    };
-    let t = pspec.value_type();
-    let out_of_range = || {
-        MediaError::Pipeline(format!(
-            "value {v} does not fit property {name} of {}",
-            el.name()
-        ))
-    };
-    let value: gst::glib::Value = if t == i32::static_type() {
-        i32::try_from(v).map_err(|_| out_of_range())?.to_value()
-    } else if t == u32::static_type() {
-        u32::try_from(v).map_err(|_| out_of_range())?.to_value()
-    } else if t == i64::static_type() {
-        v.to_value()
-    } else if t == u64::static_type() {
-        u64::try_from(v).map_err(|_| out_of_range())?.to_value()
-    } else {
-        return Err(MediaError::Pipeline(format!(
-            "property {name} of {} is not an integer",
-            el.name()
-        )));
-    };
-    el.set_property_from_value(name, &value);
-    Ok(true)
-}
-
-/// Sets an enum property by nick, without the panic of `set_property_from_str`.
-fn set_enum(el: &gst::Element, name: &str, nick: &str) -> Result<(), MediaError> {
-    let value = el
-        .find_property(name)
-        .and_then(|p| gst::glib::EnumClass::with_type(p.value_type()))
-        .and_then(|c| c.to_value_by_nick(nick))
-        .ok_or_else(|| {
-            MediaError::Pipeline(format!("{} does not accept {name}={nick}", el.name()))
-        })?;
-    el.set_property_from_value(name, &value);
-    Ok(())
-}
-
 fn link(elements: &[&gst::Element]) -> Result<(), MediaError> {
     gst::Element::link_many(elements.iter().copied())
         .map_err(|e| MediaError::Pipeline(format!("could not link the pipeline: {e}")))
@@ -785,14 +666,6 @@ fn frame_queue(name: &str, frames: u32) -> Result<gst::Element, MediaError> {
     set(&q, "max-size-time", 0u64)?;
     set(&q, "max-size-bytes", 0u32)?;
     set(&q, "max-size-buffers", frames)?;
-    Ok(q)
-}
-
-pub(crate) fn time_queue(name: &str, max_time: Duration) -> Result<gst::Element, MediaError> {
-    let q = make("queue", name)?;
-    set(&q, "max-size-time", max_time.as_nanos() as u64)?;
-    set(&q, "max-size-bytes", 0u32)?;
-    set(&q, "max-size-buffers", 0u32)?;
     Ok(q)
 }
 
@@ -957,7 +830,7 @@ fn build_pipeline(plan: &PipelinePlan<'_>) -> Result<BuiltPipeline, MediaError> 
                 "{}/{}/seg_%05d.{}",
                 escape_location(plan.out_dir),
                 rung.name,
-                segment_ext(plan.opts.segment_format)
+                plan.opts.segment_format.segment_ext()
             ),
         )?;
         set(
@@ -1069,7 +942,7 @@ fn attach_audio_only(
         format!(
             "{}/{AUDIO_ONLY_NAME}/seg_%05d.{}",
             escape_location(plan.out_dir),
-            segment_ext(plan.opts.segment_format)
+            plan.opts.segment_format.segment_ext()
         ),
     )?;
     set(&sink, "max-size-time", 0u64)?;

@@ -5,11 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RungConfig, SegmentFormat, TranscodeConfig};
-
-/// Name of the audio-only rendition (its directory and playlist URI). Reserved: no ladder
-/// rung may use it.
-pub const AUDIO_ONLY_NAME: &str = "audio";
+use crate::{RungConfig, SegmentFormat, TranscodeConfig, check_rung_name};
 
 /// x264 speed presets, fastest first.
 pub const X264_PRESETS: [&str; 10] = [
@@ -117,15 +113,6 @@ impl TranscodePreset {
     }
 }
 
-/// Whether `name` can be a rendition name: it becomes a directory and a playlist URI.
-pub fn valid_rung_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// Check a tenant's overrides; the error is a sentence for a 400 response.
 pub fn validate(o: &PresetOverrides) -> Result<(), String> {
     if let Some(ladder) = &o.ladder {
@@ -136,18 +123,7 @@ pub fn validate(o: &PresetOverrides) -> Result<(), String> {
             ));
         }
         for (i, r) in ladder.iter().enumerate() {
-            if !valid_rung_name(&r.name) {
-                return Err(format!(
-                    "rung name {:?} must be 1 to 32 letters, digits, '-', '_' or '.', not \
-                     starting with '.'",
-                    r.name
-                ));
-            }
-            if r.name == AUDIO_ONLY_NAME {
-                return Err(format!(
-                    "rung name {AUDIO_ONLY_NAME:?} is reserved for the audio-only rendition"
-                ));
-            }
+            check_rung_name(&r.name)?;
             let (lo, hi) = HEIGHT_RANGE;
             if !(lo..=hi).contains(&r.height) {
                 return Err(format!(

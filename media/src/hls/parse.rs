@@ -1,5 +1,4 @@
-//! A strict parser for the HLS playlists an encoder pushes (RFC 8216), and the writer of
-//! the playlists viewers get.
+//! A strict parser for the HLS playlists an encoder pushes (RFC 8216).
 //!
 //! Strict on purpose: a pushed playlist is untrusted input that decides which objects
 //! viewers fetch, so anything we would not serve faithfully (absolute URIs, `..`, byte
@@ -7,6 +6,8 @@
 //! stream's state can show, instead of being passed through.
 
 use std::fmt::Write as _;
+
+use super::Segment;
 
 /// A parsed playlist: either a master (variants) or a media playlist (segments).
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +18,7 @@ pub enum Playlist {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MasterPlaylist {
-    pub variants: Vec<Variant>,
+    pub variants: Vec<StreamInf>,
     /// URIs of alternative renditions (`EXT-X-MEDIA` with a `URI`), e.g. a separate audio.
     pub media_uris: Vec<String>,
     /// The master viewers get: regenerated from what was parsed and checked (variants and
@@ -27,10 +28,13 @@ pub struct MasterPlaylist {
     pub rendered: String,
 }
 
+/// One `EXT-X-STREAM-INF` entry of a master playlist.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Variant {
+pub struct StreamInf {
     pub uri: String,
     pub bandwidth: u64,
+    /// The tag's attribute list as written (read single values with [`attribute`]).
+    pub attributes: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -40,16 +44,6 @@ pub struct MediaPlaylist {
     pub segments: Vec<Segment>,
     /// `EXT-X-ENDLIST`: the encoder finished.
     pub ended: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Segment {
-    pub uri: String,
-    pub duration: f64,
-    /// An `EXT-X-DISCONTINUITY` precedes this segment.
-    pub discontinuity: bool,
-    /// The `EXT-X-MAP` URI (fMP4 init segment) in effect for this segment.
-    pub map: Option<String>,
 }
 
 /// Why a playlist was refused, with the 1-based line it was found on.
@@ -209,7 +203,7 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
         rendered: "#EXTM3U\n".to_string(),
     };
     let mut pending_inf: Option<(usize, f64)> = None;
-    let mut pending_stream: Option<(usize, u64)> = None;
+    let mut pending_stream: Option<(usize, u64, &str)> = None;
     let mut discontinuity = false;
     let mut map: Option<String> = None;
     for (n, line) in lines {
@@ -280,7 +274,7 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
                     let bw = attribute(value, "BANDWIDTH")
                         .ok_or_else(|| err(n, "#EXT-X-STREAM-INF has no BANDWIDTH".into()))?;
                     let bw = parse_u64(bw, "BANDWIDTH").map_err(|r| err(n, r))?;
-                    pending_stream = Some((n, bw));
+                    pending_stream = Some((n, bw, value));
                     let _ = writeln!(
                         master.rendered,
                         "#EXT-X-STREAM-INF:{}",
@@ -315,11 +309,12 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
             continue;
         }
         validate_uri(line).map_err(|r| err(n, r))?;
-        if let Some((_, bandwidth)) = pending_stream.take() {
+        if let Some((_, bandwidth, attributes)) = pending_stream.take() {
             let _ = writeln!(master.rendered, "{line}");
-            master.variants.push(Variant {
+            master.variants.push(StreamInf {
                 uri: line.to_string(),
                 bandwidth,
+                attributes: attributes.to_string(),
             });
         } else if let Some((_, duration)) = pending_inf.take() {
             if media.segments.len() >= MAX_ENTRIES {
@@ -341,7 +336,7 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
     if let Some((n, _)) = pending_inf {
         return Err(err(n, "#EXTINF is not followed by a URI".into()));
     }
-    if let Some((n, _)) = pending_stream {
+    if let Some((n, _, _)) = pending_stream {
         return Err(err(n, "#EXT-X-STREAM-INF is not followed by a URI".into()));
     }
     let is_master = !master.variants.is_empty() || !master.media_uris.is_empty();
@@ -359,187 +354,9 @@ pub fn parse(text: &str) -> Result<Playlist, ParseError> {
     Ok(Playlist::Media(media))
 }
 
-/// One entry of a playlist written for viewers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutSegment {
-    pub uri: String,
-    pub duration: f64,
-    pub discontinuity: bool,
-    pub map: Option<String>,
-}
-
-/// The live (or, once `ended`, final) media playlist viewers get.
-pub fn write_media(
-    target_duration: u64,
-    media_sequence: u64,
-    discontinuity_sequence: u64,
-    segments: &[OutSegment],
-    ended: bool,
-) -> String {
-    let uses_map = segments.iter().any(|s| s.map.is_some());
-    let longest = segments.iter().fold(0.0f64, |m, s| m.max(s.duration));
-    let target = target_duration.max(longest.round() as u64).max(1);
-    let mut out = String::with_capacity(64 + segments.len() * 48);
-    out.push_str("#EXTM3U\n");
-    let _ = writeln!(out, "#EXT-X-VERSION:{}", if uses_map { 6 } else { 3 });
-    let _ = writeln!(out, "#EXT-X-TARGETDURATION:{target}");
-    let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{media_sequence}");
-    if discontinuity_sequence > 0 {
-        let _ = writeln!(
-            out,
-            "#EXT-X-DISCONTINUITY-SEQUENCE:{discontinuity_sequence}"
-        );
-    }
-    let mut current_map: Option<&str> = None;
-    for (i, s) in segments.iter().enumerate() {
-        if s.discontinuity && i > 0 {
-            out.push_str("#EXT-X-DISCONTINUITY\n");
-        }
-        if let Some(m) = s.map.as_deref()
-            && current_map != Some(m)
-        {
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{m}\"");
-            current_map = Some(m);
-        }
-        let _ = writeln!(out, "#EXTINF:{:.3},", s.duration);
-        out.push_str(&s.uri);
-        out.push('\n');
-    }
-    if ended {
-        out.push_str("#EXT-X-ENDLIST\n");
-    }
-    out
-}
-
-/// The media playlist of a finished recording published as VOD: every segment from the
-/// start, `EXT-X-PLAYLIST-TYPE:VOD`, `EXT-X-ENDLIST`.
-pub fn write_vod_media(target_duration: u64, segments: &[OutSegment]) -> String {
-    let text = write_media(target_duration, 0, 0, segments, true);
-    // After `#EXTM3U` and the version line, which `write_media` always writes first.
-    let mut lines = text.splitn(3, '\n');
-    let (head, version, rest) = (
-        lines.next().unwrap_or_default(),
-        lines.next().unwrap_or_default(),
-        lines.next().unwrap_or_default(),
-    );
-    format!("{head}\n{version}\n#EXT-X-PLAYLIST-TYPE:VOD\n{rest}")
-}
-
-/// What [`rewrite_master`] does with one URI: its new value, and attributes a variant
-/// (`EXT-X-STREAM-INF`) gets when the encoder left them out (`RESOLUTION`, `CODECS`, as
-/// `(name, value as written)`).
-pub struct MasterEntry {
-    pub uri: String,
-    pub fill: Vec<(&'static str, String)>,
-}
-
-/// Rewrite the URIs of a master playlist (variant lines and `URI="…"` attributes of
-/// `EXT-X-MEDIA` / `EXT-X-I-FRAME-STREAM-INF`) through `map`; an entry whose URI maps to
-/// `None` is dropped with its tag. Everything else is kept as the encoder wrote it, except
-/// that variants get the `fill` attributes they lack.
-pub fn rewrite_master(text: &str, map: impl Fn(&str) -> Option<MasterEntry>) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut pending_inf: Option<&str> = None;
-    for raw in text.lines() {
-        let line = raw.trim_end();
-        if line.is_empty() {
-            continue;
-        }
-        if line.starts_with("#EXT-X-STREAM-INF:") {
-            pending_inf = Some(line);
-            continue;
-        }
-        if !line.starts_with('#') {
-            if let (Some(inf), Some(entry)) = (pending_inf.take(), map(line)) {
-                out.push_str(inf);
-                let attrs = &inf["#EXT-X-STREAM-INF:".len()..];
-                for (name, value) in &entry.fill {
-                    if attribute(attrs, name).is_none() {
-                        let _ = write!(out, ",{name}={value}");
-                    }
-                }
-                let _ = writeln!(out, "\n{}", entry.uri);
-            }
-            continue;
-        }
-        match line
-            .split_once(':')
-            .and_then(|(_, attrs)| attribute(attrs, "URI"))
-        {
-            Some(uri) => {
-                if let Some(new) = map(uri) {
-                    out.push_str(&line.replacen(
-                        &format!("URI=\"{uri}\""),
-                        &format!("URI=\"{}\"", new.uri),
-                        1,
-                    ));
-                    out.push('\n');
-                }
-            }
-            None => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vod_media_playlist_has_every_segment_and_its_type() {
-        let segs = vec![
-            OutSegment {
-                uri: "00000001.ts".into(),
-                duration: 2.0,
-                discontinuity: false,
-                map: None,
-            },
-            OutSegment {
-                uri: "00000003.ts".into(),
-                duration: 1.5,
-                discontinuity: true,
-                map: None,
-            },
-        ];
-        assert_eq!(
-            write_vod_media(2, &segs),
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-TARGETDURATION:2\n\
-             #EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:2.000,\n00000001.ts\n#EXT-X-DISCONTINUITY\n\
-             #EXTINF:1.500,\n00000003.ts\n#EXT-X-ENDLIST\n"
-        );
-    }
-
-    #[test]
-    fn master_rewrite_maps_uris_and_drops_unknown_entries() {
-        let master = "#EXTM3U\n#EXT-X-VERSION:3\n\
-            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio.m3u8\"\n\
-            #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"a\"\nlow.m3u8\n\
-            #EXT-X-STREAM-INF:BANDWIDTH=3000000\nhigh.m3u8\n\
-            #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=1,URI=\"iframes.m3u8\"\n";
-        let entry = |uri: &str| MasterEntry {
-            uri: uri.into(),
-            fill: vec![
-                ("RESOLUTION", "320x180".into()),
-                ("CODECS", "\"avc1.42e01e,mp4a.40.2\"".into()),
-            ],
-        };
-        let out = rewrite_master(master, |u| match u {
-            "audio.m3u8" => Some(entry("audio/index.m3u8")),
-            "low.m3u8" => Some(entry("low/index.m3u8")),
-            _ => None,
-        });
-        assert_eq!(
-            out,
-            "#EXTM3U\n#EXT-X-VERSION:3\n\
-             #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio/index.m3u8\"\n\
-             #EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,AUDIO=\"a\",\
-             CODECS=\"avc1.42e01e,mp4a.40.2\"\nlow/index.m3u8\n"
-        );
-    }
 
     const FFMPEG_TS: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n\
         #EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.000000,\nindex7.ts\n#EXTINF:1.966667,\nindex8.ts\n";
@@ -598,13 +415,17 @@ mod tests {
         assert_eq!(
             m.variants,
             vec![
-                Variant {
+                StreamInf {
                     uri: "hi.m3u8".into(),
-                    bandwidth: 1_400_000
+                    bandwidth: 1_400_000,
+                    attributes: "BANDWIDTH=1400000,CODECS=\"avc1.64001f,mp4a.40.2\",\
+                                 RESOLUTION=1280x720"
+                        .into(),
                 },
-                Variant {
+                StreamInf {
                     uri: "lo.m3u8".into(),
-                    bandwidth: 600_000
+                    bandwidth: 600_000,
+                    attributes: "BANDWIDTH=600000".into(),
                 }
             ]
         );
@@ -678,36 +499,6 @@ mod tests {
         assert_eq!(
             reason("#EXTM3U\n#EXT-X-STREAM-INF:RESOLUTION=1x1\na.m3u8\n"),
             "line 2: #EXT-X-STREAM-INF has no BANDWIDTH"
-        );
-    }
-
-    #[test]
-    fn writes_a_viewer_playlist() {
-        let segs = vec![
-            OutSegment {
-                uri: "seg/00000004.m4s".into(),
-                duration: 2.0,
-                discontinuity: true,
-                map: Some("seg/00000001.mp4".into()),
-            },
-            OutSegment {
-                uri: "seg/00000005.m4s".into(),
-                duration: 2.5,
-                discontinuity: true,
-                map: Some("seg/00000003.mp4".into()),
-            },
-        ];
-        assert_eq!(
-            write_media(2, 10, 1, &segs, true),
-            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:10\n\
-             #EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-MAP:URI=\"seg/00000001.mp4\"\n\
-             #EXTINF:2.000,\nseg/00000004.m4s\n#EXT-X-DISCONTINUITY\n\
-             #EXT-X-MAP:URI=\"seg/00000003.mp4\"\n#EXTINF:2.500,\nseg/00000005.m4s\n\
-             #EXT-X-ENDLIST\n"
-        );
-        assert_eq!(
-            write_media(2, 0, 0, &[], false),
-            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n"
         );
     }
 
