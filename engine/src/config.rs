@@ -343,6 +343,24 @@ mod tests {
     }
 
     #[test]
+    fn reserved_rendition_names_are_refused_in_the_configured_ladder() {
+        for (name, why) in [
+            ("audio", "the audio-only rendition"),
+            ("live", "live playback paths"),
+        ] {
+            let c = Config::from_toml(&format!(
+                "[[transcode.ladder]]\nname = \"{name}\"\nheight = 480\nvideo_bitrate = 1000000\n"
+            ))
+            .unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("rung name \"{name}\" is reserved for {why}")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
     fn partial_sections_keep_other_defaults() {
         let c = Config::from_toml(
             "[transcode]\nsegment_duration_s = 4\nladder = [{name = \"240p\", height = 240, video_bitrate = 400000}]",

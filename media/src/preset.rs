@@ -285,6 +285,11 @@ mod tests {
             validate(&ladder(vec![rung("audio", 480, 1_000_000)])),
             Err("rung name \"audio\" is reserved for the audio-only rendition".into())
         );
+        // A rung named `live` would be shadowed by the live playback paths (`live/…`).
+        assert_eq!(
+            validate(&ladder(vec![rung("live", 480, 1_000_000)])),
+            Err("rung name \"live\" is reserved for live playback paths".into())
+        );
         for name in ["", "../x", "a/b", ".hidden", "a b", "x%y", &"n".repeat(33)] {
             assert_eq!(
                 validate(&ladder(vec![rung(name, 480, 1_000_000)])),
