@@ -121,7 +121,9 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     let workers = in_process.then(|| {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = sluice_workers::run(engine, rx).await {
+            if let Err(e) =
+                sluice_workers::run(engine.job_reporter(), engine.storage().clone(), rx).await
+            {
                 tracing::error!("worker pool stopped: {e}");
             }
         })
@@ -182,7 +184,7 @@ async fn worker(common: Common) -> anyhow::Result<()> {
         engine.clone(),
         shutdown.clone(),
     ));
-    sluice_workers::run(engine, shutdown)
+    sluice_workers::run(engine.job_reporter(), engine.storage().clone(), shutdown)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     let _ = dispatcher.await;

@@ -359,7 +359,7 @@ impl Engine {
                     Ok(c) => (Some(*c), format!("receiver answered {c}")),
                     Err(e) => (None, e.clone()),
                 };
-                let delay = crate::queue::backoff(
+                let delay = crate::jobs::policy::backoff(
                     Duration::from_secs(1),
                     Duration::from_secs(3600),
                     attempts as u32,

@@ -328,10 +328,19 @@ async fn playback_tokens_expire_with_the_clock(backend: Backend) {
         tenant_id: t.id.clone(),
         asset_id: a.id.clone(),
     };
-    assert_eq!(e.job_started(&job, "w1").await.unwrap(), Some(1));
-    e.job_succeeded(&job, &[], 1.0).await.unwrap();
+    assert_eq!(
+        e.job_reporter().job_started(&job, "w1").await.unwrap(),
+        Some(1)
+    );
+    e.job_reporter()
+        .job_succeeded(&job, &[], 1.0)
+        .await
+        .unwrap();
     // A redelivered finished job is skipped.
-    assert_eq!(e.job_started(&job, "w2").await.unwrap(), None);
+    assert_eq!(
+        e.job_reporter().job_started(&job, "w2").await.unwrap(),
+        None
+    );
     assert!(matches!(
         e.playback_path(&who, &a.id, Some(0)).await,
         Err(Error::InvalidInput(_))
@@ -1331,12 +1340,16 @@ async fn a_cancel_that_races_a_requeue_ends_the_job(backend: Backend) {
         tenant_id: t.id.clone(),
         asset_id: asset.id.clone(),
     };
-    assert_eq!(e.job_started(&tj, "w1").await.unwrap(), Some(1));
+    assert_eq!(
+        e.job_reporter().job_started(&tj, "w1").await.unwrap(),
+        Some(1)
+    );
     assert_eq!(e.cancel_job(&who, &job_id).await.unwrap().status, "running");
-    e.job_retry_later(&tj, 1, "a transient error")
+    e.job_reporter()
+        .job_retry_later(&tj, 1, "a transient error")
         .await
         .unwrap();
-    assert_eq!(e.job_started(&tj, "w2").await.unwrap(), None);
+    assert_eq!(e.job_reporter().job_started(&tj, "w2").await.unwrap(), None);
     assert_eq!(e.get_job(&who, &job_id).await.unwrap().status, "cancelled");
 }
 
@@ -1603,7 +1616,7 @@ async fn presets_are_stored_validated_and_snapshotted_into_jobs(backend: Backend
         tenant_id: t.id.clone(),
         asset_id: asset.id.clone(),
     };
-    let spec = e.job_spec(&tj).await.unwrap();
+    let spec = e.job_reporter().job_spec(&tj).await.unwrap();
     assert_eq!(spec.preset, v.effective);
     assert_eq!(spec.rendition, None);
     assert_eq!(e.get_job(&who, &job_id).await.unwrap().rendition, None);
@@ -1615,7 +1628,12 @@ async fn presets_are_stored_validated_and_snapshotted_into_jobs(backend: Backend
     };
     e.put_preset(&who, later).await.unwrap();
     assert_eq!(
-        e.job_spec(&tj).await.unwrap().preset.segment_duration_s,
+        e.job_reporter()
+            .job_spec(&tj)
+            .await
+            .unwrap()
+            .preset
+            .segment_duration_s,
         4.0
     );
     assert_eq!(
@@ -1671,7 +1689,11 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
         tenant_id: t.id.clone(),
         asset_id: asset.id.clone(),
     };
-    e.job_started(&main, "w1").await.unwrap().unwrap();
+    e.job_reporter()
+        .job_started(&main, "w1")
+        .await
+        .unwrap()
+        .unwrap();
     let r = |name: &str, bandwidth| Rendition {
         name: name.into(),
         width: 640,
@@ -1679,7 +1701,8 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
         bandwidth,
         codecs: "avc1.64001e,mp4a.40.2".into(),
     };
-    e.job_succeeded(&main, &[r("360p", 900_000), r("180p", 300_000)], 5.0)
+    e.job_reporter()
+        .job_succeeded(&main, &[r("360p", 900_000), r("180p", 300_000)], 5.0)
         .await
         .unwrap();
     // The tenant's preset changes after the asset was made.
@@ -1718,16 +1741,20 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
         asset_id: asset.id.clone(),
     };
     // The re-run uses the asset's own preset (its segment duration), not today's.
-    let spec = e.job_spec(&rj).await.unwrap();
+    let spec = e.job_reporter().job_spec(&rj).await.unwrap();
     assert_eq!(spec.rendition.as_deref(), Some("360p"));
     assert_eq!(spec.preset.segment_duration_s, 3.0);
 
     // While it runs and when it fails, the asset stays ready and playable.
-    e.job_started(&rj, "w1").await.unwrap().unwrap();
+    e.job_reporter()
+        .job_started(&rj, "w1")
+        .await
+        .unwrap()
+        .unwrap();
     let a = e.get_asset(&who, &asset.id).await.unwrap();
     assert_eq!(a.status, AssetStatus::Ready);
     assert_eq!(a.job_id.as_deref(), Some(main_id.as_str()));
-    e.job_failed(&rj, "boom").await.unwrap();
+    e.job_reporter().job_failed(&rj, "boom").await.unwrap();
     let a = e.get_asset(&who, &asset.id).await.unwrap();
     assert_eq!((a.status, a.error), (AssetStatus::Ready, None));
     assert_eq!(e.get_job(&who, &job.id).await.unwrap().status, "failed");
@@ -1739,8 +1766,13 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
         job_id: job2.id.clone(),
         ..rj
     };
-    e.job_started(&rj2, "w1").await.unwrap().unwrap();
-    e.job_rendition_succeeded(&rj2, &r("360p", 950_000))
+    e.job_reporter()
+        .job_started(&rj2, "w1")
+        .await
+        .unwrap()
+        .unwrap();
+    e.job_reporter()
+        .job_rendition_succeeded(&rj2, &r("360p", 950_000))
         .await
         .unwrap();
     let a = e.get_asset(&who, &asset.id).await.unwrap();

@@ -104,22 +104,12 @@ pub enum SegmentFormat {
 
 impl Default for TranscodeConfig {
     fn default() -> Self {
-        let rung = |name: &str, height, video_bitrate| RungConfig {
-            name: name.to_string(),
-            height,
-            video_bitrate,
-        };
         Self {
             segment_duration_s: 2.0,
             x264_preset: "veryfast".to_string(),
             audio_bitrate: 128_000,
             stall_timeout_s: 30,
-            ladder: vec![
-                rung("1080p", 1080, 5_000_000),
-                rung("720p", 720, 2_800_000),
-                rung("480p", 480, 1_400_000),
-                rung("360p", 360, 800_000),
-            ],
+            ladder: default_ladder(),
             max_duration_s: 6.0 * 3600.0,
             max_pixels: 8192 * 4320,
             audio_only: false,
@@ -127,6 +117,23 @@ impl Default for TranscodeConfig {
         }
     }
 }
+/// The default ladder: 1080p, 720p, 480p and 360p at common H.264 bit rates.
+pub fn default_ladder() -> Vec<RungConfig> {
+    [
+        ("1080p", 1080, 5_000_000),
+        ("720p", 720, 2_800_000),
+        ("480p", 480, 1_400_000),
+        ("360p", 360, 800_000),
+    ]
+    .into_iter()
+    .map(|(name, height, video_bitrate)| RungConfig {
+        name: name.to_owned(),
+        height,
+        video_bitrate,
+    })
+    .collect()
+}
+
 impl SegmentFormat {
     /// The file extension of its media segments.
     pub fn segment_ext(self) -> &'static str {
@@ -194,6 +201,27 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    fn rung(name: &str, height: u32, video_bitrate: u32) -> RungConfig {
+        RungConfig {
+            name: name.into(),
+            height,
+            video_bitrate,
+        }
+    }
+
+    #[test]
+    fn default_ladder_is_the_documented_one() {
+        assert_eq!(
+            default_ladder(),
+            vec![
+                rung("1080p", 1080, 5_000_000),
+                rung("720p", 720, 2_800_000),
+                rung("480p", 480, 1_400_000),
+                rung("360p", 360, 800_000),
+            ]
+        );
     }
 
     #[test]

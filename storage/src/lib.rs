@@ -11,8 +11,10 @@
 //! another (object_store's `put_multipart` handle lives in one process only).
 
 pub mod keys;
+mod publish;
 mod s3;
 
+pub use publish::{PUBLISH_CONCURRENCY, Source};
 pub use s3::{MIN_PART_SIZE, S3Config};
 
 use std::ops::Range;

@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use apalis::prelude::{
     BackendExt, BoxDynError, Data, PollSnapshot, PollStrategy, WorkerBuilder, WorkerBuilderExt,
 };
-use sluice_engine::{Engine, Rendition, TranscodeJob, TranscodePreset, TranscodeQueue};
+use sluice_engine::{JobReporter, Rendition, TranscodeJob, TranscodePreset, TranscodeQueue};
 use sluice_storage::keys;
+use sluice_storage::{Source, Storage};
 use tokio::sync::watch;
 
-use crate::media::ladder::{RungSpec, plan_ladder};
+use crate::media::ladder::plan_ladder;
 use crate::media::transcode::{TranscodeOptions, TranscodeOutput, VariantOutput, transcode};
 use crate::media::{self, MediaError};
 use sluice_media::hls::{Variant, replace_variant};
@@ -85,7 +86,9 @@ impl PollStrategy for Tick {
 }
 
 struct Ctx {
-    engine: Engine,
+    jobs: JobReporter,
+    /// Where job inputs are read and outputs published.
+    storage: Storage,
     worker_id: String,
     /// Turns true when running jobs must stop at once (shutdown grace period over).
     hard_stop: watch::Receiver<bool>,
@@ -140,18 +143,23 @@ impl Stop {
 /// Run transcode workers until `shutdown` turns true. Running jobs then get
 /// `workers.shutdown_grace_s` to finish; after that they are stopped and released back to
 /// the queue without losing an attempt.
-pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+pub async fn run(
+    jobs: JobReporter,
+    storage: Storage,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
     media::init().map_err(|e| e.to_string())?;
     let worker_id = format!(
         "{}-{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into()),
         std::process::id()
     );
-    let concurrency = engine.config().workers.concurrency;
-    let grace = Duration::from_secs(engine.config().workers.shutdown_grace_s);
+    let concurrency = jobs.config().workers.concurrency;
+    let grace = Duration::from_secs(jobs.config().workers.shutdown_grace_s);
     let (hard_tx, hard_stop) = watch::channel(false);
     let ctx = Arc::new(Ctx {
-        engine: engine.clone(),
+        jobs: jobs.clone(),
+        storage,
         worker_id: worker_id.clone(),
         hard_stop,
     });
@@ -164,7 +172,7 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
         });
         Ok::<(), std::io::Error>(())
     };
-    let tick = Duration::from_millis(engine.config().workers.poll_ms);
+    let tick = Duration::from_millis(jobs.config().workers.poll_ms);
     // One apalis worker over whichever backend the deployment uses.
     macro_rules! run_on {
         ($backend:expr) => {
@@ -177,7 +185,7 @@ pub async fn run(engine: Engine, mut shutdown: watch::Receiver<bool>) -> Result<
                 .await
         };
     }
-    let result = match engine.transcode_queue() {
+    let result = match jobs.transcode_queue() {
         TranscodeQueue::Sqlite(q) => run_on!(q),
         TranscodeQueue::Postgres(q) => run_on!(q),
     };
@@ -207,15 +215,15 @@ where
 }
 
 async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynError> {
-    let engine = &ctx.engine;
+    let jobs = &ctx.jobs;
     // A retry delivered a little early (the queue counts whole seconds) waits its turn.
-    if let Some(wait) = bookkeep("read the job's due time", || engine.job_due_in(&job)).await?
+    if let Some(wait) = bookkeep("read the job's due time", || jobs.job_due_in(&job)).await?
         && wait <= Duration::from_secs(2)
     {
         tokio::time::sleep(wait).await;
     }
     let Some(attempt) = bookkeep("record the start", || {
-        engine.job_started(&job, &ctx.worker_id)
+        jobs.job_started(&job, &ctx.worker_id)
     })
     .await?
     else {
@@ -223,7 +231,7 @@ async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
         return Ok(());
     };
     let started = Instant::now();
-    let scratch = engine.work_dir().join(&job.job_id);
+    let scratch = jobs.work_dir().join(&job.job_id);
     let stop = Arc::new(Stop::default());
     let (monitor, progress) = spawn_monitor(&ctx, &job, stop.clone());
     let result = run_job(&ctx, &job, &scratch, &stop, progress).await;
@@ -231,23 +239,23 @@ async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
     let _ = tokio::fs::remove_dir_all(&scratch).await;
     metrics::histogram!("sluice_job_duration_seconds", "kind" => "transcode")
         .record(started.elapsed().as_secs_f64());
-    let max = i64::from(engine.config().workers.max_attempts);
+    let max = i64::from(jobs.config().workers.max_attempts);
     let id = &job.job_id;
     // Interruptions first: the pipeline reports them all as `Cancelled`.
     let result = match (result, stop.reason()) {
         (Err(_), StopReason::Cancelled) => {
             tracing::info!(job = %id, "transcode cancelled");
-            bookkeep("record the cancellation", || engine.job_cancelled(&job)).await?;
+            bookkeep("record the cancellation", || jobs.job_cancelled(&job)).await?;
             return Ok(());
         }
         (Err(_), StopReason::Shutdown) => {
             tracing::info!(job = %id, "released at shutdown; it will run again");
-            bookkeep("release the job", || engine.job_release(&job)).await?;
+            bookkeep("release the job", || jobs.job_release(&job)).await?;
             return Ok(());
         }
         (Err(_), StopReason::Timeout) => Err(JobError::Transient(format!(
             "the job exceeded its time limit of {} s",
-            engine.config().workers.job_timeout_s
+            jobs.config().workers.job_timeout_s
         ))),
         (r, _) => r,
     };
@@ -255,16 +263,16 @@ async fn handle(job: TranscodeJob, ctx: Data<Arc<Ctx>>) -> Result<(), BoxDynErro
         Ok(()) => {}
         Err(JobError::Permanent(msg)) => {
             tracing::info!(job = %id, asset = %job.asset_id, "transcode failed: {msg}");
-            bookkeep("record the failure", || engine.job_failed(&job, &msg)).await?;
+            bookkeep("record the failure", || jobs.job_failed(&job, &msg)).await?;
         }
         Err(JobError::Transient(msg)) if attempt >= max => {
             tracing::warn!(job = %id, attempt, "transcode failed, no attempts left: {msg}");
             let msg = format!("gave up after {attempt} attempts: {msg}");
-            bookkeep("record the last failure", || engine.job_dead(&job, &msg)).await?;
+            bookkeep("record the last failure", || jobs.job_dead(&job, &msg)).await?;
         }
         Err(JobError::Transient(msg)) => {
             let delay = bookkeep("schedule the retry", || {
-                engine.job_retry_later(&job, attempt, &msg)
+                jobs.job_retry_later(&job, attempt, &msg)
             })
             .await?;
             tracing::warn!(job = %id, attempt, ?delay, "transcode failed, will retry: {msg}");
@@ -283,14 +291,14 @@ fn spawn_monitor(
     stop: Arc<Stop>,
 ) -> (tokio::task::JoinHandle<()>, watch::Sender<f64>) {
     let (ptx, mut prx) = watch::channel(0.0f64);
-    let engine = ctx.engine.clone();
+    let jobs = ctx.jobs.clone();
     let job = job.clone();
     let mut hard_stop = ctx.hard_stop.clone();
-    let deadline = Instant::now() + Duration::from_secs(engine.config().workers.job_timeout_s);
+    let deadline = Instant::now() + Duration::from_secs(jobs.config().workers.job_timeout_s);
     let handle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut stored = -1.0f64;
-        let beat_every = Duration::from_secs(engine.config().workers.heartbeat_s);
+        let beat_every = Duration::from_secs(jobs.config().workers.heartbeat_s);
         let mut beat = Instant::now();
         loop {
             tokio::select! {
@@ -303,7 +311,7 @@ fn spawn_monitor(
             if Instant::now() >= deadline {
                 stop.raise(StopReason::Timeout);
             }
-            match engine.job_cancel_requested(&job).await {
+            match jobs.job_cancel_requested(&job).await {
                 Ok(true) => stop.raise(StopReason::Cancelled),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("cancel check failed: {e}"),
@@ -311,14 +319,14 @@ fn spawn_monitor(
             // The job's heartbeat: a second delivery of it starts it only when this
             // worker has gone silent for two heartbeats.
             if beat.elapsed() >= beat_every {
-                if let Err(e) = engine.job_heartbeat(&job).await {
+                if let Err(e) = jobs.job_heartbeat(&job).await {
                     tracing::warn!("job heartbeat failed: {e}");
                 }
                 beat = Instant::now();
             }
             let p = *prx.borrow_and_update();
             if p > stored {
-                if let Err(e) = engine.job_progress(&job, p).await {
+                if let Err(e) = jobs.job_progress(&job, p).await {
                     tracing::warn!("progress update failed: {e}");
                 }
                 stored = p;
@@ -330,12 +338,12 @@ fn spawn_monitor(
 
 /// The transcode options of a job: its preset (snapshotted at enqueue time) and the
 /// server's stall timeout.
-fn options(engine: &Engine, preset: &TranscodePreset) -> TranscodeOptions {
+fn options(jobs: &JobReporter, preset: &TranscodePreset) -> TranscodeOptions {
     TranscodeOptions {
         segment_duration: Duration::from_secs_f64(preset.segment_duration_s),
         x264_preset: preset.x264_preset.clone(),
         audio_bitrate: preset.audio_bitrate,
-        stall_timeout: Duration::from_secs(engine.config().transcode.stall_timeout_s),
+        stall_timeout: Duration::from_secs(jobs.config().transcode.stall_timeout_s),
         // Not configurable yet: the default suits seek-bar previews at every length.
         storyboard_interval: crate::media::thumbs::DEFAULT_STORYBOARD_INTERVAL,
         audio_only: preset.audio_only,
@@ -351,26 +359,25 @@ async fn run_job(
     stop: &Stop,
     progress: watch::Sender<f64>,
 ) -> Result<(), JobError> {
-    let engine = &ctx.engine;
+    let jobs = &ctx.jobs;
     let _ = tokio::fs::remove_dir_all(scratch).await;
     tokio::fs::create_dir_all(scratch)
         .await
         .map_err(|e| JobError::Transient(format!("cannot create {}: {e}", scratch.display())))?;
-    let spec = engine.job_spec(job).await?;
+    let spec = jobs.job_spec(job).await?;
     if spec.live_copy {
-        return run_live_copy(engine, job, scratch, stop, &progress).await;
+        return run_live_copy(ctx, job, scratch, stop, &progress).await;
     }
-    let source = engine.source_file(job, scratch).await?;
+    let source = jobs.source_file(job, scratch).await?;
 
     let src = source.clone();
     let probe = blocking(move || media::probe::probe(&src, Duration::from_secs(30))).await??;
-    engine
-        .job_probed(
-            job,
-            (probe.duration_s * 1000.0).round() / 1000.0,
-            serde_json::to_value(&probe).unwrap_or_default(),
-        )
-        .await?;
+    jobs.job_probed(
+        job,
+        (probe.duration_s * 1000.0).round() / 1000.0,
+        serde_json::to_value(&probe).unwrap_or_default(),
+    )
+    .await?;
     let video = probe
         .video
         .as_ref()
@@ -379,22 +386,12 @@ async fn run_job(
         video.width,
         video.height,
         probe.duration_s,
-        &engine.config().transcode,
+        &jobs.config().transcode,
         spec.preset.max_duration_s,
     )
     .map_err(JobError::Permanent)?;
-    let specs: Vec<RungSpec> = spec
-        .preset
-        .ladder
-        .iter()
-        .map(|r| RungSpec {
-            name: r.name.clone(),
-            height: r.height,
-            video_bitrate: r.video_bitrate,
-        })
-        .collect();
-    let mut rungs = plan_ladder(&specs, video.width, video.height);
-    let mut opts = options(engine, &spec.preset);
+    let mut rungs = plan_ladder(&spec.preset.ladder, video.width, video.height);
+    let mut opts = options(jobs, &spec.preset);
     if let Some(name) = &spec.rendition {
         // Re-run one rendition: the same plan (so the same size and bit rate), only that
         // rung; the shared outputs (thumbnails, audio-only) stay as published.
@@ -433,13 +430,13 @@ async fn run_job(
             .variants
             .first()
             .ok_or_else(|| JobError::Transient("the re-run produced no rendition".into()))?;
-        publish_rendition(engine, job, &out_dir, v).await?;
-        engine.job_rendition_succeeded(job, &rendition(v)).await?;
+        publish_rendition(&ctx.storage, job, &out_dir, v).await?;
+        jobs.job_rendition_succeeded(job, &rendition(v)).await?;
         tracing::info!(job = %job.job_id, asset = %job.asset_id, rendition = %v.rung.name, "rendition re-published");
         return Ok(());
     }
 
-    publish(engine, job, &out_dir).await?;
+    publish(&ctx.storage, job, &out_dir).await?;
     let renditions: Vec<Rendition> = output
         .variants
         .iter()
@@ -447,16 +444,16 @@ async fn run_job(
         .map(rendition)
         .collect();
     let duration_s = (output.duration_s * 1000.0).round() / 1000.0;
-    engine.job_succeeded(job, &renditions, duration_s).await?;
+    jobs.job_succeeded(job, &renditions, duration_s).await?;
     tracing::info!(job = %job.job_id, asset = %job.asset_id, variants = renditions.len(), "asset ready");
     Ok(())
 }
 
 /// A live recording kept as pushed: probe a sample of each rendition (its first segment)
-/// for the master playlist's resolution and codecs, then let the engine publish the
+/// for the master playlist's resolution and codecs, then let the jobs publish the
 /// segments by server-side copies.
 async fn run_live_copy(
-    engine: &Engine,
+    ctx: &Ctx,
     job: &TranscodeJob,
     scratch: &Path,
     stop: &Stop,
@@ -469,13 +466,13 @@ async fn run_live_copy(
             JobError::Permanent(e.to_string())
         }
     };
-    let plan = engine.live_copy_plan(job).await.map_err(permanent)?;
+    let jobs = &ctx.jobs;
+    let plan = jobs.live_copy_plan(job).await.map_err(permanent)?;
     let mut probes = Vec::with_capacity(plan.renditions.len());
     for (i, r) in plan.renditions.iter().enumerate() {
         stop.check()?;
         let sample = scratch.join(format!("sample-{i}"));
-        engine
-            .storage()
+        ctx.storage
             .get_concat_to_file(&r.sample_keys, &sample, false)
             .await?;
         let path = sample.clone();
@@ -496,11 +493,11 @@ async fn run_live_copy(
         let _ = progress.send((i + 1) as f64 / (plan.renditions.len() + 1) as f64);
     }
     stop.check()?;
-    let (renditions, duration_s) = engine
+    let (renditions, duration_s) = jobs
         .publish_live_copy(job, &plan, &probes)
         .await
         .map_err(permanent)?;
-    engine.job_succeeded(job, &renditions, duration_s).await?;
+    jobs.job_succeeded(job, &renditions, duration_s).await?;
     tracing::info!(job = %job.job_id, asset = %job.asset_id, renditions = renditions.len(), "live recording published as pushed");
     Ok(())
 }
@@ -570,24 +567,14 @@ fn walk(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Upload the job's output under its staging prefix, then promote it into the asset's
-/// published prefix in an order that never shows a partial ladder: segments, then variant
-/// playlists, then the master playlist.
-async fn publish(engine: &Engine, job: &TranscodeJob, out_dir: &Path) -> Result<(), JobError> {
-    let storage = engine.storage();
+/// published prefix in an order that never shows a partial ladder (`Storage::publish`:
+/// segments, then variant playlists, then the master playlist).
+async fn publish(storage: &Storage, job: &TranscodeJob, out_dir: &Path) -> Result<(), JobError> {
     let staging = keys::staging_prefix(&job.tenant_id, &job.asset_id, &job.job_id);
     let published = keys::hls_prefix(&job.tenant_id, &job.asset_id);
     let files = walk(out_dir)
         .map_err(|e| JobError::Transient(format!("cannot list transcode output: {e}")))?;
-    let rank = |rel: &str| {
-        if rel == "master.m3u8" {
-            2
-        } else if rel.ends_with(".m3u8") {
-            1
-        } else {
-            0
-        }
-    };
-    let mut rels: Vec<String> = files
+    let rels: Vec<String> = files
         .iter()
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .collect();
@@ -596,20 +583,18 @@ async fn publish(engine: &Engine, job: &TranscodeJob, out_dir: &Path) -> Result<
             "transcode produced no master playlist".into(),
         ));
     }
-    rels.sort_by_key(|r| (rank(r), r.clone()));
-    for rel in &rels {
-        keys::validate_relative(rel)?;
-        storage
-            .put_file(&format!("{staging}{rel}"), &out_dir.join(rel))
-            .await?;
-    }
+    let staged = rels
+        .iter()
+        .map(|rel| (rel.clone(), Source::File(out_dir.join(rel))))
+        .collect();
+    storage.publish(&staging, staged).await?;
     // A previous attempt may have left a partial output: clear it first.
     storage.delete_prefix(&published).await?;
-    for rel in &rels {
-        storage
-            .copy(&format!("{staging}{rel}"), &format!("{published}{rel}"))
-            .await?;
-    }
+    let promoted = rels
+        .iter()
+        .map(|rel| (rel.clone(), Source::Object(format!("{staging}{rel}"))))
+        .collect();
+    storage.publish(&published, promoted).await?;
     storage.delete_prefix(&staging).await?;
     Ok(())
 }
@@ -619,15 +604,14 @@ async fn publish(engine: &Engine, job: &TranscodeJob, out_dir: &Path) -> Result<
 /// loaded the old variant playlist finds a valid segment at every URI throughout:
 /// everything is staged first; then the segments replace the old ones (each copy is
 /// atomic), then the variant playlist, then the master playlist, rewritten with the
-/// rendition's new figures and every other entry unchanged; segments the new playlist no
-/// longer names go last.
+/// rendition's new figures and every other entry unchanged (`Storage::publish` keeps that
+/// order); segments the new playlist no longer names go last.
 async fn publish_rendition(
-    engine: &Engine,
+    storage: &Storage,
     job: &TranscodeJob,
     out_dir: &Path,
     v: &VariantOutput,
 ) -> Result<(), JobError> {
-    let storage = engine.storage();
     let staging = keys::staging_prefix(&job.tenant_id, &job.asset_id, &job.job_id);
     let published = keys::hls_prefix(&job.tenant_id, &job.asset_id);
     let name = &v.rung.name;
@@ -642,31 +626,28 @@ async fn publish_rendition(
             ))
         })?;
 
-    let mut rels: Vec<String> = v
+    let mut staged: Vec<(String, Source)> = v
         .segments
         .iter()
         .map(|s| format!("{name}/{}", s.uri))
+        .chain([format!("{name}/index.m3u8")])
+        .map(|rel| {
+            let file = out_dir.join(&rel);
+            (rel, Source::File(file))
+        })
         .collect();
-    rels.push(format!("{name}/index.m3u8"));
-    for rel in &rels {
-        keys::validate_relative(rel)?;
-        storage
-            .put_file(&format!("{staging}{rel}"), &out_dir.join(rel))
-            .await?;
-    }
-    storage
-        .put(
-            &format!("{staging}master.m3u8"),
-            bytes::Bytes::from(master.into_bytes()),
-        )
-        .await?;
-    rels.push("master.m3u8".to_owned());
+    staged.push((
+        "master.m3u8".to_owned(),
+        Source::Bytes(bytes::Bytes::from(master.into_bytes())),
+    ));
+    let rels: Vec<String> = staged.iter().map(|(rel, _)| rel.clone()).collect();
+    storage.publish(&staging, staged).await?;
     let old = storage.list(&format!("{published}{name}/")).await?;
-    for rel in &rels {
-        storage
-            .copy(&format!("{staging}{rel}"), &format!("{published}{rel}"))
-            .await?;
-    }
+    let promoted = rels
+        .iter()
+        .map(|rel| (rel.clone(), Source::Object(format!("{staging}{rel}"))))
+        .collect();
+    storage.publish(&published, promoted).await?;
     for o in old {
         let rel = o.key.strip_prefix(&published).unwrap_or(&o.key);
         if !rels.iter().any(|r| r == rel) {

@@ -24,8 +24,9 @@ use serde::Serialize;
 use sluice_storage::keys;
 use tokio::io::AsyncWriteExt;
 
+use crate::auth::{constant_time_eq, hash_key};
 use crate::store::{self, LivePlaylistRow, LiveRow};
-use crate::{Engine, Error, JobClass, Principal, Result, hash_key, random_token, rfc3339_ms};
+use crate::{Engine, Error, JobClass, Principal, Result, random_token, rfc3339_ms};
 
 pub use sluice_media::VodMode;
 use sluice_media::hls::{self, MediaHead, Playlist, Segment};
@@ -340,7 +341,7 @@ impl Engine {
             .ok()
             .and_then(|v| v.try_into().ok())
             .unwrap_or([0; 32]);
-        if !crate::constant_time_eq(&hash_key(token), &expected) {
+        if !constant_time_eq(&hash_key(token), &expected) {
             return Err(Error::not_found("live stream", id));
         }
         refuse_if_ended(&row)?;

@@ -14,17 +14,13 @@
 use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use sluice_storage::keys;
+use sluice_storage::{Source, keys};
 
 use super::segment_rel;
 use crate::model::{Rendition, TranscodeJob};
 use crate::store::{self, LiveRow};
 use crate::{Engine, Error, Result};
 use sluice_media::hls::{self, MediaHead, Playlist, Segment};
-
-/// Server-side copies in flight at once when publishing.
-const COPY_CONCURRENCY: usize = 16;
 
 /// What publishing a live recording as pushed takes.
 #[derive(Debug)]
@@ -282,31 +278,24 @@ impl Engine {
                 plan.renditions.len()
             )));
         }
-        let storage = &self.inner.storage;
         let published = keys::hls_prefix(&job.tenant_id, &job.asset_id);
+        // Every object once (init segments are shared by many segments), by server-side
+        // copies; then each rendition's playlist; the master last.
+        let mut objects: Vec<(String, Source)> = vec![];
+        let mut copied = HashSet::new();
         for r in &plan.renditions {
-            let mut copied = HashSet::new();
-            // Every object once (init segments are shared by many segments), copied
-            // concurrently: each is one round trip (a CopyObject on S3).
-            // Owned keys and a storage handle per copy: the future stays `Send` + `'static`
-            // for the worker that awaits it.
-            let dir = format!("{published}{}/", r.name);
-            let mut copies = vec![];
             for s in &r.segments {
-                if let Some((from, file)) = &s.map
-                    && copied.insert(file.as_str())
-                {
-                    copies.push((from.clone(), format!("{dir}{file}")));
+                if let Some((from, file)) = &s.map {
+                    let rel = format!("{}/{file}", r.name);
+                    if copied.insert(rel.clone()) {
+                        objects.push((rel, Source::Object(from.clone())));
+                    }
                 }
-                copies.push((s.from.clone(), format!("{dir}{}", s.file)));
+                objects.push((
+                    format!("{}/{}", r.name, s.file),
+                    Source::Object(s.from.clone()),
+                ));
             }
-            futures::stream::iter(copies.into_iter().map(|(from, to)| {
-                let storage = storage.clone();
-                async move { storage.copy(&from, &to).await }
-            }))
-            .buffer_unordered(COPY_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await?;
             let out: Vec<Segment> = r
                 .segments
                 .iter()
@@ -322,13 +311,10 @@ impl Engine {
                 target_duration: r.target_duration,
                 ..MediaHead::default()
             };
-            let text = hls::write_media(&head, &out);
-            storage
-                .put(
-                    &format!("{published}{}/index.m3u8", r.name),
-                    Bytes::from(text),
-                )
-                .await?;
+            objects.push((
+                format!("{}/index.m3u8", r.name),
+                Source::Bytes(Bytes::from(hls::write_media(&head, &out))),
+            ));
         }
         let master = match &plan.master {
             // The contract promises RESOLUTION and CODECS on every variant: the probe fills
@@ -354,9 +340,8 @@ impl Engine {
             }),
             None => write_master(plan, probes),
         };
-        storage
-            .put(&format!("{published}master.m3u8"), Bytes::from(master))
-            .await?;
+        objects.push(("master.m3u8".into(), Source::Bytes(Bytes::from(master))));
+        self.inner.storage.publish(&published, objects).await?;
         let renditions: Vec<Rendition> = plan
             .renditions
             .iter()

@@ -2,17 +2,7 @@
 //! RFC 6381 codec strings the master playlist advertises for them. Pure logic, no media.
 
 use serde::{Deserialize, Serialize};
-
-/// One configured step of the ladder, as an operator writes it in the configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RungSpec {
-    /// Rendition name, used as its directory and in its playlist URI (e.g. `"720p"`).
-    pub name: String,
-    /// Target display height in pixels.
-    pub height: u32,
-    /// Target video bit rate in bits per second.
-    pub video_bitrate: u32,
-}
+pub use sluice_media::{RungConfig, default_ladder};
 
 /// One rendition planned for a specific source: concrete, even dimensions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,23 +23,6 @@ pub const AAC_LC_CODEC: &str = "mp4a.40.2";
 /// Floor for the bit rate of a rendition made at a tiny source's own size: below this x264
 /// produces mush at any resolution players would show.
 const MIN_FALLBACK_BITRATE: u32 = 100_000;
-
-/// The default ladder: 1080p, 720p, 480p and 360p at common H.264 bit rates.
-pub fn default_ladder() -> Vec<RungSpec> {
-    [
-        ("1080p", 1080, 5_000_000),
-        ("720p", 720, 2_800_000),
-        ("480p", 480, 1_400_000),
-        ("360p", 360, 800_000),
-    ]
-    .into_iter()
-    .map(|(name, height, video_bitrate)| RungSpec {
-        name: name.to_owned(),
-        height,
-        video_bitrate,
-    })
-    .collect()
-}
 
 /// Rounds to the nearest even number (x264 needs even dimensions for 4:2:0), stepping down
 /// by 2 while the result exceeds `limit`, so rounding never upscales; never below 2.
@@ -75,12 +48,12 @@ fn even_within(x: f64, limit: u32) -> u32 {
 ///
 /// Returns an empty ladder when there is nothing to plan from (no specs, or a zero-sized
 /// source).
-pub fn plan_ladder(specs: &[RungSpec], src_width: u32, src_height: u32) -> Vec<Rung> {
+pub fn plan_ladder(specs: &[RungConfig], src_width: u32, src_height: u32) -> Vec<Rung> {
     if src_width == 0 || src_height == 0 {
         return Vec::new();
     }
     let aspect = f64::from(src_width) / f64::from(src_height);
-    let mut sorted: Vec<&RungSpec> = specs.iter().filter(|s| s.height > 0).collect();
+    let mut sorted: Vec<&RungConfig> = specs.iter().filter(|s| s.height > 0).collect();
     sorted.sort_by(|a, b| {
         b.height
             .cmp(&a.height)
@@ -189,25 +162,12 @@ mod tests {
         }
     }
 
-    fn spec(name: &str, height: u32, video_bitrate: u32) -> RungSpec {
-        RungSpec {
+    fn spec(name: &str, height: u32, video_bitrate: u32) -> RungConfig {
+        RungConfig {
             name: name.into(),
             height,
             video_bitrate,
         }
-    }
-
-    #[test]
-    fn default_ladder_is_the_documented_one() {
-        assert_eq!(
-            default_ladder(),
-            vec![
-                spec("1080p", 1080, 5_000_000),
-                spec("720p", 720, 2_800_000),
-                spec("480p", 480, 1_400_000),
-                spec("360p", 360, 800_000),
-            ]
-        );
     }
 
     #[test]

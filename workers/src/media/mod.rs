@@ -31,7 +31,7 @@ mod tests;
 use std::sync::OnceLock;
 
 pub use error::MediaError;
-pub use ladder::{AAC_LC_CODEC, Rung, RungSpec, default_ladder, h264_codec_string, plan_ladder};
+pub use ladder::{AAC_LC_CODEC, Rung, RungConfig, default_ladder, h264_codec_string, plan_ladder};
 pub use probe::{AudioInfo, ProbeInfo, VideoInfo, probe, probe_sample};
 pub use sluice_media::hls::{Segment, Variant, master_playlist};
 pub use thumbs::Thumbnails;

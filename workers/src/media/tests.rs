@@ -117,8 +117,8 @@ fn cut_in_half(from: &Path, to: &Path) {
     std::fs::write(to, &bytes[..bytes.len() / 2]).expect("write truncated copy");
 }
 
-fn spec(name: &str, height: u32, video_bitrate: u32) -> RungSpec {
-    RungSpec {
+fn spec(name: &str, height: u32, video_bitrate: u32) -> RungConfig {
+    RungConfig {
         name: name.into(),
         height,
         video_bitrate,
