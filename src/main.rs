@@ -4,10 +4,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sluice_engine::{Config, Engine};
+
 use tokio::sync::watch;
 
 mod upload;
@@ -116,8 +118,7 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         engine.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(sweep_expired_uploads(engine.clone(), shutdown.clone()));
-    tokio::spawn(sweep_live_streams(engine.clone(), shutdown.clone()));
+    let sweepers = sweepers(&engine, &shutdown);
     let workers = in_process.then(|| {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -140,40 +141,65 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     if let Some(w) = workers {
         let _ = w.await;
     }
+    for sweeper in sweepers {
+        let _ = sweeper.await;
+    }
     let _ = dispatcher.await;
     Ok(())
 }
 
-/// Delete abandoned uploads (tus expiration) and push the queue tasks of jobs whose push
-/// was lost, every `uploads.sweep_interval_s`.
-async fn sweep_expired_uploads(engine: Engine, mut shutdown: watch::Receiver<bool>) {
-    let every = std::time::Duration::from_secs(engine.config().uploads.sweep_interval_s.max(1));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+/// The periodic sweeps of a serving process, each stopping at `shutdown` (the caller
+/// awaits them, so none is cut in the middle of a pass by the process exit):
+/// every `uploads.sweep_interval_s`, abandoned uploads are deleted (tus expiration) and
+/// jobs whose queue push was lost are pushed again; every `live.sweep_interval_s`, idle
+/// live streams are ended (they become VOD assets).
+fn sweepers(engine: &Engine, shutdown: &watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    let uploads = Duration::from_secs(engine.config().uploads.sweep_interval_s.max(1));
+    let live = Duration::from_secs(engine.config().live.sweep_interval_s.max(1));
+    let e = engine.clone();
+    let upload_sweep = periodic(uploads, shutdown.clone(), move || {
+        let e = e.clone();
+        async move {
+            if let Err(err) = e.sweep_expired_uploads().await {
+                tracing::warn!("upload sweep failed: {err}");
+            }
+            if let Err(err) = e.reconcile_jobs().await {
+                tracing::warn!("job reconciliation failed: {err}");
+            }
         }
-        if let Err(e) = engine.sweep_expired_uploads().await {
-            tracing::warn!("upload sweep failed: {e}");
+    });
+    let e = engine.clone();
+    let live_sweep = periodic(live, shutdown.clone(), move || {
+        let e = e.clone();
+        async move {
+            if let Err(err) = e.sweep_live().await {
+                tracing::warn!("live sweep failed: {err}");
+            }
         }
-        if let Err(e) = engine.reconcile_jobs().await {
-            tracing::warn!("job reconciliation failed: {e}");
-        }
-    }
+    });
+    vec![upload_sweep, live_sweep]
 }
 
-/// End idle live streams (they become VOD assets) every `live.sweep_interval_s`.
-async fn sweep_live_streams(engine: Engine, mut shutdown: watch::Receiver<bool>) {
-    let every = std::time::Duration::from_secs(engine.config().live.sweep_interval_s.max(1));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+/// Run `pass` every `every` (first after one period) until `shutdown` turns true; a pass
+/// under way is finished, not cut.
+fn periodic<F, Fut>(
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    mut pass: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            pass().await;
         }
-        if let Err(e) = engine.sweep_live().await {
-            tracing::warn!("live sweep failed: {e}");
-        }
-    }
+    })
 }
 
 async fn worker(common: Common) -> anyhow::Result<()> {
@@ -215,4 +241,34 @@ fn main() -> anyhow::Result<()> {
             Command::Upload(a) => Ok(upload::run(a).await?),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_periodic_sweep_runs_each_period_and_ends_at_shutdown() {
+        let (tx, rx) = watch::channel(false);
+        let passes = Arc::new(AtomicUsize::new(0));
+        let p = passes.clone();
+        let handle = periodic(Duration::from_secs(10), rx, move || {
+            let p = p.clone();
+            async move {
+                p.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        assert_eq!(passes.load(Ordering::SeqCst), 3);
+        tx.send(true).unwrap();
+        // The task ends by itself (the caller's await returns) and runs no further pass.
+        tokio::time::timeout(Duration::from_secs(1), handle)
+            .await
+            .expect("the sweep did not stop at shutdown")
+            .unwrap();
+        assert_eq!(passes.load(Ordering::SeqCst), 3);
+    }
 }

@@ -1702,7 +1702,11 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
         codecs: "avc1.64001e,mp4a.40.2".into(),
     };
     e.job_reporter()
-        .job_succeeded(&main, &[r("360p", 900_000), r("180p", 300_000)], 5.0)
+        .job_succeeded(
+            &main,
+            &[r("360p", 900_000), r("180p", 300_000), r("audio", 140_000)],
+            5.0,
+        )
         .await
         .unwrap();
     // The tenant's preset changes after the asset was made.
@@ -1727,6 +1731,16 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
         e.rerun_rendition(&who, "nope", "360p").await,
         Err(Error::NotFound { what: "asset", .. })
     ));
+    // The audio-only rendition cannot be re-run alone; the message reads as one sentence
+    // (it once carried a run of spaces from a broken line continuation).
+    match e.rerun_rendition(&who, &asset.id, "audio").await {
+        Err(Error::InvalidInput(m)) => assert_eq!(
+            m,
+            "the audio-only rendition shares its audio encode with the ladder: re-run a \
+             video rendition or the whole job"
+        ),
+        other => panic!("{other:?}"),
+    }
     let job = e.rerun_rendition(&who, &asset.id, "360p").await.unwrap();
     assert_eq!(job.rendition.as_deref(), Some("360p"));
     assert_eq!(job.status, "queued");

@@ -149,7 +149,8 @@ impl Engine {
         }
         if name == sluice_media::AUDIO_ONLY_NAME {
             return Err(Error::InvalidInput(
-                "the audio-only rendition shares its audio encode with the ladder: re-run a                  video rendition or the whole job"
+                "the audio-only rendition shares its audio encode with the ladder: re-run a \
+                 video rendition or the whole job"
                     .into(),
             ));
         }
