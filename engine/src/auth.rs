@@ -1,13 +1,8 @@
 //! Credentials: the admin key, tenant keys and device keys, compared by their SHA-256 in
 //! constant time and looked up on every request (a revoked key fails at once everywhere).
 
-use sha2::{Digest, Sha256};
-
+use crate::secrets::{constant_time_eq, hash_key};
 use crate::{Engine, Error, Principal, Result, devices, store};
-
-pub(crate) fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
 
 /// Shaped like a tenant (`sk_`) or device (`dk_`) key: the prefix and 32 base64url
 /// characters (24 random bytes).
@@ -20,10 +15,6 @@ fn key_shaped(bearer: &str) -> bool {
             && b.bytes()
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
     })
-}
-
-pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Engine {

@@ -15,7 +15,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{AnyPool, Executor};
 
-use crate::auth::hash_key;
+use crate::secrets::hash_key;
 use crate::{Clock, Config, Engine, Error, Inner, Result, SystemClock, random_token, store};
 
 /// The queue's database.

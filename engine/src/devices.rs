@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
-use crate::auth::hash_key;
 use crate::model::{AssetStatus, Device, DeviceUpload, NewDevice, Principal};
+use crate::secrets::hash_key;
 use crate::{Engine, Error, Result, random_token, rfc3339_ms, store};
 
 /// `last_seen_at` is written at most this often per device (one UPDATE, not one per

@@ -34,6 +34,7 @@ pub mod model;
 mod playback;
 mod presets;
 mod raw;
+mod secrets;
 pub mod sniff;
 mod store;
 mod tenants;
@@ -44,12 +45,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use sluice_cdn::PlaybackSigner;
 use sluice_storage::Storage;
 use sqlx::AnyPool;
 
 use bootstrap::QueuePool;
+pub(crate) use secrets::random_token;
 
 pub use bootstrap::OpenReport;
 pub use clock::{Clock, SystemClock};
@@ -112,12 +113,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-pub(crate) fn random_token(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    rand::fill(&mut buf[..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
 impl Engine {

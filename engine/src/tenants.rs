@@ -1,6 +1,6 @@
 //! Tenants (created by the platform admin) and their storage usage.
 
-use crate::auth::hash_key;
+use crate::secrets::hash_key;
 use crate::{Engine, Error, NewTenant, Principal, Result, TenantQuotas, random_token, store};
 
 impl Engine {

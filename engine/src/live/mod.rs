@@ -27,7 +27,7 @@ use sluice_media::hls::{self, MediaHead, Playlist, Segment};
 use sluice_storage::keys;
 use tokio::io::AsyncWriteExt;
 
-use crate::auth::{constant_time_eq, hash_key};
+use crate::secrets::{constant_time_eq, hash_key};
 use crate::store::{self, LivePlaylistRow, LiveRow};
 use crate::{Engine, Error, JobClass, Principal, Result, random_token, rfc3339_ms};
 
