@@ -1796,7 +1796,7 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
             .iter()
             .map(|r| (r.name.as_str(), r.bandwidth))
             .collect::<Vec<_>>(),
-        vec![("360p", 950_000), ("180p", 300_000)]
+        vec![("360p", 950_000), ("180p", 300_000), ("audio", 140_000)]
     );
     assert_eq!(e.get_job(&who, &job2.id).await.unwrap().status, "succeeded");
 }
