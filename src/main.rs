@@ -114,8 +114,8 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     let engine = open_engine(config).await?;
     let shutdown = shutdown_signal();
 
-    let dispatcher = tokio::spawn(sluice_engine::webhooks::run_dispatcher(
-        engine.clone(),
+    let dispatcher = tokio::spawn(sluice_workers::webhooks::run_dispatcher(
+        engine.webhook_outbox(),
         shutdown.clone(),
     ));
     let sweepers = sweepers(&engine, &shutdown);
@@ -206,8 +206,8 @@ async fn worker(common: Common) -> anyhow::Result<()> {
     let config = common.load()?;
     let engine = open_engine(config).await?;
     let shutdown = shutdown_signal();
-    let dispatcher = tokio::spawn(sluice_engine::webhooks::run_dispatcher(
-        engine.clone(),
+    let dispatcher = tokio::spawn(sluice_workers::webhooks::run_dispatcher(
+        engine.webhook_outbox(),
         shutdown.clone(),
     ));
     sluice_workers::run(engine.job_reporter(), engine.storage().clone(), shutdown)

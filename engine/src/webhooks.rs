@@ -5,20 +5,19 @@
 //! crash loses nothing, and any process running the dispatcher can send it: a delivery is
 //! claimed with a short lock before sending, so two dispatchers never send it at once.
 //!
+//! The engine keeps the outbox (deliveries, claims, outcomes) and the rules of what may be
+//! a target; the HTTP sending runs beside the workers (`sluice_workers::webhooks`), through
+//! the [`WebhookOutbox`] handle.
+//!
 //! Signature: `Sluice-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! Receivers recompute it over the raw body and reject stale timestamps (replays).
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use sha2::Sha256;
 use sqlx::Row;
-use tokio::sync::watch;
 
 use crate::model::Principal;
 use crate::{Engine, Error, Result, random_token, rfc3339_ms};
@@ -30,8 +29,6 @@ pub const EVENTS: [&str; 3] = ["asset.ready", "asset.failed", "job.dead"];
 const MAX_DELIVERY_ATTEMPTS: i64 = 10;
 /// How long a dispatcher holds a claimed delivery.
 const CLAIM: Duration = Duration::from_secs(30);
-/// Per-request deadline for a receiver.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A webhook as listed (the secret is shown only at creation).
 #[derive(Debug, Clone, Serialize)]
@@ -54,12 +51,9 @@ pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
     format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The most of a receiver's answer body that is read (and thrown away).
-const MAX_ANSWER_BYTES: usize = 64 * 1024;
-
 /// Is this an address any tenant may make Sluice call? Not loopback, private, link-local
 /// (cloud metadata), shared, unspecified, broadcast, multicast or documentation space.
-pub(crate) fn is_public(ip: std::net::IpAddr) -> bool {
+pub fn is_public(ip: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     match ip {
         IpAddr::V4(v4) => {
@@ -92,7 +86,7 @@ pub(crate) fn is_public(ip: std::net::IpAddr) -> bool {
 }
 
 /// The host of a URI as written (IPv6 brackets removed).
-fn host_of(uri: &http::Uri) -> &str {
+pub fn host_of(uri: &http::Uri) -> &str {
     uri.host()
         .unwrap_or("")
         .trim_start_matches('[')
@@ -100,7 +94,7 @@ fn host_of(uri: &http::Uri) -> &str {
 }
 
 /// Refuse an IP-literal host that is not public (names are checked when resolved).
-fn check_literal(uri: &http::Uri, allow: &[String]) -> Result<()> {
+pub fn check_literal(uri: &http::Uri, allow: &[String]) -> Result<()> {
     let host = host_of(uri);
     if allow.iter().any(|a| a.eq_ignore_ascii_case(host)) {
         return Ok(());
@@ -114,57 +108,8 @@ fn check_literal(uri: &http::Uri, allow: &[String]) -> Result<()> {
     }
 }
 
-/// The DNS resolver of the webhook client: a name that resolves to a non-public address
-/// is refused after resolution (so a DNS answer cannot smuggle a request into the local
-/// network), unless the operator allowed that host. The connection uses exactly the
-/// addresses checked here: nothing is resolved twice.
-#[derive(Clone)]
-struct GuardedResolver {
-    allow: std::sync::Arc<Vec<String>>,
-}
-
-impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for GuardedResolver {
-    type Response = std::vec::IntoIter<std::net::SocketAddr>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
-    >;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
-        let allow = self.allow.clone();
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::time::timeout(SEND_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0)))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "DNS timed out")
-                    })??
-                    .collect();
-            if allow.iter().any(|a| a.eq_ignore_ascii_case(&host)) {
-                return Ok(addrs.into_iter());
-            }
-            let public: Vec<_> = addrs.into_iter().filter(|a| is_public(a.ip())).collect();
-            if public.is_empty() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::PermissionDenied,
-                    format!("{host} resolves to no public address (see webhooks.allow_hosts)"),
-                ));
-            }
-            Ok(public.into_iter())
-        })
-    }
-}
-
 /// Validate a receiver URL: absolute http(s), a host, no credentials, bounded length.
-fn validate_url(url: &str) -> Result<http::Uri> {
+pub fn validate_url(url: &str) -> Result<http::Uri> {
     let bad = |m: &str| Error::InvalidInput(format!("webhook url {m}"));
     if url.len() > 2048 {
         return Err(bad("is longer than 2048 characters"));
@@ -305,7 +250,7 @@ impl Engine {
     }
 
     /// Claim up to `limit` due deliveries for this dispatcher.
-    async fn claim_deliveries(
+    pub(crate) async fn claim_deliveries(
         &self,
         limit: i64,
     ) -> Result<Vec<(String, String, String, String, i64)>> {
@@ -344,7 +289,7 @@ impl Engine {
         Ok(out)
     }
 
-    async fn delivery_result(
+    pub(crate) async fn delivery_result(
         &self,
         id: &str,
         attempts: i64,
@@ -393,99 +338,70 @@ impl Engine {
     }
 }
 
-/// Send due webhook deliveries until `shutdown` turns true.
-pub async fn run_dispatcher(engine: Engine, mut shutdown: watch::Receiver<bool>) {
-    let allow = std::sync::Arc::new(engine.config().webhooks.allow_hosts.clone());
-    let mut http =
-        hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(GuardedResolver {
-            allow: allow.clone(),
-        });
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(SEND_TIMEOUT));
-    let https = match hyper_rustls::HttpsConnectorBuilder::new().with_native_roots() {
-        Ok(b) => b.https_or_http().enable_http1().wrap_connector(http),
-        Err(e) => {
-            tracing::error!("webhook dispatcher disabled: no TLS root certificates: {e}");
-            return;
-        }
-    };
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    loop {
-        let batch = match engine.claim_deliveries(16).await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!("webhook dispatcher: {e}");
-                Vec::new()
-            }
-        };
-        let idle = batch.is_empty();
-        let sends = batch
-            .into_iter()
-            .map(|(id, url, secret, payload, attempts)| {
-                let (client, engine, allow) = (client.clone(), engine.clone(), allow.clone());
-                async move {
-                    let outcome = send(&client, &allow, &id, &url, &secret, payload).await;
-                    if let Err(e) = engine.delivery_result(&id, attempts, outcome).await {
-                        tracing::warn!(delivery = %id, "could not record webhook result: {e}");
-                    }
-                }
-            });
-        futures::future::join_all(sends).await;
-        if idle {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
-            }
-        } else if *shutdown.borrow() {
-            return;
+/// One delivery claimed for sending.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub url: String,
+    /// The webhook's signing secret.
+    pub secret: String,
+    /// The JSON body.
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+}
+
+/// What a webhook dispatcher holds: the outbox (claim due deliveries, record outcomes) and
+/// the operator's allowlist of non-public targets; nothing else of the engine. Made by
+/// [`Engine::webhook_outbox`].
+#[derive(Clone)]
+pub struct WebhookOutbox {
+    engine: Engine,
+}
+
+impl Engine {
+    /// The handle a webhook dispatcher gets.
+    pub fn webhook_outbox(&self) -> WebhookOutbox {
+        WebhookOutbox {
+            engine: self.clone(),
         }
     }
 }
 
-async fn send<C>(
-    client: &Client<C, Full<Bytes>>,
-    allow: &[String],
-    id: &str,
-    url: &str,
-    secret: &str,
-    payload: String,
-) -> std::result::Result<u16, String>
-where
-    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
-{
-    let uri = validate_url(url).map_err(|e| e.to_string())?;
-    // Checked again at every delivery: the allowlist may have changed since creation.
-    check_literal(&uri, allow).map_err(|e| e.to_string())?;
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let sig = signature(secret, t, payload.as_bytes());
-    let event = serde_json::from_str::<serde_json::Value>(&payload)
-        .ok()
-        .and_then(|v| v["type"].as_str().map(String::from))
-        .unwrap_or_default();
-    let req = http::Request::post(uri)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(http::header::USER_AGENT, "sluice-webhooks/1")
-        .header("sluice-event", event)
-        .header("sluice-delivery", id)
-        .header("sluice-signature", sig)
-        .body(Full::new(Bytes::from(payload)))
-        .map_err(|e| e.to_string())?;
-    let res = tokio::time::timeout(SEND_TIMEOUT, client.request(req))
-        .await
-        .map_err(|_| format!("no answer within {} s", SEND_TIMEOUT.as_secs()))?
-        .map_err(|e| format!("request failed: {e}"))?;
-    let status = res.status().as_u16();
-    // Drain a little of the body so the connection can be reused; never more than
-    // MAX_ANSWER_BYTES, never longer than 2 s.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        http_body_util::Limited::new(res.into_body(), MAX_ANSWER_BYTES).collect(),
-    )
-    .await;
-    Ok(status)
+impl WebhookOutbox {
+    /// Hosts an operator allowed as targets although not public (`webhooks.allow_hosts`).
+    pub fn allow_hosts(&self) -> &[String] {
+        &self.engine.inner.config.webhooks.allow_hosts
+    }
+
+    /// Claim up to `limit` due deliveries (each held for a while by this dispatcher).
+    pub async fn claim(&self, limit: i64) -> Result<Vec<Delivery>> {
+        Ok(self
+            .engine
+            .claim_deliveries(limit)
+            .await?
+            .into_iter()
+            .map(|(id, url, secret, payload, attempts)| Delivery {
+                id,
+                url,
+                secret,
+                payload,
+                attempts,
+            })
+            .collect())
+    }
+
+    /// Record how sending `delivery` went: the receiver's HTTP status, or why no answer
+    /// came. A non-2xx answer or an error is retried with backoff.
+    pub async fn record(
+        &self,
+        delivery: &Delivery,
+        outcome: std::result::Result<u16, String>,
+    ) -> Result<()> {
+        self.engine
+            .delivery_result(&delivery.id, delivery.attempts, outcome)
+            .await
+    }
 }
 
 #[cfg(test)]
@@ -532,20 +448,6 @@ mod tests {
                 "{url}"
             );
         }
-    }
-
-    #[tokio::test]
-    async fn names_resolving_to_private_addresses_are_refused() {
-        use tower::Service;
-        let mut r = GuardedResolver {
-            allow: std::sync::Arc::new(vec![]),
-        };
-        let name = "localhost".parse().unwrap();
-        assert!(r.call(name).await.is_err());
-        let mut r = GuardedResolver {
-            allow: std::sync::Arc::new(vec!["localhost".to_string()]),
-        };
-        assert!(r.call("localhost".parse().unwrap()).await.is_ok());
     }
 
     #[test]

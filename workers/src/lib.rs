@@ -3,5 +3,6 @@
 //! their output.
 pub mod media;
 pub mod runtime;
+pub mod webhooks;
 
 pub use runtime::run;
