@@ -863,17 +863,7 @@ impl Engine {
         let whole = store::job_spec(&self.inner.db, &job.job_id)
             .await?
             .is_none_or(|s| s.rendition.is_none());
-        if !store::job_ended(
-            &self.inner.db,
-            &job.job_id,
-            &job.asset_id,
-            status,
-            error,
-            self.now_ms(),
-            only_if,
-        )
-        .await?
-        {
+        if !store::job_ended(&self.inner.db, job, status, error, self.now_ms(), only_if).await? {
             return Ok(false);
         }
         self.count_outcome(status);
@@ -1012,7 +1002,7 @@ impl Engine {
         let (tenant, asset, _, priority) = store::job_head(&self.inner.db, id)
             .await?
             .ok_or_else(|| Error::not_found("job", id))?;
-        if !store::job_reset(&self.inner.db, id, &asset, self.now_ms()).await? {
+        if !store::job_reset(&self.inner.db, &tenant, id, &asset, self.now_ms()).await? {
             return Err(Error::Conflict(format!(
                 "job {id} is {}; only failed, dead or cancelled jobs can be re-run",
                 job.status

@@ -3,7 +3,8 @@
 
 use sqlx::{AnyPool, Row};
 
-use crate::model::{Job, Rendition, TranscodeJob};
+use super::assets::{Also, ErrorChange, Only, set_asset_status};
+use crate::model::{AssetStatus, Job, Rendition, TranscodeJob};
 use crate::{Result, rfc3339_ms};
 
 /// The transcode job already queued for an asset, if any (an earlier, interrupted finish).
@@ -185,13 +186,6 @@ pub(crate) async fn job_head(
     Ok(row.map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))))
 }
 
-/// SQL condition, with the job id bound as `$n`: the job transcodes the whole ladder. A
-/// job re-running one rendition of a ready asset never changes the asset's status: the
-/// asset stays playable, and a failed re-run leaves the published rendition as it was.
-fn whole_job(n: u8) -> String {
-    format!("NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = ${n} AND j.rendition IS NOT NULL)")
-}
-
 /// What a worker should do with a delivered job.
 pub(crate) enum Start {
     /// Run it: this is attempt n.
@@ -259,15 +253,19 @@ pub(crate) async fn job_started(
             _ => Start::Skip,
         });
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE assets SET status = 'processing', progress = 0, error = NULL, updated_at = $1 \
-         WHERE id = $2 AND {}",
-        whole_job(3)
-    )))
-    .bind(now)
-    .bind(&job.asset_id)
-    .bind(&job.job_id)
-    .execute(&mut *tx)
+    set_asset_status(
+        &mut tx,
+        &job.tenant_id,
+        &job.asset_id,
+        AssetStatus::Processing,
+        Only::whole_job(&job.job_id),
+        Also {
+            progress: Some(0.0),
+            error: ErrorChange::Clear,
+            ..Also::default()
+        },
+        now,
+    )
     .await?;
     let attempt: i64 = sqlx::query("SELECT attempts FROM jobs WHERE id = $1")
         .bind(&job.job_id)
@@ -311,15 +309,18 @@ pub(crate) async fn job_requeued(
     .bind(&job.job_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE assets SET status = 'queued', progress = 0, updated_at = $1 WHERE id = $2 \
-         AND {}",
-        whole_job(3)
-    )))
-    .bind(now)
-    .bind(&job.asset_id)
-    .bind(&job.job_id)
-    .execute(&mut *tx)
+    set_asset_status(
+        &mut tx,
+        &job.tenant_id,
+        &job.asset_id,
+        AssetStatus::Queued,
+        Only::whole_job(&job.job_id),
+        Also {
+            progress: Some(0.0),
+            ..Also::default()
+        },
+        now,
+    )
     .await?;
     tx.commit().await?;
     Ok(())
@@ -328,11 +329,9 @@ pub(crate) async fn job_requeued(
 /// A job ends without output: `status` is failed, cancelled or dead; the asset is failed
 /// with `error` for the user.
 /// `only_if`: end it only from this status (false, nothing changed, otherwise).
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn job_ended(
     db: &AnyPool,
-    job_id: &str,
-    asset_id: &str,
+    job: &TranscodeJob,
     status: &str,
     error: &str,
     now: i64,
@@ -347,7 +346,7 @@ pub(crate) async fn job_ended(
     .bind(error)
     .bind(now)
     .bind(now)
-    .bind(job_id)
+    .bind(&job.job_id)
     .bind(only_if)
     .execute(&mut *tx)
     .await?
@@ -356,16 +355,18 @@ pub(crate) async fn job_ended(
         tx.rollback().await?;
         return Ok(false);
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE assets SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3 \
-         AND {}",
-        whole_job(4)
-    )))
-    .bind(error)
-    .bind(now)
-    .bind(asset_id)
-    .bind(job_id)
-    .execute(&mut *tx)
+    set_asset_status(
+        &mut tx,
+        &job.tenant_id,
+        &job.asset_id,
+        AssetStatus::Failed,
+        Only::whole_job(&job.job_id),
+        Also {
+            error: ErrorChange::Set(error),
+            ..Also::default()
+        },
+        now,
+    )
     .await?;
     tx.commit().await?;
     Ok(true)
@@ -384,9 +385,10 @@ pub(crate) async fn request_cancel(db: &AnyPool, job_id: &str, now: i64) -> Resu
     Ok(n == 1)
 }
 
-/// Reset a finished job for a re-run.
+/// Reset a finished job of `tenant` for a re-run.
 pub(crate) async fn job_reset(
     db: &AnyPool,
+    tenant: &str,
     job_id: &str,
     asset_id: &str,
     now: i64,
@@ -404,15 +406,19 @@ pub(crate) async fn job_reset(
     .await?
     .rows_affected();
     if n == 1 {
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE assets SET status = 'queued', progress = 0, error = NULL, updated_at = $1 \
-             WHERE id = $2 AND {}",
-            whole_job(3)
-        )))
-        .bind(now)
-        .bind(asset_id)
-        .bind(job_id)
-        .execute(&mut *tx)
+        set_asset_status(
+            &mut tx,
+            tenant,
+            asset_id,
+            AssetStatus::Queued,
+            Only::whole_job(job_id),
+            Also {
+                progress: Some(0.0),
+                error: ErrorChange::Clear,
+                ..Also::default()
+            },
+            now,
+        )
         .await?;
     }
     tx.commit().await?;
@@ -429,6 +435,7 @@ pub(crate) async fn job_heartbeat(db: &AnyPool, job_id: &str, now: i64) -> Resul
     Ok(())
 }
 
+/// A running job's progress, shown on the job and on its asset while it is processing.
 pub(crate) async fn job_progress(db: &AnyPool, job: &TranscodeJob, p: f64, now: i64) -> Result<()> {
     let mut tx = db.begin().await?;
     sqlx::query(
@@ -440,17 +447,21 @@ pub(crate) async fn job_progress(db: &AnyPool, job: &TranscodeJob, p: f64, now: 
     .execute(&mut *tx)
     .await?;
     sqlx::query(
-        "UPDATE assets SET progress = $1, updated_at = $2 WHERE id = $3 AND status = 'processing'",
+        "UPDATE assets SET progress = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4 \
+         AND status = 'processing'",
     )
     .bind(p)
     .bind(now)
     .bind(&job.asset_id)
+    .bind(&job.tenant_id)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(())
 }
 
+/// The job's output is published: the job succeeded and the asset is ready with its
+/// renditions.
 pub(crate) async fn job_succeeded(
     db: &AnyPool,
     job: &TranscodeJob,
@@ -468,15 +479,21 @@ pub(crate) async fn job_succeeded(
     .bind(&job.job_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "UPDATE assets SET status = 'ready', progress = 1, error = NULL, duration_s = $1, \
-         renditions = $2, updated_at = $3 WHERE id = $4",
+    set_asset_status(
+        &mut tx,
+        &job.tenant_id,
+        &job.asset_id,
+        AssetStatus::Ready,
+        Only::any(),
+        Also {
+            progress: Some(1.0),
+            error: ErrorChange::Clear,
+            duration_s: Some(duration_s),
+            renditions: Some(renditions),
+            ..Also::default()
+        },
+        now,
     )
-    .bind(duration_s)
-    .bind(serde_json::to_string(renditions).unwrap_or_else(|_| "[]".into()))
-    .bind(now)
-    .bind(&job.asset_id)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(())
@@ -531,22 +548,27 @@ pub(crate) async fn rendition_succeeded(
     .bind(&job.job_id)
     .execute(&mut *tx)
     .await?;
-    let current: String = sqlx::query("SELECT renditions FROM assets WHERE id = $1")
-        .bind(&job.asset_id)
-        .fetch_one(&mut *tx)
-        .await?
-        .get(0);
+    let current: String =
+        sqlx::query("SELECT renditions FROM assets WHERE id = $1 AND tenant_id = $2")
+            .bind(&job.asset_id)
+            .bind(&job.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
     let mut list: Vec<Rendition> = serde_json::from_str(&current).unwrap_or_default();
     match list.iter_mut().find(|r| r.name == rendition.name) {
         Some(r) => *r = rendition.clone(),
         None => list.push(rendition.clone()),
     }
-    sqlx::query("UPDATE assets SET renditions = $1, updated_at = $2 WHERE id = $3")
-        .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
-        .bind(now)
-        .bind(&job.asset_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE assets SET renditions = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4",
+    )
+    .bind(serde_json::to_string(&list).unwrap_or_else(|_| "[]".into()))
+    .bind(now)
+    .bind(&job.asset_id)
+    .bind(&job.tenant_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(())
 }

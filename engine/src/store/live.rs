@@ -606,14 +606,16 @@ pub(crate) async fn charge_live_bytes(
 /// The recording is the asset's source now: queue it like a finished upload.
 pub(crate) async fn live_asset_recorded(
     db: &AnyPool,
+    tenant: &str,
     asset: &str,
     size: i64,
     now: i64,
 ) -> Result<()> {
-    sqlx::query("UPDATE assets SET size = $1, updated_at = $2 WHERE id = $3")
+    sqlx::query("UPDATE assets SET size = $1, updated_at = $2 WHERE id = $3 AND tenant_id = $4")
         .bind(size)
         .bind(now)
         .bind(asset)
+        .bind(tenant)
         .execute(db)
         .await?;
     Ok(())

@@ -3,9 +3,10 @@
 
 use sqlx::{AnyPool, Row};
 
+use super::assets::{Also, ErrorChange, Only, set_asset_status};
 use super::tenants::check_quota_locked;
 use crate::Result;
-use crate::model::{UploadConcat, UploadState};
+use crate::model::{AssetStatus, UploadConcat, UploadState};
 
 /// A new upload session and its asset.
 pub(crate) struct NewUpload<'a> {
@@ -95,14 +96,19 @@ pub(crate) async fn set_upload_length(
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     check_quota_locked(&mut tx, tenant, length).await?;
-    sqlx::query("UPDATE uploads SET length = $1, length_deferred = 0 WHERE asset_id = $2")
+    sqlx::query(
+        "UPDATE uploads SET length = $1, length_deferred = 0 WHERE asset_id = $2 \
+         AND tenant_id = $3",
+    )
+    .bind(length as i64)
+    .bind(asset)
+    .bind(tenant)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE assets SET size = $1 WHERE id = $2 AND tenant_id = $3")
         .bind(length as i64)
         .bind(asset)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE assets SET size = $1 WHERE id = $2")
-        .bind(length as i64)
-        .bind(asset)
+        .bind(tenant)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -236,26 +242,27 @@ pub(crate) async fn consume_partials(
 /// The last byte is stored: close the upload, queue the asset and record its job.
 pub(crate) async fn complete_upload(
     db: &AnyPool,
+    tenant: &str,
     asset: &str,
     job_id: &str,
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE uploads SET completed_at = $1, expires_at = NULL WHERE asset_id = $2")
-        .bind(now)
-        .bind(asset)
-        .execute(&mut *tx)
-        .await?;
+    close_upload(&mut tx, tenant, asset, now).await?;
     // Only from `uploading`: a repeated finish whose job already ran (the first finish
     // queued it, then died before recording it) must not send the asset back to `queued`.
-    sqlx::query(
-        "UPDATE assets SET status = 'queued', job_id = $1, updated_at = $2 WHERE id = $3 \
-         AND status = 'uploading'",
+    set_asset_status(
+        &mut tx,
+        tenant,
+        asset,
+        AssetStatus::Queued,
+        Only::from_statuses(&[AssetStatus::Uploading]),
+        Also {
+            job_id: Some(job_id),
+            ..Also::default()
+        },
+        now,
     )
-    .bind(job_id)
-    .bind(now)
-    .bind(asset)
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(())
@@ -491,22 +498,46 @@ pub(crate) async fn expired_uploads(
 /// A zero-length upload: complete at creation, and the asset failed with `error`.
 pub(crate) async fn complete_empty_upload(
     db: &AnyPool,
+    tenant: &str,
     asset: &str,
     error: &str,
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    sqlx::query("UPDATE uploads SET completed_at = $1, expires_at = NULL WHERE asset_id = $2")
-        .bind(now)
-        .bind(asset)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("UPDATE assets SET status = 'failed', error = $1, updated_at = $2 WHERE id = $3")
-        .bind(error)
-        .bind(now)
-        .bind(asset)
-        .execute(&mut *tx)
-        .await?;
+    close_upload(&mut tx, tenant, asset, now).await?;
+    set_asset_status(
+        &mut tx,
+        tenant,
+        asset,
+        AssetStatus::Failed,
+        Only::any(),
+        Also {
+            error: ErrorChange::Set(error),
+            ..Also::default()
+        },
+        now,
+    )
+    .await?;
     tx.commit().await?;
+    Ok(())
+}
+
+/// An upload's last byte is stored (or it had none): its session is complete and no longer
+/// expires.
+async fn close_upload(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    asset: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE uploads SET completed_at = $1, expires_at = NULL WHERE asset_id = $2 \
+         AND tenant_id = $3",
+    )
+    .bind(now)
+    .bind(asset)
+    .bind(tenant)
+    .execute(conn)
+    .await?;
     Ok(())
 }
