@@ -10,6 +10,7 @@
 //! - `jobs`: job rows and their lifecycle;
 //! - `live`: live streams, playlists and segments;
 //! - `presets`: tenants' preset overrides;
+//! - `webhooks`: webhooks and their deliveries;
 //! - shared settings are here.
 
 use sqlx::{AnyPool, Row};
@@ -24,6 +25,7 @@ mod live;
 mod presets;
 mod tenants;
 mod uploads;
+mod webhooks;
 
 pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
 pub(crate) use devices::{device_uploads, devices, insert_device, revoke_device, touch_device};
@@ -52,6 +54,10 @@ pub(crate) use uploads::{
     complete_empty_upload, complete_upload, consume_partials, delete_upload, expired_uploads,
     get_upload, insert_upload, lease_upload, release_upload, set_upload_length,
     set_upload_multipart, set_upload_offset, upload_multipart, upload_session_exists,
+};
+pub(crate) use webhooks::{
+    ClaimedDelivery, claim_deliveries, delete_webhook, delivery_attempted, insert_delivery,
+    insert_webhook, list_webhooks, webhook_subscriptions,
 };
 
 /// A shared setting, created with `value` by whichever process asks first.
