@@ -1,6 +1,8 @@
-//! SQL for the metadata store, one module per aggregate. Every query of the engine lives in
-//! this module (sqlx's `Any` driver: each is written once and runs on SQLite and on
-//! PostgreSQL); the rest of the engine calls these functions as `store::…`.
+//! SQL for the metadata store, one module per aggregate. Every query on Sluice's tables
+//! lives in this module (sqlx's `Any` driver: each is written once and runs on SQLite and
+//! on PostgreSQL); the rest of the engine calls these functions as `store::…`. Every query
+//! on a tenant's asset carries the tenant, and every change of an asset's status goes
+//! through `assets::set_asset_status`.
 //!
 //! - `tenants`: tenants, API keys and the storage quota;
 //! - `devices`: device keys and their uploads;
