@@ -448,8 +448,14 @@ impl Engine {
 
     /// A device may only touch its own uploads; a tenant key any of its tenant's.
     async fn check_upload_owner(&self, who: &Principal, asset: &str) -> Result<()> {
-        if let Some(device) = who.device()
-            && store::asset_device(&self.inner.db, asset).await?.as_deref() != Some(device)
+        if let Principal::Device {
+            tenant_id,
+            device_id,
+        } = who
+            && store::asset_device(&self.inner.db, tenant_id, asset)
+                .await?
+                .as_deref()
+                != Some(device_id.as_str())
         {
             return Err(Error::not_found("upload", asset));
         }
@@ -765,7 +771,7 @@ impl Engine {
             Err(e) => return Err(Error::io(&path, e)),
         }
         let job_id = self.upload_job(tenant, asset).await?;
-        store::complete_upload(&self.inner.db, asset, &job_id, self.now_ms()).await?;
+        store::complete_upload(&self.inner.db, tenant, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
         Ok(())
     }
@@ -855,7 +861,8 @@ impl Engine {
             let path = self.upload_path(asset);
             self.inner.storage.put_file_move(&key, &path).await?;
         }
-        store::complete_empty_upload(&self.inner.db, asset, EMPTY_UPLOAD, self.now_ms()).await?;
+        store::complete_empty_upload(&self.inner.db, tenant, asset, EMPTY_UPLOAD, self.now_ms())
+            .await?;
         tracing::info!(asset, "zero-length upload: asset failed");
         self.emit_asset(tenant, asset, "asset.failed").await;
         Ok(())

@@ -17,10 +17,9 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
-use sqlx::Row;
 
 use crate::model::Principal;
-use crate::{Engine, Error, Result, random_token, rfc3339_ms};
+use crate::{Engine, Error, Result, random_token, rfc3339_ms, store};
 
 /// Event types a webhook can subscribe to.
 pub const EVENTS: [&str; 3] = ["asset.ready", "asset.failed", "job.dead"];
@@ -150,17 +149,15 @@ impl Engine {
         let id = ulid::Ulid::new().to_string();
         let secret = format!("whsec_{}", random_token(24));
         let now = self.now_ms();
-        sqlx::query(
-            "INSERT INTO webhooks (id, tenant_id, url, secret, events, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+        store::insert_webhook(
+            &self.inner.db,
+            &id,
+            tenant,
+            url,
+            &secret,
+            &events.join(","),
+            now,
         )
-        .bind(&id)
-        .bind(tenant)
-        .bind(url)
-        .bind(&secret)
-        .bind(events.join(","))
-        .bind(now)
-        .execute(&self.inner.db)
         .await?;
         Ok(Webhook {
             id,
@@ -173,19 +170,14 @@ impl Engine {
 
     pub async fn list_webhooks(&self, who: &Principal) -> Result<Vec<Webhook>> {
         let tenant = self.tenant_of(who)?;
-        let rows = sqlx::query(
-            "SELECT id, url, events, created_at FROM webhooks WHERE tenant_id = $1 ORDER BY id",
-        )
-        .bind(tenant)
-        .fetch_all(&self.inner.db)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| Webhook {
-                id: r.get(0),
-                url: r.get(1),
-                events: r.get::<String, _>(2).split(',').map(String::from).collect(),
-                created_at: rfc3339_ms(r.get(3)),
+        Ok(store::list_webhooks(&self.inner.db, tenant)
+            .await?
+            .into_iter()
+            .map(|(id, url, events, created_at)| Webhook {
+                id,
+                url,
+                events: events.split(',').map(String::from).collect(),
+                created_at: rfc3339_ms(created_at),
                 secret: None,
             })
             .collect())
@@ -193,13 +185,7 @@ impl Engine {
 
     pub async fn delete_webhook(&self, who: &Principal, id: &str) -> Result<()> {
         let tenant = self.tenant_of(who)?;
-        let n = sqlx::query("DELETE FROM webhooks WHERE id = $1 AND tenant_id = $2")
-            .bind(id)
-            .bind(tenant)
-            .execute(&self.inner.db)
-            .await?
-            .rows_affected();
-        if n == 0 {
+        if !store::delete_webhook(&self.inner.db, tenant, id).await? {
             return Err(Error::not_found("webhook", id));
         }
         Ok(())
@@ -214,13 +200,9 @@ impl Engine {
     }
 
     async fn try_emit(&self, tenant: &str, event: &str, data: serde_json::Value) -> Result<()> {
-        let hooks = sqlx::query("SELECT id, events FROM webhooks WHERE tenant_id = $1")
-            .bind(tenant)
-            .fetch_all(&self.inner.db)
-            .await?;
+        let hooks = store::webhook_subscriptions(&self.inner.db, tenant).await?;
         let now = self.now_ms();
-        for h in hooks {
-            let events: String = h.get(1);
+        for (webhook, events) in hooks {
             if !events.split(',').any(|e| e == event) {
                 continue;
             }
@@ -232,61 +214,16 @@ impl Engine {
                 "data": data,
             })
             .to_string();
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (id, webhook_id, tenant_id, event, payload, \
-                 status, next_attempt_at, created_at) VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7)",
-            )
-            .bind(&id)
-            .bind(h.get::<String, _>(0))
-            .bind(tenant)
-            .bind(event)
-            .bind(payload)
-            .bind(now)
-            .bind(now)
-            .execute(&self.inner.db)
-            .await?;
+            store::insert_delivery(&self.inner.db, &id, &webhook, tenant, event, &payload, now)
+                .await?;
         }
         Ok(())
     }
 
     /// Claim up to `limit` due deliveries for this dispatcher.
-    pub(crate) async fn claim_deliveries(
-        &self,
-        limit: i64,
-    ) -> Result<Vec<(String, String, String, String, i64)>> {
+    pub(crate) async fn claim_deliveries(&self, limit: i64) -> Result<Vec<store::ClaimedDelivery>> {
         let now = self.now_ms();
-        let mut tx = self.inner.db.begin().await?;
-        let rows = sqlx::query(
-            "SELECT d.id, w.url, w.secret, d.payload, d.attempts FROM webhook_deliveries d \
-             JOIN webhooks w ON w.id = d.webhook_id \
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1 \
-             AND (d.locked_until IS NULL OR d.locked_until < $2) \
-             ORDER BY d.next_attempt_at LIMIT $3",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: String = r.get(0);
-            let n = sqlx::query(
-                "UPDATE webhook_deliveries SET locked_until = $1 WHERE id = $2 \
-                 AND (locked_until IS NULL OR locked_until < $3)",
-            )
-            .bind(now + CLAIM.as_millis() as i64)
-            .bind(&id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
-                out.push((id, r.get(1), r.get(2), r.get(3), r.get(4)));
-            }
-        }
-        tx.commit().await?;
-        Ok(out)
+        store::claim_deliveries(&self.inner.db, now, now + CLAIM.as_millis() as i64, limit).await
     }
 
     pub(crate) async fn delivery_result(
@@ -318,20 +255,16 @@ impl Engine {
                 (status, code, Some(err), now + delay.as_millis() as i64)
             }
         };
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $1, attempts = $2, last_status = $3, \
-             last_error = $4, next_attempt_at = $5, locked_until = NULL, \
-             delivered_at = CASE WHEN $6 = 'delivered' THEN $7 ELSE NULL END WHERE id = $8",
+        store::delivery_attempted(
+            &self.inner.db,
+            id,
+            status,
+            attempts,
+            code.map(i64::from),
+            error.as_deref(),
+            next,
+            now,
         )
-        .bind(status)
-        .bind(attempts)
-        .bind(code.map(i64::from))
-        .bind(error)
-        .bind(next)
-        .bind(status)
-        .bind(now)
-        .bind(id)
-        .execute(&self.inner.db)
         .await?;
         metrics::counter!("sluice_webhook_deliveries_total", "outcome" => status).increment(1);
         Ok(())

@@ -1,7 +1,7 @@
 //! Per-tenant transcode presets: what a tenant may override of the configured ladder, the
 //! strict validation of those overrides, and the effective preset a job is snapshotted
 //! with at enqueue time (so changing the preset later never changes a queued or running
-//! job). Pure logic; storage is in `store.rs`.
+//! job). Pure logic; storage is in `store/presets.rs`.
 
 use serde::{Deserialize, Serialize};
 

@@ -280,17 +280,7 @@ impl Engine {
         let whole = store::job_spec(&self.inner.db, &job.job_id)
             .await?
             .is_none_or(|s| s.rendition.is_none());
-        if !store::job_ended(
-            &self.inner.db,
-            &job.job_id,
-            &job.asset_id,
-            status,
-            error,
-            self.now_ms(),
-            only_if,
-        )
-        .await?
-        {
+        if !store::job_ended(&self.inner.db, job, status, error, self.now_ms(), only_if).await? {
             return Ok(false);
         }
         self.count_outcome(status);

@@ -85,13 +85,15 @@ impl Engine {
         if recorded == 0 {
             store::fail_asset(
                 db,
+                &row.tenant_id,
                 asset,
                 "the live stream ended without any recorded segment",
                 self.now_ms(),
             )
             .await?;
         } else {
-            store::live_asset_recorded(db, asset, recorded as i64, self.now_ms()).await?;
+            store::live_asset_recorded(db, &row.tenant_id, asset, recorded as i64, self.now_ms())
+                .await?;
             // An earlier attempt that died after queueing the job: never a second one.
             let queued = store::asset_job(db, &row.tenant_id, asset).await?;
             let job_id = match (queued, row.vod_mode) {
@@ -102,7 +104,7 @@ impl Engine {
                 }
                 (None, VodMode::Copy) => self.enqueue_live_copy(&row.tenant_id, asset).await?,
             };
-            store::complete_upload(db, asset, &job_id, self.now_ms()).await?;
+            store::complete_upload(db, &row.tenant_id, asset, &job_id, self.now_ms()).await?;
             tracing::info!(stream = id, asset = %asset, job = %job_id, bytes = recorded, vod = row.vod_mode.as_str(), "live stream recorded, VOD job queued");
         }
         store::live_ended(db, id, self.now_ms()).await?;

@@ -1,0 +1,77 @@
+//! SQL for the metadata store, one module per aggregate. Every query on Sluice's tables
+//! lives in this module (sqlx's `Any` driver: each is written once and runs on SQLite and
+//! on PostgreSQL); the rest of the engine calls these functions as `store::…`. Every query
+//! on a tenant's asset carries the tenant, and every change of an asset's status goes
+//! through `assets::set_asset_status`.
+//!
+//! - `tenants`: tenants, API keys and the storage quota;
+//! - `devices`: device keys and their uploads;
+//! - `assets`: reading assets and changing their fields;
+//! - `uploads`: upload sessions, multipart state, leases and expiry;
+//! - `idempotency`: `Idempotency-Key` claims of raw uploads;
+//! - `jobs`: job rows and their lifecycle;
+//! - `live`: live streams, playlists and segments;
+//! - `presets`: tenants' preset overrides;
+//! - `webhooks`: webhooks and their deliveries;
+//! - shared settings are here.
+
+use sqlx::{AnyPool, Row};
+
+use crate::Result;
+
+mod assets;
+mod devices;
+mod idempotency;
+mod jobs;
+mod live;
+mod presets;
+mod tenants;
+mod uploads;
+mod webhooks;
+
+pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
+pub(crate) use devices::{device_uploads, devices, insert_device, revoke_device, touch_device};
+pub(crate) use idempotency::{
+    KeyClaim, claim_idempotency_key, finish_idempotency_key, lapse_idempotency_key,
+    release_idempotency_key, renew_idempotency_key, sweep_idempotency_keys,
+};
+pub(crate) use jobs::{
+    NewJob, Start, active_jobs_for_asset, asset_job, cancel_requested, count_waiting, get_job,
+    insert_job, job_ended, job_head, job_heartbeat, job_progress, job_pushed, job_requeued,
+    job_reset, job_run_after, job_spec, job_started, job_succeeded, jobs_owed_a_push, list_jobs,
+    rendition_succeeded, request_cancel,
+};
+pub(crate) use live::{
+    LivePlaylistRow, LiveRow, LiveSegmentRow, NewLive, charge_live_bytes, count_live_by_state,
+    get_live, insert_live, list_live, live_asset_recorded, live_begin_end, live_by_asset,
+    live_default_primary, live_ended, live_insert_segment, live_latest_by_name, live_list_segment,
+    live_mark_init, live_missing_segments, live_next_seq, live_ok, live_playlist_segments,
+    live_playlists, live_received_inits, live_rejected, live_save_playlist, live_segment_at,
+    live_segment_received, live_set_master, live_to_finalize, live_touch_ending,
+};
+pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset};
+pub(crate) use tenants::{insert_tenant, key_owner, storage_usage};
+pub(crate) use uploads::{
+    MultipartRow, NewUpload, UploadPart, commit_raw_upload, commit_upload_parts,
+    complete_empty_upload, complete_upload, consume_partials, delete_upload, expired_uploads,
+    get_upload, insert_upload, lease_upload, release_upload, set_upload_length,
+    set_upload_multipart, set_upload_offset, upload_multipart, upload_session_exists,
+};
+pub(crate) use webhooks::{
+    ClaimedDelivery, claim_deliveries, delete_webhook, delivery_attempted, insert_delivery,
+    insert_webhook, list_webhooks, webhook_subscriptions,
+};
+
+/// A shared setting, created with `value` by whichever process asks first.
+pub(crate) async fn setting_or_insert(db: &AnyPool, key: &str, value: &str) -> Result<String> {
+    sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+        .bind(key)
+        .bind(value)
+        .execute(db)
+        .await?;
+    Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_one(db)
+        .await?
+        .get(0))
+}

@@ -1,0 +1,114 @@
+//! Tenants, their API keys, and their storage quota (checked under a lock on the tenant
+//! row by every reservation).
+
+use sqlx::{AnyPool, Row};
+
+use crate::Result;
+
+/// What a live (unrevoked) key stands for.
+pub(crate) struct KeyOwner {
+    pub tenant_id: String,
+    pub device_id: Option<String>,
+    pub last_seen_at: Option<i64>,
+}
+
+/// Resolve a key hash. A device key resolves only while its device is not revoked.
+pub(crate) async fn key_owner(db: &AnyPool, key_hash: &str) -> Result<Option<KeyOwner>> {
+    let row = sqlx::query(
+        "SELECT k.tenant_id, k.device_id, d.last_seen_at FROM api_keys k \
+         LEFT JOIN devices d ON d.id = k.device_id \
+         WHERE k.key_hash = $1 AND k.revoked_at IS NULL \
+         AND (k.device_id IS NULL OR (d.id IS NOT NULL AND d.revoked_at IS NULL))",
+    )
+    .bind(key_hash)
+    .fetch_optional(db)
+    .await?;
+    row.map(|r| {
+        Ok(KeyOwner {
+            tenant_id: r.try_get(0)?,
+            device_id: r.try_get(1)?,
+            last_seen_at: r.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn insert_tenant(
+    db: &AnyPool,
+    id: &str,
+    name: &str,
+    key_hash: &str,
+    quota_storage_bytes: Option<u64>,
+    now: i64,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query(
+        "INSERT INTO tenants (id, name, created_at, quota_storage_bytes) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(now)
+    .bind(quota_storage_bytes.map(|q| q.min(i64::MAX as u64) as i64))
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO api_keys (key_hash, tenant_id, kind, created_at) VALUES ($1, $2, 'tenant', $3)",
+    )
+    .bind(key_hash)
+    .bind(id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---- quotas -------------------------------------------------------------------------------
+
+/// The tenant's storage quota and what it uses: the sizes of its assets, which for an
+/// upload in progress is its declared length (the reservation).
+pub(crate) async fn storage_usage(db: &AnyPool, tenant: &str) -> Result<(Option<u64>, u64)> {
+    storage_usage_in(&mut *db.acquire().await?, tenant).await
+}
+
+async fn storage_usage_in(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+) -> Result<(Option<u64>, u64)> {
+    let quota: Option<i64> = sqlx::query("SELECT quota_storage_bytes FROM tenants WHERE id = $1")
+        .bind(tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .and_then(|r| r.get(0));
+    // SUM is a NUMERIC on PostgreSQL: cast back to an integer for the Any driver.
+    let used: i64 = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM assets WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *conn)
+    .await?
+    .get(0);
+    Ok((quota.map(|q| q.max(0) as u64), used.max(0) as u64))
+}
+
+/// Within a transaction: lock the tenant row (so quota checks of one tenant run one at a
+/// time in every process), then check that `extra` more bytes fit.
+pub(super) async fn check_quota_locked(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    extra: u64,
+) -> Result<()> {
+    sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+        .bind(tenant)
+        .execute(&mut **tx)
+        .await?;
+    let (quota, used) = storage_usage_in(tx, tenant).await?;
+    match quota {
+        Some(quota) if used.saturating_add(extra) > quota => Err(crate::Error::QuotaExceeded {
+            used,
+            requested: extra,
+            quota,
+        }),
+        _ => Ok(()),
+    }
+}
