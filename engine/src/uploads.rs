@@ -771,7 +771,6 @@ impl Engine {
             Err(e) => return Err(Error::io(&path, e)),
         }
         let job_id = self.upload_job(tenant, asset).await?;
-        store::complete_upload(&self.inner.db, tenant, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
         Ok(())
     }
@@ -798,13 +797,8 @@ impl Engine {
     /// The transcode job of a finished upload: the one an interrupted earlier finish
     /// queued already (never a second), or a new one.
     pub(crate) async fn upload_job(&self, tenant: &str, asset: &str) -> Result<String> {
-        match store::asset_job(&self.inner.db, tenant, asset).await? {
-            Some(job) => Ok(job),
-            None => {
-                self.enqueue_transcode(tenant, asset, crate::JobClass::Upload)
-                    .await
-            }
-        }
+        self.queue_finished_upload(tenant, asset, crate::JobClass::Upload, "transcode")
+            .await
     }
 
     /// The sniffer refused an upload: delete it (session, asset and bytes) under the lease

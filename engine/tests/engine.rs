@@ -2153,3 +2153,59 @@ async fn unused_partials_expire(backend: Backend) {
         assert!(!dir.path().join("uploads").join(id).exists());
     }
 }
+
+/// The job of a finished upload is recorded in one transaction with the upload's completion
+/// and the asset's `queued` status, before its task is pushed: a worker that takes the task
+/// at once finds the asset queued with its job. (Once, the job was recorded and pushed
+/// first and the asset marked `queued` after, unconditionally: a fast worker's
+/// `processing` could be overwritten, or the asset left without its job.)
+///
+/// PostgreSQL only, on purpose: the test holds a row lock on the asset, which stops the
+/// status change but not the job's insertion; SQLite locks the whole database, which would
+/// stop both and cannot tell the two orders apart.
+#[tokio::test]
+async fn a_finished_uploads_job_is_recorded_with_its_queued_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, _) = engine(Backend::Postgres, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let asset = e.create_upload(&who, 8, None).await.unwrap();
+    let url = e.config().database_url.clone().unwrap();
+    let pg = sqlx::PgPool::connect(&url).await.unwrap();
+    // Blocks an UPDATE of the asset row (not a foreign-key check against it).
+    let mut lock = pg.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM sluice.assets WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(&asset.id)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let finishing = tokio::spawn({
+        let (e, who, id) = (e.clone(), who.clone(), asset.id.clone());
+        async move {
+            e.append_upload(&who, &id, 0, chunks(vec![b"abcdefgh"]))
+                .await
+        }
+    });
+    // The finish is waiting for the asset row: no job of it may be visible yet.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sluice.jobs WHERE asset_id = $1")
+        .bind(&asset.id)
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0, "the job was visible before its asset was queued");
+    assert!(!finishing.is_finished());
+    lock.rollback().await.unwrap();
+    let state = tokio::time::timeout(std::time::Duration::from_secs(30), finishing)
+        .await
+        .expect("the finish did not resume")
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.offset, 8);
+    let a = e.get_asset(&who, &asset.id).await.unwrap();
+    assert_eq!(a.status, AssetStatus::Queued);
+    let job = a.job_id.expect("the asset records its job");
+    assert_eq!(e.get_job(&who, &job).await.unwrap().status, "queued");
+}

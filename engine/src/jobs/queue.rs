@@ -7,8 +7,8 @@ use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
 
-use super::LIVE_COPY_KIND;
 use crate::bootstrap::QueuePool;
+use crate::store::UploadJob;
 use crate::{Engine, Error, JobClass, Result, TranscodeJob, TranscodePreset, store};
 
 /// Name of the transcode queue (named explicitly: apalis defaults to the Rust type path).
@@ -105,33 +105,6 @@ impl Engine {
         Ok(pushed)
     }
 
-    /// Record a transcode job for an asset and put it on the queue. The tenant's preset in
-    /// effect now is snapshotted into the job: a later change does not alter this job.
-    pub(crate) async fn enqueue_transcode(
-        &self,
-        tenant: &str,
-        asset: &str,
-        class: JobClass,
-    ) -> Result<String> {
-        let preset = self.effective_preset(tenant).await?;
-        self.enqueue(tenant, asset, class, &preset, None, "transcode")
-            .await
-    }
-
-    /// Queue the job that publishes a live recording's pushed renditions as they are.
-    pub(crate) async fn enqueue_live_copy(&self, tenant: &str, asset: &str) -> Result<String> {
-        let preset = self.effective_preset(tenant).await?;
-        self.enqueue(
-            tenant,
-            asset,
-            JobClass::LiveToVod,
-            &preset,
-            None,
-            LIVE_COPY_KIND,
-        )
-        .await
-    }
-
     pub(crate) async fn enqueue(
         &self,
         tenant: &str,
@@ -141,11 +114,7 @@ impl Engine {
         rendition: Option<&str>,
         kind: &'static str,
     ) -> Result<String> {
-        let job_id = ulid::Ulid::new().to_string();
-        let waiting = store::count_waiting(&self.inner.db, tenant).await?;
-        let priority = super::policy::priority(class, waiting) as i64;
-        let preset_json = serde_json::to_string(preset)
-            .map_err(|e| Error::InvalidInput(format!("unserialisable preset: {e}")))?;
+        let (job_id, priority, preset_json) = self.new_job(tenant, class, preset).await?;
         store::insert_job(
             &self.inner.db,
             store::NewJob {
@@ -160,13 +129,79 @@ impl Engine {
             },
         )
         .await?;
+        self.push_new(&job_id, tenant, asset, priority, kind)
+            .await?;
+        Ok(job_id)
+    }
+
+    /// Queue the job of a finished upload or live recording: the one an interrupted
+    /// earlier finish recorded (never a second), or a new one of `kind` with the tenant's
+    /// preset now. The job row, the upload's completion and the asset's `queued` status
+    /// are one transaction, written before the task is pushed (a lost push is made again
+    /// by the reconciler).
+    pub(crate) async fn queue_finished_upload(
+        &self,
+        tenant: &str,
+        asset: &str,
+        class: JobClass,
+        kind: &'static str,
+    ) -> Result<String> {
+        let db = &self.inner.db;
+        if let Some(job) = store::asset_job(db, tenant, asset).await? {
+            store::complete_upload(db, tenant, asset, UploadJob::Recorded(&job), self.now_ms())
+                .await?;
+            return Ok(job);
+        }
+        let preset = self.effective_preset(tenant).await?;
+        let (job_id, priority, preset_json) = self.new_job(tenant, class, &preset).await?;
+        let now = self.now_ms();
+        let row = store::NewJob {
+            id: &job_id,
+            tenant,
+            asset,
+            kind,
+            priority,
+            now,
+            preset: &preset_json,
+            rendition: None,
+        };
+        store::complete_upload(db, tenant, asset, UploadJob::New(row), now).await?;
+        self.push_new(&job_id, tenant, asset, priority, kind)
+            .await?;
+        Ok(job_id)
+    }
+
+    /// A new job's id, its queue priority (class, then the tenant's backlog) and its
+    /// preset snapshot.
+    async fn new_job(
+        &self,
+        tenant: &str,
+        class: JobClass,
+        preset: &TranscodePreset,
+    ) -> Result<(String, i64, String)> {
+        let waiting = store::count_waiting(&self.inner.db, tenant).await?;
+        let priority = super::policy::priority(class, waiting) as i64;
+        let preset_json = serde_json::to_string(preset)
+            .map_err(|e| Error::InvalidInput(format!("unserialisable preset: {e}")))?;
+        Ok((ulid::Ulid::new().to_string(), priority, preset_json))
+    }
+
+    /// Push the task of a job just recorded.
+    async fn push_new(
+        &self,
+        job_id: &str,
+        tenant: &str,
+        asset: &str,
+        priority: i64,
+        kind: &'static str,
+    ) -> Result<()> {
         let job = TranscodeJob {
-            job_id: job_id.clone(),
+            job_id: job_id.to_string(),
             tenant_id: tenant.to_string(),
             asset_id: asset.to_string(),
         };
         self.push_task(job, priority, Duration::ZERO).await?;
         metrics::counter!("sluice_jobs_enqueued_total", "kind" => kind).increment(1);
-        Ok(job_id)
+        Ok(())
     }
 }

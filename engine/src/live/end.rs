@@ -95,16 +95,13 @@ impl Engine {
             store::live_asset_recorded(db, &row.tenant_id, asset, recorded as i64, self.now_ms())
                 .await?;
             // An earlier attempt that died after queueing the job: never a second one.
-            let queued = store::asset_job(db, &row.tenant_id, asset).await?;
-            let job_id = match (queued, row.vod_mode) {
-                (Some(job), _) => job,
-                (None, VodMode::Transcode) => {
-                    self.enqueue_transcode(&row.tenant_id, asset, JobClass::LiveToVod)
-                        .await?
-                }
-                (None, VodMode::Copy) => self.enqueue_live_copy(&row.tenant_id, asset).await?,
+            let kind = match row.vod_mode {
+                VodMode::Transcode => "transcode",
+                VodMode::Copy => crate::jobs::LIVE_COPY_KIND,
             };
-            store::complete_upload(db, &row.tenant_id, asset, &job_id, self.now_ms()).await?;
+            let job_id = self
+                .queue_finished_upload(&row.tenant_id, asset, JobClass::LiveToVod, kind)
+                .await?;
             tracing::info!(stream = id, asset = %asset, job = %job_id, bytes = recorded, vod = row.vod_mode.as_str(), "live stream recorded, VOD job queued");
         }
         store::live_ended(db, id, self.now_ms()).await?;

@@ -34,6 +34,11 @@ pub(crate) struct NewJob<'a> {
 }
 
 pub(crate) async fn insert_job(db: &AnyPool, j: NewJob<'_>) -> Result<()> {
+    insert_job_in(&mut *db.acquire().await?, &j).await
+}
+
+/// [`insert_job`] inside the caller's transaction.
+pub(crate) async fn insert_job_in(conn: &mut sqlx::AnyConnection, j: &NewJob<'_>) -> Result<()> {
     sqlx::query(
         "INSERT INTO jobs (id, tenant_id, asset_id, kind, status, priority, created_at, \
          updated_at, preset, rendition, unpushed_since) \
@@ -48,7 +53,7 @@ pub(crate) async fn insert_job(db: &AnyPool, j: NewJob<'_>) -> Result<()> {
     .bind(j.now)
     .bind(j.preset)
     .bind(j.rendition)
-    .execute(db)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -52,7 +52,7 @@ pub(crate) use live::{
 pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset};
 pub(crate) use tenants::{insert_tenant, key_owner, storage_usage};
 pub(crate) use uploads::{
-    MultipartRow, NewUpload, UploadPart, commit_raw_upload, commit_upload_parts,
+    MultipartRow, NewUpload, UploadJob, UploadPart, commit_raw_upload, commit_upload_parts,
     complete_empty_upload, complete_upload, consume_partials, delete_upload, expired_uploads,
     get_upload, insert_upload, lease_upload, release_upload, set_upload_length,
     set_upload_multipart, set_upload_offset, upload_multipart, upload_session_exists,

@@ -239,15 +239,32 @@ pub(crate) async fn consume_partials(
     Ok(())
 }
 
-/// The last byte is stored: close the upload, queue the asset and record its job.
+/// The job a finished upload is queued with.
+pub(crate) enum UploadJob<'a> {
+    /// Recorded by an earlier, interrupted finish.
+    Recorded(&'a str),
+    /// A new job, recorded in the same transaction as the completion.
+    New(super::jobs::NewJob<'a>),
+}
+
+/// The last byte is stored: close the upload, queue the asset and record its job, all in
+/// one transaction, before the job's task is pushed: a worker that takes the task at once
+/// finds the asset queued and its job recorded (its `processing` is never overwritten).
 pub(crate) async fn complete_upload(
     db: &AnyPool,
     tenant: &str,
     asset: &str,
-    job_id: &str,
+    job: UploadJob<'_>,
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
+    let job_id = match &job {
+        UploadJob::Recorded(id) => id,
+        UploadJob::New(j) => {
+            super::jobs::insert_job_in(&mut tx, j).await?;
+            j.id
+        }
+    };
     close_upload(&mut tx, tenant, asset, now).await?;
     // Only from `uploading`: a repeated finish whose job already ran (the first finish
     // queued it, then died before recording it) must not send the asset back to `queued`.

@@ -441,7 +441,6 @@ impl Engine {
             .delete_prefix(&keys::upload_prefix(tenant, asset))
             .await?;
         let job_id = self.upload_job(tenant, asset).await?;
-        store::complete_upload(&self.inner.db, tenant, asset, &job_id, self.now_ms()).await?;
         tracing::info!(asset, job = %job_id, "upload complete, transcode queued");
         Ok(())
     }
