@@ -233,8 +233,19 @@ pub(crate) async fn fail_asset(
     error: &str,
     now: i64,
 ) -> Result<()> {
+    fail_asset_in(&mut *db.acquire().await?, tenant, asset, error, now).await
+}
+
+/// [`fail_asset`] inside the caller's transaction.
+pub(crate) async fn fail_asset_in(
+    conn: &mut sqlx::AnyConnection,
+    tenant: &str,
+    asset: &str,
+    error: &str,
+    now: i64,
+) -> Result<()> {
     set_asset_status(
-        &mut *db.acquire().await?,
+        conn,
         tenant,
         asset,
         AssetStatus::Failed,

@@ -3,7 +3,7 @@
 
 use sqlx::{AnyPool, Row};
 
-use super::assets::{Also, ErrorChange, Only, set_asset_status};
+use super::assets::{Also, Only, set_asset_status};
 use super::tenants::check_quota_locked;
 use crate::Result;
 use crate::model::{AssetStatus, UploadConcat, UploadState};
@@ -522,19 +522,7 @@ pub(crate) async fn complete_empty_upload(
 ) -> Result<()> {
     let mut tx = db.begin().await?;
     close_upload(&mut tx, tenant, asset, now).await?;
-    set_asset_status(
-        &mut tx,
-        tenant,
-        asset,
-        AssetStatus::Failed,
-        Only::any(),
-        Also {
-            error: ErrorChange::Set(error),
-            ..Also::default()
-        },
-        now,
-    )
-    .await?;
+    super::assets::fail_asset_in(&mut tx, tenant, asset, error, now).await?;
     tx.commit().await?;
     Ok(())
 }
