@@ -12,6 +12,7 @@ use sluice_engine::checksum::Checksum;
 
 use crate::body::Body;
 use crate::error::ApiError;
+use crate::paths::{self, upload_id_of};
 use crate::{ApiResult, App, base_url, principal, status_only};
 
 const TUS_VERSION: &str = "1.0.0";
@@ -55,14 +56,6 @@ fn defer_length(h: &HeaderMap) -> Result<bool, ApiError> {
         Some(v) if v.as_bytes() == b"1" => Ok(true),
         Some(_) => Err(ApiError::bad_request("Upload-Defer-Length must be 1")),
     }
-}
-
-/// The upload id in an upload URL (absolute or a path), as a final upload names partials.
-fn upload_id_of(url: &str) -> Option<&str> {
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    let (_, id) = path.rsplit_once("/v1/uploads/")?;
-    let id = id.strip_suffix('/').unwrap_or(id);
-    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
 }
 
 /// `Upload-Concat` of a creation request: `partial` or `final;<url> <url>…`.
@@ -157,8 +150,11 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult
                 UploadConcat::None => None,
                 UploadConcat::Partial => Some("partial".to_string()),
                 UploadConcat::Final(ids) => {
-                    let base = format!("{}/v1/uploads/", base_url(app, &req));
-                    let urls: Vec<String> = ids.iter().map(|i| format!("{base}{i}")).collect();
+                    let base = base_url(app, &req);
+                    let urls: Vec<String> = ids
+                        .iter()
+                        .map(|i| format!("{base}{}", paths::upload(i)))
+                        .collect();
                     Some(format!("final;{}", urls.join(" ")))
                 }
             };
@@ -250,7 +246,7 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>
         None => None,
     };
     let with_body = is_offset_stream(h);
-    let location = format!("{}/v1/uploads/", base_url(app, &req));
+    let base = base_url(app, &req);
     let mut res = status_only(StatusCode::CREATED);
     let id = if let UploadConcat::Final(parts) = concat {
         // concatenation: the final upload is assembled now, from complete partials.
@@ -307,7 +303,7 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>
         set_expires(&mut res, &state);
         id
     };
-    let loc = HeaderValue::from_str(&format!("{location}{id}"))
+    let loc = HeaderValue::from_str(&format!("{base}{}", paths::upload(&id)))
         .map_err(|_| ApiError::bad_request("invalid Host header"))?;
     res.headers_mut().insert(header::LOCATION, loc);
     Ok(res)
@@ -386,7 +382,7 @@ pub async fn raw_upload(app: &App, req: Request<ReqBody>) -> ApiResult {
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/assets/{}", done.asset_id)) {
+    if let Ok(v) = HeaderValue::from_str(&paths::asset(&done.asset_id)) {
         h.insert(header::LOCATION, v);
     }
     if done.replayed {
@@ -405,17 +401,6 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
-    }
-
-    #[test]
-    fn upload_ids_from_urls() {
-        assert_eq!(upload_id_of("http://h:1/v1/uploads/01ABC"), Some("01ABC"));
-        assert_eq!(upload_id_of("/v1/uploads/01ABC/"), Some("01ABC"));
-        assert_eq!(upload_id_of("https://h/v1/uploads/X1?x=1#f"), Some("X1"));
-        assert_eq!(upload_id_of("/v1/uploads/"), None);
-        assert_eq!(upload_id_of("/v1/uploads/a/b"), None);
-        assert_eq!(upload_id_of("/v1/uploads/../x"), None);
-        assert_eq!(upload_id_of("/files/abc"), None);
     }
 
     #[test]

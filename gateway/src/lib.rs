@@ -3,7 +3,8 @@
 //! Read the stack in [`service`] top to bottom: request id → trace → panic guard → CORS →
 //! auth → router. Routes are grouped by surface: [`ingest`] (tus uploads), [`playback`]
 //! (HLS for viewers), [`admin`] (tenants, assets, jobs) and the operational endpoints
-//! (health, readiness, metrics) here. Errors become responses only in [`error`].
+//! (health, readiness, metrics) here. URL paths handed to clients are written and read in
+//! [`paths`]; errors become responses only in [`error`].
 
 pub mod admin;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod body;
 pub mod error;
 pub mod ingest;
 pub mod live;
+pub mod paths;
 pub mod playback;
 
 use std::convert::Infallible;
