@@ -11,6 +11,7 @@ use sluice_engine::UploadConcat;
 use sluice_engine::checksum::Checksum;
 
 use crate::body::Body;
+use crate::endpoint::TusTarget;
 use crate::error::ApiError;
 use crate::paths::{self, upload_id_of};
 use crate::{ApiResult, App, base_url, principal, status_only};
@@ -100,16 +101,17 @@ fn is_offset_stream(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
 }
 
-/// Entry point for every `/v1/uploads…` request; `rest` is the path after `/v1/uploads`.
-pub async fn tus(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult {
-    let result = tus_inner(app, rest, req).await;
+/// Entry point for every `/v1/uploads…` request, whatever its method: the protocol's
+/// methods are routed here, by [`tus_inner`].
+pub async fn tus(app: &App, target: TusTarget<'_>, req: Request<ReqBody>) -> ApiResult {
+    let result = tus_inner(app, target, req).await;
     // Every tus response, error or not, carries Tus-Resumable.
     let mut res = result.unwrap_or_else(ApiError::into_response);
     tus_headers(&mut res);
     Ok(res)
 }
 
-async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult {
+async fn tus_inner(app: &App, target: TusTarget<'_>, req: Request<ReqBody>) -> ApiResult {
     let method = req.method().clone();
     if method == Method::OPTIONS {
         let mut res = status_only(StatusCode::NO_CONTENT);
@@ -141,9 +143,9 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult
         }
     }
     let who = principal(&req)?.clone();
-    match (method, rest) {
-        (Method::POST, []) => create(app, &who, req).await,
-        (Method::HEAD, [id]) => {
+    match (method, target) {
+        (Method::POST, TusTarget::Collection) => create(app, &who, req).await,
+        (Method::HEAD, TusTarget::Upload(id)) => {
             let s = app.engine.upload_state(&who, id).await?;
             let mut res = status_only(StatusCode::OK);
             let concat = match &s.concat {
@@ -177,7 +179,7 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult
             set_expires(&mut res, &s);
             Ok(res)
         }
-        (Method::PATCH, [id]) => {
+        (Method::PATCH, TusTarget::Upload(id)) => {
             if !is_offset_stream(req.headers()) {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -195,7 +197,7 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult
             set_expires(&mut res, &s);
             Ok(res)
         }
-        (Method::DELETE, [id]) => {
+        (Method::DELETE, TusTarget::Upload(id)) => {
             app.engine.terminate_upload(&who, id).await?;
             Ok(status_only(StatusCode::NO_CONTENT))
         }

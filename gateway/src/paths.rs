@@ -1,8 +1,9 @@
 //! Every URL path Sluice hands out, written and read back in one place.
 //!
 //! The engine grants rights ([`PlaybackGrant`], [`IngestGrant`]) and names uploads and
-//! assets; only this module decides what their paths look like, and the parsers here read
-//! them back, so changing a shape is one edit.
+//! assets; only this module decides what their paths look like, and the router
+//! ([`crate::endpoint`]) reads requests back with the parsers here. A path that is rendered
+//! here therefore always routes, and changing a shape is one edit.
 //!
 //! - Playback: `/v1/play/{tenant}/{asset}/{token}/{entry…}`. The token is a path segment so
 //!   that every relative URI inside a playlist (`720p/index.m3u8`, `seg_00001.ts`) inherits
