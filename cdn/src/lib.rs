@@ -1,10 +1,12 @@
 //! What the CDN edge and the gateway must agree on: signed playback tokens and the cache
 //! policy of each kind of object.
 //!
-//! A playback URL carries its token as a path segment
-//! (`/v1/play/{asset}/{token}/master.m3u8`), so every relative URI inside the playlists
-//! (`720p/index.m3u8`, `seg_00001.ts`) inherits it: a player needs no headers and no query
-//! strings, and a caching edge keys on the plain path.
+//! A playback URL is `/v1/play/{tenant}/{asset}/{token}/{entry…}`, where the token signs
+//! the resource `{tenant}/{asset}` and an expiry ([`token`]) and the entry is a file under
+//! the asset's HLS root (`master.m3u8`, `720p/seg_00001.ts`, `live/index.m3u8`). The token
+//! is a path segment, so every relative URI inside the playlists inherits it: a player
+//! needs no headers and no query strings, and a caching edge keys on the plain path. The
+//! gateway's `paths` module is the one place that writes and reads this path.
 
 pub mod token;
 
@@ -36,7 +38,8 @@ impl CachePolicy {
         }
     }
 
-    /// The policy for a playback path: `live/…` playlists change with every segment;
+    /// The policy for the entry of a playback URL (the part after the token, as
+    /// `live/index.m3u8`): `live/…` playlists change with every segment;
     /// other playlists are VOD; everything else is an immutable segment (live segments
     /// are named by a sequence the engine never reuses).
     pub fn for_playback_path(rel: &str) -> Self {

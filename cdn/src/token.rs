@@ -1,6 +1,7 @@
 //! Signed playback tokens: `{expires_unix}-{signature}` where the signature is the first
 //! 16 bytes of HMAC-SHA256(secret, "play:{resource}:{expires_unix}"), base64url without
-//! padding. Binding the resource id stops a token for one asset from opening another;
+//! padding. The resource is the `{tenant}/{asset}` of the playback URL (its shape: the
+//! crate docs). Binding the resource stops a token for one asset from opening another;
 //! binding the expiry stops anyone from extending it.
 
 use base64::Engine as _;

@@ -199,6 +199,30 @@ pub struct RawUploaded {
     pub replayed: bool,
 }
 
+/// The right to play one asset until `expires`: everything a playback URL carries. The
+/// engine signs it; the gateway alone turns it into a URL (its `paths` module), so the
+/// URL's shape is written once, beside the parser that reads it back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaybackGrant {
+    pub tenant: String,
+    pub asset: String,
+    /// The signed token, bound to tenant, asset and expiry (`sluice_cdn::PlaybackSigner`).
+    pub token: String,
+    /// The file the URL opens, relative to the asset's HLS root: `master.m3u8`, or
+    /// `live/{playlist}` for a live stream.
+    pub entry: String,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+/// The right to push one live stream: what its ingest URL carries. Shown once, at the
+/// stream's creation (only a hash of the token is stored); rendered by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestGrant {
+    pub stream: String,
+    pub token: String,
+}
+
 /// The state of a resumable upload (tus HEAD).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadState {

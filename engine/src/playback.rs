@@ -3,16 +3,16 @@
 
 use sluice_storage::keys;
 
-use crate::{AssetStatus, Engine, Error, Principal, Result};
+use crate::{AssetStatus, Engine, Error, PlaybackGrant, Principal, Result};
 
 impl Engine {
-    /// A signed playback path (`/v1/play/...`) for a ready asset, and its expiry (unix s).
-    pub async fn playback_path(
+    /// A signed playback grant for the master playlist of a ready asset.
+    pub async fn playback_grant(
         &self,
         who: &Principal,
         id: &str,
         ttl_s: Option<u64>,
-    ) -> Result<(String, u64)> {
+    ) -> Result<PlaybackGrant> {
         let asset = self.get_asset(who, id).await?;
         if asset.status != AssetStatus::Ready {
             return Err(Error::Conflict(format!(
@@ -23,14 +23,14 @@ impl Engine {
         self.sign_playback(&asset.tenant_id, &asset.id, "master.m3u8", ttl_s)
     }
 
-    /// A signed `/v1/play/...` path to `entry` of an asset, and its expiry (unix s).
+    /// A signed grant to play `entry` of an asset.
     pub(crate) fn sign_playback(
         &self,
         tenant: &str,
         asset: &str,
         entry: &str,
         ttl_s: Option<u64>,
-    ) -> Result<(String, u64)> {
+    ) -> Result<PlaybackGrant> {
         let cfg = &self.inner.config.playback;
         let ttl = ttl_s.unwrap_or(cfg.default_ttl_s);
         if ttl == 0 || ttl > cfg.max_ttl_s {
@@ -42,7 +42,13 @@ impl Engine {
         let expires = (self.now_ms() / 1000) as u64 + ttl;
         let resource = format!("{tenant}/{asset}");
         let token = self.inner.signer.sign(&resource, expires);
-        Ok((format!("/v1/play/{resource}/{token}/{entry}"), expires))
+        Ok(PlaybackGrant {
+            tenant: tenant.to_string(),
+            asset: asset.to_string(),
+            token,
+            entry: entry.to_string(),
+            expires,
+        })
     }
 
     /// Check a playback request and return the object key it names. No database access:

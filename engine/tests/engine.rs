@@ -317,7 +317,7 @@ async fn playback_tokens_expire_with_the_clock(backend: Backend) {
     let a = e.create_upload(&who, 1, None).await.unwrap();
     // Not ready: no playback URL.
     assert!(matches!(
-        e.playback_path(&who, &a.id, None).await,
+        e.playback_grant(&who, &a.id, None).await,
         Err(Error::Conflict(_))
     ));
     e.append_upload(&who, &a.id, 0, chunks(vec![b"x"]))
@@ -342,14 +342,14 @@ async fn playback_tokens_expire_with_the_clock(backend: Backend) {
         None
     );
     assert!(matches!(
-        e.playback_path(&who, &a.id, Some(0)).await,
+        e.playback_grant(&who, &a.id, Some(0)).await,
         Err(Error::InvalidInput(_))
     ));
     // A token signed for this asset resolves until it expires.
-    let (path, expires) = e.playback_path(&who, &a.id, Some(60)).await.unwrap();
-    assert_eq!(expires, 1_700_000_060);
-    let token = path.split('/').nth(5).unwrap();
-    assert!(path.ends_with("/master.m3u8"));
+    let grant = e.playback_grant(&who, &a.id, Some(60)).await.unwrap();
+    assert_eq!(grant.expires, 1_700_000_060);
+    let token = grant.token.as_str();
+    assert_eq!(grant.entry, "master.m3u8");
     let key = e
         .resolve_playback(&t.id, &a.id, token, "720p/seg_00000.ts")
         .unwrap();
@@ -668,7 +668,7 @@ async fn device_keys_upload_only_and_revocation_is_immediate(backend: Backend) {
         Err(Error::DeviceNotAllowed)
     ));
     assert!(matches!(
-        e.playback_path(&dev, &a.id, None).await,
+        e.playback_grant(&dev, &a.id, None).await,
         Err(Error::DeviceNotAllowed)
     ));
     assert!(matches!(
@@ -1012,17 +1012,13 @@ async fn non_media_is_refused_at_the_first_bytes(backend: Backend) {
     );
 }
 
-/// The secret of a stream's ingest URL (`/v1/live/{id}/ingest/{token}/`), shown at creation.
+/// The secret of a stream's ingest URL, shown at creation.
 fn ingest_token(s: &sluice_engine::live::LiveStream) -> String {
-    let path = s
-        .ingest_path
-        .as_deref()
+    let grant = s
+        .ingest
+        .as_ref()
         .expect("the ingest URL is shown at creation");
-    path.trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string()
+    grant.token.clone()
 }
 
 /// A fake TS segment: `n` packets with the sync byte, tagged so segments differ.
@@ -1772,7 +1768,7 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
     let a = e.get_asset(&who, &asset.id).await.unwrap();
     assert_eq!((a.status, a.error), (AssetStatus::Ready, None));
     assert_eq!(e.get_job(&who, &job.id).await.unwrap().status, "failed");
-    e.playback_path(&who, &asset.id, None).await.unwrap();
+    e.playback_grant(&who, &asset.id, None).await.unwrap();
 
     // Through the job route; success replaces that rendition's entry only.
     let job2 = e.rerun_job_rendition(&who, &main_id, "360p").await.unwrap();

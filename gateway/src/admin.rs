@@ -158,14 +158,22 @@ pub async fn create_playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiR
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
-    let (path, expires) = app.engine.playback_path(&who, id, body.ttl_s).await?;
-    Ok(json_response(
+    let grant = app.engine.playback_grant(&who, id, body.ttl_s).await?;
+    Ok(playback_response(&base, &grant))
+}
+
+/// The answer to a playback request (asset or live): the URL a player opens, and until when.
+pub(crate) fn playback_response(
+    base: &str,
+    grant: &sluice_engine::PlaybackGrant,
+) -> Response<crate::Body> {
+    json_response(
         StatusCode::OK,
         &serde_json::json!({
-            "url": format!("{base}{path}"),
-            "expires_at": sluice_engine::rfc3339_s(expires),
+            "url": format!("{base}{}", crate::paths::playback(grant)),
+            "expires_at": sluice_engine::rfc3339_s(grant.expires),
         }),
-    ))
+    )
 }
 
 pub async fn get_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {

@@ -11,7 +11,9 @@ use sluice_engine::UploadConcat;
 use sluice_engine::checksum::Checksum;
 
 use crate::body::Body;
+use crate::endpoint::TusTarget;
 use crate::error::ApiError;
+use crate::paths::{self, upload_id_of};
 use crate::{ApiResult, App, base_url, principal, status_only};
 
 const TUS_VERSION: &str = "1.0.0";
@@ -57,14 +59,6 @@ fn defer_length(h: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
-/// The upload id in an upload URL (absolute or a path), as a final upload names partials.
-fn upload_id_of(url: &str) -> Option<&str> {
-    let path = url.split(['?', '#']).next().unwrap_or("");
-    let (_, id) = path.rsplit_once("/v1/uploads/")?;
-    let id = id.strip_suffix('/').unwrap_or(id);
-    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
-}
-
 /// `Upload-Concat` of a creation request: `partial` or `final;<url> <url>…`.
 fn parse_concat(h: &HeaderMap) -> Result<UploadConcat, ApiError> {
     let Some(v) = h.get("upload-concat") else {
@@ -107,16 +101,17 @@ fn is_offset_stream(h: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case(OFFSET_OCTET_STREAM))
 }
 
-/// Entry point for every `/v1/uploads…` request; `rest` is the path after `/v1/uploads`.
-pub async fn tus(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult {
-    let result = tus_inner(app, rest, req).await;
+/// Entry point for every `/v1/uploads…` request, whatever its method: the protocol's
+/// methods are routed here, by [`tus_inner`].
+pub async fn tus(app: &App, target: TusTarget<'_>, req: Request<ReqBody>) -> ApiResult {
+    let result = tus_inner(app, target, req).await;
     // Every tus response, error or not, carries Tus-Resumable.
     let mut res = result.unwrap_or_else(ApiError::into_response);
     tus_headers(&mut res);
     Ok(res)
 }
 
-async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult {
+async fn tus_inner(app: &App, target: TusTarget<'_>, req: Request<ReqBody>) -> ApiResult {
     let method = req.method().clone();
     if method == Method::OPTIONS {
         let mut res = status_only(StatusCode::NO_CONTENT);
@@ -148,17 +143,20 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult
         }
     }
     let who = principal(&req)?.clone();
-    match (method, rest) {
-        (Method::POST, []) => create(app, &who, req).await,
-        (Method::HEAD, [id]) => {
+    match (method, target) {
+        (Method::POST, TusTarget::Collection) => create(app, &who, req).await,
+        (Method::HEAD, TusTarget::Upload(id)) => {
             let s = app.engine.upload_state(&who, id).await?;
             let mut res = status_only(StatusCode::OK);
             let concat = match &s.concat {
                 UploadConcat::None => None,
                 UploadConcat::Partial => Some("partial".to_string()),
                 UploadConcat::Final(ids) => {
-                    let base = format!("{}/v1/uploads/", base_url(app, &req));
-                    let urls: Vec<String> = ids.iter().map(|i| format!("{base}{i}")).collect();
+                    let base = base_url(app, &req);
+                    let urls: Vec<String> = ids
+                        .iter()
+                        .map(|i| format!("{base}{}", paths::upload(i)))
+                        .collect();
                     Some(format!("final;{}", urls.join(" ")))
                 }
             };
@@ -181,7 +179,7 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult
             set_expires(&mut res, &s);
             Ok(res)
         }
-        (Method::PATCH, [id]) => {
+        (Method::PATCH, TusTarget::Upload(id)) => {
             if !is_offset_stream(req.headers()) {
                 return Err(ApiError::new(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -199,7 +197,7 @@ async fn tus_inner(app: &App, rest: &[&str], req: Request<ReqBody>) -> ApiResult
             set_expires(&mut res, &s);
             Ok(res)
         }
-        (Method::DELETE, [id]) => {
+        (Method::DELETE, TusTarget::Upload(id)) => {
             app.engine.terminate_upload(&who, id).await?;
             Ok(status_only(StatusCode::NO_CONTENT))
         }
@@ -250,7 +248,7 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>
         None => None,
     };
     let with_body = is_offset_stream(h);
-    let location = format!("{}/v1/uploads/", base_url(app, &req));
+    let base = base_url(app, &req);
     let mut res = status_only(StatusCode::CREATED);
     let id = if let UploadConcat::Final(parts) = concat {
         // concatenation: the final upload is assembled now, from complete partials.
@@ -307,7 +305,7 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>
         set_expires(&mut res, &state);
         id
     };
-    let loc = HeaderValue::from_str(&format!("{location}{id}"))
+    let loc = HeaderValue::from_str(&format!("{base}{}", paths::upload(&id)))
         .map_err(|_| ApiError::bad_request("invalid Host header"))?;
     res.headers_mut().insert(header::LOCATION, loc);
     Ok(res)
@@ -386,7 +384,7 @@ pub async fn raw_upload(app: &App, req: Request<ReqBody>) -> ApiResult {
         HeaderValue::from_static("application/json"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(&format!("/v1/assets/{}", done.asset_id)) {
+    if let Ok(v) = HeaderValue::from_str(&paths::asset(&done.asset_id)) {
         h.insert(header::LOCATION, v);
     }
     if done.replayed {
@@ -405,17 +403,6 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
-    }
-
-    #[test]
-    fn upload_ids_from_urls() {
-        assert_eq!(upload_id_of("http://h:1/v1/uploads/01ABC"), Some("01ABC"));
-        assert_eq!(upload_id_of("/v1/uploads/01ABC/"), Some("01ABC"));
-        assert_eq!(upload_id_of("https://h/v1/uploads/X1?x=1#f"), Some("X1"));
-        assert_eq!(upload_id_of("/v1/uploads/"), None);
-        assert_eq!(upload_id_of("/v1/uploads/a/b"), None);
-        assert_eq!(upload_id_of("/v1/uploads/../x"), None);
-        assert_eq!(upload_id_of("/files/abc"), None);
     }
 
     #[test]

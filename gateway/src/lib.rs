@@ -1,16 +1,21 @@
 //! The HTTP surface of Sluice on hyper 1 and one tower `ServiceBuilder` stack.
 //!
 //! Read the stack in [`service`] top to bottom: request id → trace → panic guard → CORS →
-//! auth → router. Routes are grouped by surface: [`ingest`] (tus uploads), [`playback`]
-//! (HLS for viewers), [`admin`] (tenants, assets, jobs) and the operational endpoints
-//! (health, readiness, metrics) here. Errors become responses only in [`error`].
+//! auth → router. The router parses each request once into an [`endpoint::Endpoint`] (the
+//! one table of routes, with each route's label, deadline, credentials and class) and
+//! dispatches on it. Handlers are grouped by surface: [`ingest`] (tus uploads),
+//! [`playback`] (HLS for viewers), [`admin`] (tenants, assets, jobs), [`live`] (live
+//! push) and the operational endpoints (health, readiness, metrics) here. URL paths handed
+//! to clients are written and read in [`paths`]; errors become responses only in [`error`].
 
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod endpoint;
 pub mod error;
 pub mod ingest;
 pub mod live;
+pub mod paths;
 pub mod playback;
 
 use std::convert::Infallible;
@@ -34,6 +39,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthLayer, Authenticated};
 use crate::body::{Body, empty, full};
+use crate::endpoint::Endpoint;
 use crate::error::ApiError;
 
 pub type ApiResult = Result<Response<Body>, ApiError>;
@@ -70,89 +76,39 @@ pub(crate) fn base_url<B>(app: &App, req: &Request<B>) -> String {
     format!("http://{host}")
 }
 
-/// A label for metrics: the route's name, never a raw path (bounded cardinality).
-fn route_label(method: &Method, segs: &[&str]) -> &'static str {
-    match segs {
-        ["healthz"] => "healthz",
-        ["readyz"] => "readyz",
-        ["metrics"] => "metrics",
-        ["v1", "tenants"] => "tenants",
-        ["v1", "uploads", ..] => match *method {
-            Method::PATCH => "tus_patch",
-            Method::POST => "tus_create",
-            Method::HEAD => "tus_head",
-            _ => "tus_other",
-        },
-        ["v1", "assets"] if *method == Method::POST => "raw_upload",
-        ["v1", "assets", _, "source"] => "asset_source",
-        ["v1", "assets", _, "playback"] => "asset_playback",
-        ["v1", "assets", ..] => "assets",
-        ["v1", "jobs", ..] => "jobs",
-        ["v1", "webhooks", ..] => "webhooks",
-        ["v1", "devices", ..] => "devices",
-        ["v1", "live", _, "ingest", ..] => "live_ingest",
-        ["v1", "live", ..] => "live",
-        ["v1", "preset"] => "preset",
-        ["v1", "play", .., last] if last.ends_with(".m3u8") => "play_playlist",
-        ["v1", "play", ..] => "play_segment",
-        _ => "other",
-    }
-}
-
-/// Routes a device key may use: uploads, plus the ones that need no credentials at all.
-fn device_may(label: &str) -> bool {
-    matches!(
-        label,
-        "tus_patch"
-            | "tus_create"
-            | "tus_head"
-            | "tus_other"
-            | "raw_upload"
-            | "live_ingest"
-            | "healthz"
-            | "readyz"
-            | "play_playlist"
-            | "play_segment"
-    )
-}
-
 async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let label = route_label(&method, &segs);
-    // Uploads and media streams run as long as their bodies; everything else has a deadline.
-    let deadline = match label {
-        "tus_patch" | "tus_create" | "raw_upload" | "asset_source" | "play_segment"
-        | "live_ingest" => None,
-        _ => Some(Duration::from_secs(
-            app.engine.config().gateway.request_timeout_s,
-        )),
-    };
+    // The endpoint borrows its parameters from the path; a clone of the URI (which shares
+    // its bytes rather than copying them) lets the handler take the request.
+    let uri = req.uri().clone();
+    let endpoint = Endpoint::parse(req.method(), uri.path());
+    let route = endpoint.route();
+    let label = route.label();
     // A device key uploads and does nothing else: refused here for every other route,
     // whatever the handler would check.
     let device = req
         .extensions()
         .get::<Authenticated>()
         .is_some_and(|a| a.0.is_device());
-    if device && !device_may(label) {
+    if device && !route.credentials().device_may() {
         let res = ApiError::from(sluice_engine::Error::DeviceNotAllowed).into_response();
         metrics::counter!("sluice_http_requests_total", "route" => label, "status" => "403")
             .increment(1);
         return res;
     }
-    let fut = dispatch(&app, &segs, req);
-    let result = match deadline {
-        None => fut.await,
-        Some(d) => match tokio::time::timeout(d, fut).await {
+    let fut = dispatch(&app, endpoint, req);
+    let result = if route.has_deadline() {
+        let d = Duration::from_secs(app.engine.config().gateway.request_timeout_s);
+        match tokio::time::timeout(d, fut).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",
                 format!("the request did not complete within {} s", d.as_secs()),
             )),
-        },
+        }
+    } else {
+        fut.await
     };
     let res = result.unwrap_or_else(ApiError::into_response);
     let status = res.status().as_u16().to_string();
@@ -163,11 +119,11 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     res
 }
 
-async fn dispatch(app: &App, segs: &[&str], req: Request<ReqBody>) -> ApiResult {
-    let m = req.method().clone();
-    match (&m, segs) {
-        (&Method::GET, ["healthz"]) => Ok(text(StatusCode::OK, "ok\n")),
-        (&Method::GET, ["readyz"]) => match app.engine.readiness().await {
+async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> ApiResult {
+    use Endpoint as E;
+    match endpoint {
+        E::Healthz => Ok(text(StatusCode::OK, "ok\n")),
+        E::Readyz => match app.engine.readiness().await {
             Ok(()) => Ok(text(StatusCode::OK, "ready\n")),
             Err(e) => Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -175,7 +131,7 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<ReqBody>) -> ApiResult 
                 e.to_string(),
             )),
         },
-        (&Method::GET, ["metrics"]) => {
+        E::Metrics => {
             let mut res = Response::new(full(app.metrics.render()));
             res.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -183,51 +139,38 @@ async fn dispatch(app: &App, segs: &[&str], req: Request<ReqBody>) -> ApiResult 
             );
             Ok(res)
         }
-        (_, ["v1", "tenants"]) if m == Method::POST => admin::create_tenant(app, req).await,
-        (_, ["v1", "uploads", ..]) => ingest::tus(app, &segs[2..], req).await,
-        (&Method::POST, ["v1", "assets"]) => ingest::raw_upload(app, req).await,
-        (&Method::POST, ["v1", "devices"]) => admin::create_device(app, req).await,
-        (&Method::GET, ["v1", "devices"]) => admin::list_devices(app, &req).await,
-        (&Method::GET, ["v1", "devices", id]) => admin::get_device(app, id, &req).await,
-        (&Method::DELETE, ["v1", "devices", id]) => {
-            admin::revoke_device(app, id, &req, false).await
-        }
-        (&Method::POST, ["v1", "devices", id, "revoke"]) => {
-            admin::revoke_device(app, id, &req, true).await
-        }
-        (&Method::GET, ["v1", "assets", id]) => admin::get_asset(app, id, &req).await,
-        (&Method::GET, ["v1", "assets", id, "source"]) => admin::get_source(app, id, &req).await,
-        (&Method::POST, ["v1", "assets", id, "playback"]) => {
-            admin::create_playback(app, id, req).await
-        }
-        (&Method::POST, ["v1", "webhooks"]) => admin::create_webhook(app, req).await,
-        (&Method::GET, ["v1", "webhooks"]) => admin::list_webhooks(app, &req).await,
-        (&Method::DELETE, ["v1", "webhooks", id]) => admin::delete_webhook(app, id, &req).await,
-        (&Method::GET, ["v1", "jobs"]) => admin::list_jobs(app, &req).await,
-        (&Method::GET, ["v1", "jobs", id]) => admin::get_job(app, id, &req).await,
-        (&Method::POST, ["v1", "jobs", id, "cancel"]) => admin::cancel_job(app, id, &req).await,
-        (&Method::POST, ["v1", "live"]) => live::create(app, req).await,
-        (&Method::GET, ["v1", "live"]) => live::list(app, &req).await,
-        (&Method::GET, ["v1", "live", id]) => live::get(app, id, &req).await,
-        (&Method::POST, ["v1", "live", id, "end"]) => live::end(app, id, &req).await,
-        (&Method::POST, ["v1", "live", id, "playback"]) => live::playback(app, id, req).await,
-        (_, ["v1", "live", id, "ingest", token, rest @ ..]) if !rest.is_empty() => {
-            live::ingest(app, id, token, &rest.join("/"), req).await
-        }
-        (&Method::POST, ["v1", "jobs", id, "retry"]) => admin::rerun_job(app, id, req).await,
-        (&Method::POST, ["v1", "assets", id, "renditions", name, "rerun"]) => {
-            admin::rerun_rendition(app, id, name, &req).await
-        }
-        (&Method::GET, ["v1", "preset"]) => admin::get_preset(app, &req).await,
-        (&Method::PUT, ["v1", "preset"]) => admin::put_preset(app, req).await,
-        (&Method::DELETE, ["v1", "preset"]) => admin::delete_preset(app, &req).await,
-        (&Method::GET | &Method::HEAD, ["v1", "play", tenant, asset, token, rest @ ..])
-            if !rest.is_empty() =>
-        {
-            playback::serve(app, tenant, asset, token, &rest.join("/"), &req).await
-        }
-        _ => Err(ApiError::not_found(format!(
-            "no route for {m} {}",
+        E::CreateTenant => admin::create_tenant(app, req).await,
+        E::Tus { target, .. } => ingest::tus(app, target, req).await,
+        E::RawUpload => ingest::raw_upload(app, req).await,
+        E::GetAsset { id } => admin::get_asset(app, id, &req).await,
+        E::GetSource { id } => admin::get_source(app, id, &req).await,
+        E::CreatePlayback { id } => admin::create_playback(app, id, req).await,
+        E::RerunRendition { id, name } => admin::rerun_rendition(app, id, name, &req).await,
+        E::CreateDevice => admin::create_device(app, req).await,
+        E::ListDevices => admin::list_devices(app, &req).await,
+        E::GetDevice { id } => admin::get_device(app, id, &req).await,
+        E::DeleteDevice { id } => admin::revoke_device(app, id, &req, false).await,
+        E::RevokeDevice { id } => admin::revoke_device(app, id, &req, true).await,
+        E::CreateWebhook => admin::create_webhook(app, req).await,
+        E::ListWebhooks => admin::list_webhooks(app, &req).await,
+        E::DeleteWebhook { id } => admin::delete_webhook(app, id, &req).await,
+        E::ListJobs => admin::list_jobs(app, &req).await,
+        E::GetJob { id } => admin::get_job(app, id, &req).await,
+        E::CancelJob { id } => admin::cancel_job(app, id, &req).await,
+        E::RetryJob { id } => admin::rerun_job(app, id, req).await,
+        E::CreateLive => live::create(app, req).await,
+        E::ListLive => live::list(app, &req).await,
+        E::GetLive { id } => live::get(app, id, &req).await,
+        E::EndLive { id } => live::end(app, id, &req).await,
+        E::LivePlayback { id } => live::playback(app, id, req).await,
+        E::LiveIngest(p) => live::ingest(app, p.stream, p.token, p.file, req).await,
+        E::GetPreset => admin::get_preset(app, &req).await,
+        E::PutPreset => admin::put_preset(app, req).await,
+        E::DeletePreset => admin::delete_preset(app, &req).await,
+        E::Play(p) => playback::serve(app, p.tenant, p.asset, p.token, p.entry, &req).await,
+        E::NotFound(_) => Err(ApiError::not_found(format!(
+            "no route for {} {}",
+            req.method(),
             req.uri().path()
         ))),
     }

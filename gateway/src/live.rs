@@ -1,6 +1,6 @@
 //! Live HLS push: stream management for tenants, and the ingest URL encoders PUT to.
 //!
-//! The ingest URL carries its own secret (`/v1/live/{id}/ingest/{token}/`), so an encoder
+//! The ingest URL carries its own secret (its shape: [`crate::paths`]), so an encoder
 //! needs no header support; one that sends `Authorization` anyway is fine. Bodies may be
 //! chunked and untyped (ffmpeg sends neither `Content-Type` nor `Content-Length`).
 
@@ -11,8 +11,9 @@ use http_body_util::{BodyExt, BodyStream, Limited};
 use serde::Deserialize;
 use sluice_engine::live::{IngestKind, ingest_kind};
 
-use crate::admin::{json_response, read_json};
+use crate::admin::{json_response, playback_response, read_json};
 use crate::error::ApiError;
+use crate::paths;
 use crate::{ApiResult, App, base_url, principal, status_only};
 
 #[derive(Deserialize, Default)]
@@ -38,11 +39,8 @@ pub async fn create(app: &App, req: Request<ReqBody>) -> ApiResult {
         .await?;
     let mut v = serde_json::to_value(&s)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    if let Some(path) = &s.ingest_path {
-        v["ingest_url"] = serde_json::Value::String(format!("{base}{path}"));
-    }
-    if let Some(o) = v.as_object_mut() {
-        o.remove("ingest_path");
+    if let Some(grant) = &s.ingest {
+        v["ingest_url"] = serde_json::Value::String(format!("{base}{}", paths::ingest(grant)));
     }
     Ok(json_response(StatusCode::CREATED, &v))
 }
@@ -76,17 +74,11 @@ pub async fn playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
-    let (path, expires) = app.engine.live_playback_path(&who, id, body.ttl_s).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({
-            "url": format!("{base}{path}"),
-            "expires_at": sluice_engine::rfc3339_s(expires),
-        }),
-    ))
+    let grant = app.engine.live_playback_grant(&who, id, body.ttl_s).await?;
+    Ok(playback_response(&base, &grant))
 }
 
-/// `PUT|POST|DELETE /v1/live/{id}/ingest/{token}/{name}`.
+/// `PUT|POST|DELETE` on a file under a stream's ingest URL.
 ///
 /// Runs in its own task: an encoder that hangs up right after its last byte (ffmpeg does)
 /// must not cancel the handling of a segment it sent in full.

@@ -1,4 +1,4 @@
-//! HLS for viewers: `/v1/play/{tenant}/{asset}/{token}/{path}`. No headers needed; the
+//! HLS for viewers on playback URLs (their shape: [`crate::paths`]). No headers needed; the
 //! token in the path is checked without touching the database, then the object is
 //! streamed from the hot tier with the cache policy of its kind, an ETag and Range support.
 

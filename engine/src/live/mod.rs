@@ -29,7 +29,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::secrets::{constant_time_eq, hash_key};
 use crate::store::{self, LivePlaylistRow, LiveRow};
-use crate::{Engine, Error, JobClass, Principal, Result, random_token, rfc3339_ms};
+use crate::{
+    Engine, Error, IngestGrant, JobClass, PlaybackGrant, Principal, Result, random_token,
+    rfc3339_ms,
+};
 
 pub use sluice_media::VodMode;
 
@@ -54,9 +57,10 @@ pub struct LiveStream {
     pub created_at: String,
     pub ended_at: Option<String>,
     pub playlists: Vec<LivePlaylistInfo>,
-    /// Set at creation only: the URL embeds the ingest secret.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ingest_path: Option<String>,
+    /// Set at creation only: the ingest URL embeds the secret. Not serialized: the gateway
+    /// renders it as `ingest_url`.
+    #[serde(skip)]
+    pub ingest: Option<IngestGrant>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -167,7 +171,7 @@ impl Engine {
         (l.dvr_window_s, l.max_dvr_window_s)
     }
 
-    /// `POST /v1/live`: a stream, the asset it records into, and its ingest path (which
+    /// `POST /v1/live`: a stream, the asset it records into, and its ingest grant (which
     /// carries a secret: shown once).
     pub async fn create_live(
         &self,
@@ -218,7 +222,7 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::not_found("live stream", &id))?;
         let mut s = self.live_view(row).await?;
-        s.ingest_path = Some(format!("/v1/live/{id}/ingest/{token}/"));
+        s.ingest = Some(IngestGrant { stream: id, token });
         Ok(s)
     }
 
@@ -279,18 +283,18 @@ impl Engine {
             created_at: rfc3339_ms(r.created_at),
             ended_at: r.ended_at.map(rfc3339_ms),
             playlists,
-            ingest_path: None,
+            ingest: None,
         })
     }
 
-    /// A signed playback path for a live stream: its master playlist if the encoder pushed
+    /// A signed playback grant for a live stream: its master playlist if the encoder pushed
     /// one, else the media playlist it records (`index.m3u8` until one arrives).
-    pub async fn live_playback_path(
+    pub async fn live_playback_grant(
         &self,
         who: &Principal,
         id: &str,
         ttl_s: Option<u64>,
-    ) -> Result<(String, u64)> {
+    ) -> Result<PlaybackGrant> {
         let tenant = self.tenant_of(who)?;
         let row = store::get_live(&self.inner.db, Some(tenant), id)
             .await?
