@@ -136,7 +136,11 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     std::io::stdout().flush()?;
-    let app = Arc::new(sluice_gateway::App { engine, metrics });
+    let app = Arc::new(sluice_gateway::App {
+        storage: engine.storage().clone(),
+        engine,
+        metrics,
+    });
     sluice_gateway::serve(app, listener, shutdown).await?;
     if let Some(w) = workers {
         let _ = w.await;

@@ -47,6 +47,9 @@ pub type ApiResult = Result<Response<Body>, ApiError>;
 /// Shared state of the router.
 pub struct App {
     pub engine: Engine,
+    /// Where playback reads objects from (handed in by the binary, not reached through the
+    /// engine: the domain decides what may be read, the gateway reads it).
+    pub storage: sluice_storage::Storage,
     pub metrics: PrometheusHandle,
 }
 

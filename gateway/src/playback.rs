@@ -79,7 +79,7 @@ pub async fn serve<B>(
     req: &Request<B>,
 ) -> ApiResult {
     let key = app.engine.resolve_playback(tenant, asset, token, rel)?;
-    let storage = app.engine.storage();
+    let storage = &app.storage;
     let head = req.method() == Method::HEAD;
     let range_header = req
         .headers()
