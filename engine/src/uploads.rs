@@ -32,15 +32,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use sluice_storage::keys;
-use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use sluice_storage::{Checkpoint, FileWrite, keys};
 
 use crate::checksum::Checksum;
 use crate::model::{Asset, Principal, UploadConcat, UploadState, upload_metadata_filename};
 use crate::sniff::{Sniffer, WINDOW};
 use crate::{Engine, Error, Result, store};
 
+mod body;
 mod multipart;
+
+pub(crate) use body::{Commit, Kind, Rules, write_error};
 
 /// How long a writer's lease on an upload lasts without renewal, and how often its holder's
 /// timer renews it.
@@ -48,9 +50,6 @@ pub(crate) const LEASE: Duration = Duration::from_secs(10);
 pub(crate) const LEASE_RENEW: Duration = Duration::from_secs(3);
 /// The error of an asset whose upload had no bytes.
 const EMPTY_UPLOAD: &str = "the upload is empty (Upload-Length: 0): there is no video to process";
-/// While a PATCH streams, ask the kernel to start writing back every this many bytes, so
-/// the `fsync` before the offset commit finds little left to do (it still runs).
-const WRITEBACK_EVERY: u64 = 8 << 20;
 /// Most partial uploads one final upload may name.
 pub const MAX_CONCAT_PARTS: usize = 1000;
 
@@ -165,6 +164,52 @@ pub(crate) fn over_quota(quota: Option<(u64, u64)>, upload_bytes: u64) -> Option
         requested: upload_bytes,
         quota: q,
     })
+}
+
+/// Records a tus PATCH's checkpoints, fenced by its lease: the offset of a local file, or
+/// the parts, tail and offset of a multipart upload.
+struct TusCommit<'a> {
+    engine: &'a Engine,
+    tenant: &'a str,
+    asset: &'a str,
+    lease: &'a UploadLease,
+}
+
+impl Commit for TusCommit<'_> {
+    async fn commit(&mut self, checkpoint: Checkpoint, _sha256: Option<&str>) -> Result<()> {
+        let (engine, asset) = (self.engine, self.asset);
+        match checkpoint {
+            Checkpoint::File { offset } => {
+                // Fenced: a request that lost its lease commits nothing.
+                let db = &engine.inner.db;
+                let owner = self.lease.owner();
+                let expires_at = engine.upload_expiry();
+                if !store::set_upload_offset(db, self.tenant, asset, owner, offset, expires_at)
+                    .await?
+                {
+                    return Err(Error::UploadLocked(asset.to_string()));
+                }
+                Ok(())
+            }
+            Checkpoint::Multipart {
+                parts,
+                tail,
+                offset,
+            } => {
+                let parts: Vec<store::UploadPart> = parts
+                    .into_iter()
+                    .map(|p| store::UploadPart {
+                        index: p.index as i64,
+                        etag: p.etag,
+                        size: p.size,
+                    })
+                    .collect();
+                engine
+                    .commit_parts(asset, self.lease, &parts, tail.as_deref(), offset)
+                    .await
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -402,9 +447,7 @@ impl Engine {
         // deferred); locally, to this file.
         let multipart = self.inner.storage.resumable_multipart();
         if !multipart {
-            tokio::fs::File::create(&path)
-                .await
-                .map_err(|e| Error::io(&path, e))?;
+            FileWrite::create(&path).await.map_err(write_error)?;
         }
         let concat = if spec.partial {
             UploadConcat::Partial
@@ -600,139 +643,46 @@ impl Engine {
             }
             _ => {}
         }
-        if let Some(mp) = multipart {
-            return self
-                .append_multipart(tenant, asset, state, mp, body, lease, checksum)
-                .await;
-        }
-        // While the length is deferred, the maximum upload size bounds the bytes.
-        let max = self.inner.config.uploads.max_size;
-        let limit = state.length.unwrap_or(max);
-        let path = self.upload_path(asset);
-        let io = |e| Error::io(&path, e);
-        // The leading bytes already stored, for the content sniffer (only while they are
-        // within its window).
-        let mut head = Vec::new();
-        if state.offset < WINDOW as u64 {
-            use tokio::io::AsyncReadExt;
-            tokio::fs::File::open(&path)
-                .await
-                .map_err(io)?
-                .take(state.offset)
-                .read_to_end(&mut head)
-                .await
-                .map_err(io)?;
-        }
-        let mut sniffer = if partial {
-            Sniffer::skipped()
-        } else {
-            Sniffer::new(head, state.length)
+        let rules = body::Rules {
+            tenant,
+            asset,
+            length: state.length,
+            quota: self.deferred_quota(tenant, &state).await?,
+            sniff: !partial,
+            kind: body::Kind::Tus { checksum },
         };
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .await
-            .map_err(io)?;
-        // Drop bytes past the committed offset left by a request that died before commit.
-        file.set_len(state.offset).await.map_err(io)?;
-        file.seek(std::io::SeekFrom::Start(state.offset))
-            .await
-            .map_err(io)?;
-
-        let quota = self.deferred_quota(tenant, &state).await?;
-        let mut writeback = Writeback::new(&file, state.offset).await;
-        let mut written = state.offset;
-        let mut body_error = None;
-        let mut too_long = false;
-        let mut hasher = checksum.map(Checksum::hasher);
-        while let Some(chunk) = body.next().await {
-            // Still ours? (The lease's timer says.) If not, nothing of this request is
-            // committed, and the file is not touched again.
-            lease.check()?;
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    body_error = Some(e.to_string());
-                    break;
-                }
-            };
-            if written + chunk.len() as u64 > limit {
-                too_long = true;
-                break;
+        let mut commit = TusCommit {
+            engine: self,
+            tenant,
+            asset,
+            lease,
+        };
+        let is_multipart = multipart.is_some();
+        let received = match multipart {
+            Some(mp) => {
+                let writer = self.multipart_writer(tenant, asset, &state, mp).await?;
+                self.receive_body(rules, body, writer, lease, &mut commit)
+                    .await?
             }
-            if let Some(e) = over_quota(quota, written + chunk.len() as u64) {
-                // Nothing of this request is committed.
-                file.set_len(state.offset).await.map_err(io)?;
-                return Err(e);
+            None => {
+                let writer = FileWrite::open(&self.upload_path(asset), state.offset)
+                    .await
+                    .map_err(body::write_error)?;
+                self.receive_body(rules, body, writer, lease, &mut commit)
+                    .await?
             }
-            if let Err(what) = sniffer.feed(&chunk) {
-                drop(file);
-                self.refuse_upload(tenant, asset, what).await?;
-                return Err(Error::UnsupportedMedia(what));
-            }
-            file.write_all(&chunk).await.map_err(io)?;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-            }
-            written += chunk.len() as u64;
-            writeback.progress(written);
-        }
-        if too_long {
-            // Nothing of this request is committed.
-            file.set_len(state.offset).await.map_err(io)?;
-            return Err(match state.length {
-                Some(l) => {
-                    Error::InvalidInput(format!("the body runs past Upload-Length ({l} bytes)"))
-                }
-                None => Error::TooLarge {
-                    size: written + 1,
-                    max,
-                },
-            });
-        }
-        if let (Some(h), Some(c)) = (hasher, checksum) {
-            let verdict = match &body_error {
-                Some(e) => Some(Error::Body(format!(
-                    "the request ended early ({e}) so its checksum cannot be verified; \
-                     nothing of it was stored"
-                ))),
-                None if !h.matches(&c.expected) => Some(Error::ChecksumMismatch),
-                None => None,
-            };
-            if let Some(err) = verdict {
-                file.set_len(state.offset).await.map_err(io)?;
-                metrics::counter!("sluice_upload_checksum_failures_total").increment(1);
-                return Err(err);
-            }
-        }
-        file.flush().await.map_err(io)?;
-        file.sync_data().await.map_err(io)?;
-        drop(file);
-        let expires_at = self.upload_expiry();
-        if written != state.offset {
-            // Fenced: a request that lost its lease commits nothing.
-            if !store::set_upload_offset(
-                &self.inner.db,
-                tenant,
-                asset,
-                lease.owner(),
-                written,
-                expires_at,
-            )
-            .await?
-            {
-                return Err(Error::UploadLocked(asset.to_string()));
-            }
-            metrics::counter!("sluice_upload_bytes_total").increment(written - state.offset);
-        }
-        if let Some(e) = body_error {
-            tracing::info!(asset, offset = written, "upload request ended early: {e}");
-        }
+        };
+        let written = received.offset;
         let full = state.length == Some(written);
         // A full partial waits for its final upload; anything else full is an asset now.
         if full && !partial {
-            self.finish_upload(tenant, asset).await?;
+            if is_multipart {
+                self.finish_multipart(tenant, asset, lease).await?;
+            } else {
+                self.finish_upload(tenant, asset).await?;
+            }
         }
+        let expires_at = self.upload_expiry();
         Ok(UploadState {
             offset: written,
             expires_at: (!full || partial).then_some(if written != state.offset {
@@ -1153,56 +1103,6 @@ impl Engine {
             .map_err(|e| Error::io(dest, std::io::Error::other(e)))?
             .map_err(io(dest))?;
         Ok(())
-    }
-}
-
-/// Starts writeback of a PATCH's bytes while the body still streams
-/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`: a hint that does not wait for the disk), so
-/// network receive and disk writes overlap instead of following each other at the final
-/// `fsync`. Durability is unchanged: the offset is still committed only after `fsync`.
-struct Writeback {
-    file: Option<std::sync::Arc<std::fs::File>>,
-    started: u64,
-    in_flight: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Writeback {
-    async fn new(file: &tokio::fs::File, from: u64) -> Self {
-        // A duplicate descriptor, owned by the hint tasks: never one closed under them.
-        let file = match file.try_clone().await {
-            Ok(f) => Some(std::sync::Arc::new(f.into_std().await)),
-            Err(_) => None,
-        };
-        Writeback {
-            file,
-            started: from,
-            in_flight: None,
-        }
-    }
-
-    /// `written` bytes are handed to the file: start writeback of what is past the last
-    /// hint, once there is enough of it and the previous hint returned.
-    fn progress(&mut self, written: u64) {
-        let Some(file) = &self.file else { return };
-        if written < self.started + WRITEBACK_EVERY
-            || self.in_flight.as_ref().is_some_and(|h| !h.is_finished())
-        {
-            return;
-        }
-        let (file, from, len) = (file.clone(), self.started, written - self.started);
-        self.started = written;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain syscall on a descriptor this Arc keeps open.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    from as libc::off64_t,
-                    len as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }));
     }
 }
 
