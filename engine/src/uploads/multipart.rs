@@ -119,7 +119,7 @@ impl Engine {
         let ok = store::commit_upload_parts(
             &self.inner.db,
             asset,
-            &lease.owner,
+            lease.owner(),
             parts,
             tail,
             offset,
