@@ -1,8 +1,8 @@
 //! `POST /v1/assets`: an upload in one request body, for devices that cannot speak tus.
 //!
-//! The body streams to the uploads directory exactly as tus bytes do (bounded memory, the
-//! same size limit, quota and content sniffing), then the asset is queued like a completed
-//! tus upload. A raw upload is not resumable: if its body breaks, nothing is kept.
+//! The body streams to the uploads directory through the loop tus bytes go through (bounded
+//! memory, the same size limit, quota and content sniffing), then the asset is queued like a
+//! completed tus upload. A raw upload is not resumable: if its body breaks, nothing is kept.
 //!
 //! `Idempotency-Key`: the first request under a key claims it in the database (a unique
 //! row per tenant and key, so two concurrent requests cannot both run: the second gets
@@ -14,9 +14,10 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
+use sluice_storage::{Checkpoint, FileWrite};
+
 use crate::model::{Principal, RawUploaded};
-use crate::sniff::Sniffer;
-use crate::uploads::{LEASE, LEASE_RENEW, UploadLease};
+use crate::uploads::{Commit, Kind, LEASE, LEASE_RENEW, Rules, UploadLease, write_error};
 use crate::{Engine, Error, Result, store};
 
 /// How long an idempotency key remembers its first response.
@@ -38,6 +39,47 @@ fn validate_key(key: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Records a raw upload's one checkpoint (its whole body, synced): its length when it was
+/// not declared, then its offset and, under an `Idempotency-Key`, the key's staging.
+struct RawCommit<'a> {
+    engine: &'a Engine,
+    tenant: &'a str,
+    id: &'a str,
+    lease: &'a UploadLease,
+    /// Whether the request declared its length (`Content-Length`).
+    declared: bool,
+    key: Option<&'a str>,
+    /// Set once the upload is staged (whole body, offset committed): it is kept then.
+    staged: &'a mut bool,
+}
+
+impl Commit for RawCommit<'_> {
+    async fn commit(&mut self, checkpoint: Checkpoint, sha256: Option<&str>) -> Result<()> {
+        let (db, tenant, id) = (&self.engine.inner.db, self.tenant, self.id);
+        let written = checkpoint.offset();
+        if !self.declared {
+            store::set_upload_length(db, tenant, id, written).await?;
+        }
+        // The offset commit and the key's staging are one transaction: once the upload is
+        // whole, a retry under the key finds this asset, whatever happens to this request.
+        let committed = store::commit_raw_upload(
+            db,
+            tenant,
+            id,
+            self.lease.owner(),
+            written,
+            self.engine.upload_expiry(),
+            self.key.zip(sha256),
+        )
+        .await?;
+        if !committed {
+            return Err(Error::UploadLocked(id.to_string()));
+        }
+        *self.staged = true;
+        Ok(())
+    }
 }
 
 impl Engine {
@@ -222,9 +264,7 @@ impl Engine {
     {
         let id = ulid::Ulid::new().to_string();
         let path = self.upload_path(&id);
-        tokio::fs::File::create(&path)
-            .await
-            .map_err(|e| Error::io(&path, e))?;
+        FileWrite::create(&path).await.map_err(write_error)?;
         let filename: Option<String> = req
             .filename
             .map(|f| f.chars().filter(|c| !c.is_control()).take(255).collect())
@@ -302,9 +342,6 @@ impl Engine {
         S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        use tokio::io::AsyncWriteExt;
-        let max = self.inner.config.uploads.max_size;
-        let limit = req.content_length.unwrap_or(max);
         // With no declared length nothing is reserved: the quota is enforced as bytes come.
         let quota = match req.content_length {
             Some(_) => None,
@@ -313,81 +350,31 @@ impl Engine {
                 (None, _) => None,
             },
         };
-        let path = self.upload_path(id);
-        let io = |e| Error::io(&path, e);
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
+        let writer = FileWrite::open(&self.upload_path(id), 0)
             .await
-            .map_err(io)?;
-        let mut sniffer = Sniffer::new(Vec::new(), req.content_length);
-        let mut hasher = Sha256::new();
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            // Still ours? (The lease's timer says.) If not, nothing of this request is
-            // committed, and the file is not touched again.
-            lease.check()?;
-            let chunk = chunk.map_err(|e| {
-                Error::Body(format!(
-                    "the request body ended early ({e}); nothing of it was stored"
-                ))
-            })?;
-            let next = written + chunk.len() as u64;
-            if next > limit {
-                return Err(match req.content_length {
-                    Some(l) => Error::InvalidInput(format!(
-                        "the body is longer than its Content-Length ({l} bytes)"
-                    )),
-                    None => Error::TooLarge { size: next, max },
-                });
-            }
-            if let Some(e) = crate::uploads::over_quota(quota, next) {
-                return Err(e);
-            }
-            sniffer.feed(&chunk).map_err(Error::UnsupportedMedia)?;
-            hasher.update(&chunk);
-            file.write_all(&chunk).await.map_err(io)?;
-            written = next;
-        }
-        if written == 0 {
-            return Err(Error::InvalidInput(
-                "the body is empty: an empty file is not a video".into(),
-            ));
-        }
-        if let Some(l) = req.content_length
-            && written != l
-        {
-            return Err(Error::Body(format!(
-                "the body ended after {written} of {l} bytes; nothing of it was stored"
-            )));
-        }
-        sniffer.finish(written).map_err(Error::UnsupportedMedia)?;
-        file.flush().await.map_err(io)?;
-        file.sync_data().await.map_err(io)?;
-        drop(file);
-        if req.content_length.is_none() {
-            store::set_upload_length(&self.inner.db, tenant, id, written).await?;
-        }
-        let sha = hex::encode(hasher.finalize());
-        // The offset commit and the key's staging are one transaction: once the upload is
-        // whole, a retry under the key finds this asset, whatever happens to this request.
-        let committed = store::commit_raw_upload(
-            &self.inner.db,
+            .map_err(write_error)?;
+        let rules = Rules {
+            tenant,
+            asset: id,
+            length: req.content_length,
+            quota,
+            sniff: true,
+            kind: Kind::Raw,
+        };
+        let mut commit = RawCommit {
+            engine: self,
             tenant,
             id,
-            lease.owner(),
-            written,
-            self.upload_expiry(),
-            req.idempotency_key.map(|k| (k, sha.as_str())),
-        )
-        .await?;
-        if !committed {
-            return Err(Error::UploadLocked(id.to_string()));
-        }
-        *staged = true;
-        metrics::counter!("sluice_upload_bytes_total").increment(written);
+            lease,
+            declared: req.content_length.is_some(),
+            key: req.idempotency_key,
+            staged,
+        };
+        let received = self
+            .receive_body(rules, body, writer, lease, &mut commit)
+            .await?;
         self.finish_upload(tenant, id).await?;
-        Ok(sha)
+        Ok(received.sha256.unwrap_or_default())
     }
 
     /// Remove a raw upload that did not complete: its asset, session and bytes.

@@ -9,12 +9,18 @@
 //! ([`Storage::create_multipart`] and friends): each part is named by the upload id and its
 //! index, so a tus upload begun in one gateway process can be continued and completed by
 //! another (object_store's `put_multipart` handle lives in one process only).
+//!
+//! Unfinished uploads are written through one trait, [`ResumableWrite`]: a local file
+//! ([`FileWrite`]) or an S3 multipart upload ([`MultipartWrite`]), appended to request after
+//! request from the offset the caller committed, reporting the [`Checkpoint`]s it must record.
 
 pub mod keys;
 mod publish;
+mod resumable;
 mod s3;
 
 pub use publish::{PUBLISH_CONCURRENCY, Source};
+pub use resumable::{Checkpoint, FileWrite, MultipartState, MultipartWrite, Part, ResumableWrite};
 pub use s3::{MIN_PART_SIZE, S3Config};
 
 use std::ops::Range;
@@ -94,6 +100,9 @@ pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 /// 5 MiB part minimum, small enough to keep memory bounded.
 const UPLOAD_CHUNK: usize = 8 * 1024 * 1024;
 
+/// The part size of resumable multipart writes when no configuration sets one.
+const DEFAULT_PART_SIZE: usize = 8 << 20;
+
 /// Handle on the storage tiers. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
@@ -106,6 +115,8 @@ pub struct Storage {
     /// Every key lives under this prefix in the backend (no trailing `/`), e.g. to share
     /// one bucket between deployments.
     prefix: Option<String>,
+    /// The part size of resumable multipart writes.
+    part_size: usize,
 }
 
 impl std::fmt::Debug for Storage {
@@ -137,6 +148,7 @@ impl Storage {
             hot_root: Some(root),
             multipart: None,
             prefix: None,
+            part_size: DEFAULT_PART_SIZE,
         })
     }
 
@@ -150,6 +162,7 @@ impl Storage {
             hot_root: None,
             multipart: Some(store),
             prefix,
+            part_size: config.part_size as usize,
         })
     }
 
@@ -160,6 +173,7 @@ impl Storage {
             hot_root: None,
             multipart: None,
             prefix: None,
+            part_size: DEFAULT_PART_SIZE,
         }
     }
 

@@ -5,7 +5,9 @@
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use sluice_storage::{Error, S3Config, Storage};
+use sluice_storage::{
+    Checkpoint, Error, FileWrite, MultipartState, Part, ResumableWrite, S3Config, Storage, keys,
+};
 
 async fn suite(s: &Storage, scratch: &std::path::Path) {
     let k = "tenants/t/assets/a/hls/720p/seg_00000.ts";
@@ -120,6 +122,160 @@ async fn suite(s: &Storage, scratch: &std::path::Path) {
         ));
     }
     s.check().await.unwrap();
+
+    resumable_writes(s, scratch).await;
+}
+
+/// What a caller recorded of a resumable write (the engine keeps it in its database).
+#[derive(Debug, Default, Clone)]
+struct Recorded {
+    offset: u64,
+    parts: Vec<Part>,
+    tail: Option<String>,
+}
+
+impl Recorded {
+    fn record(&mut self, checkpoint: Checkpoint) {
+        self.offset = checkpoint.offset();
+        if let Checkpoint::Multipart { parts, tail, .. } = checkpoint {
+            for p in parts {
+                self.parts.retain(|q| q.index != p.index);
+                self.parts.push(p);
+            }
+            self.parts.sort_by_key(|p| p.index);
+            self.tail = tail;
+        }
+    }
+}
+
+/// One upload written in several requests, one of which dies before its commit; then the
+/// object is finished. `open` resumes a writer from what was recorded.
+async fn resumable_upload<W: ResumableWrite>(
+    open: impl AsyncFn(&Recorded) -> W,
+    data: &[u8],
+) -> Recorded {
+    let mut rec = Recorded::default();
+    let len = data.len() as u64;
+
+    // A first request of a few bytes: one checkpoint at its end.
+    let mut w = open(&rec).await;
+    assert_eq!((w.resumed(), w.written()), (0, 0));
+    assert!(w.head(512).await.unwrap().is_empty());
+    w.append(&data[..300]).await.unwrap();
+    assert_eq!(w.take_durable(), None);
+    let cp = w.checkpoint(false).await.unwrap().unwrap();
+    assert_eq!(cp.offset(), 300);
+    rec.record(cp);
+    w.recorded().await;
+    // Nothing new: nothing to record.
+    assert_eq!(w.checkpoint(false).await.unwrap(), None);
+    drop(w);
+
+    // A request that sends several MiB and dies before anything of it is recorded.
+    let mut w = open(&rec).await;
+    assert_eq!(w.resumed(), 300);
+    assert_eq!(w.head(512).await.unwrap(), &data[..300]);
+    assert!(w.head(100).await.unwrap().is_empty());
+    for c in data[300..(6 << 20)].chunks(1 << 20) {
+        w.append(c).await.unwrap();
+    }
+    assert_eq!(w.written(), 6 << 20);
+    drop(w);
+
+    // The next one resumes at the committed offset: the dead request's bytes are gone.
+    // Bytes it discards are gone too; its durable checkpoints are recorded as they come.
+    let mut w = open(&rec).await;
+    assert_eq!(w.resumed(), 300);
+    w.append(&[0xEE; 70_000]).await.unwrap();
+    w.discard().await.unwrap();
+    assert_eq!(w.written(), 300);
+    let end = len - 1000;
+    for c in data[300..end as usize].chunks(700_000) {
+        w.append(c).await.unwrap();
+        if let Some(cp) = w.take_durable() {
+            assert!(cp.offset() <= w.written());
+            rec.record(cp);
+            w.recorded().await;
+        }
+    }
+    let cp = w.checkpoint(false).await.unwrap().unwrap();
+    assert_eq!(cp.offset(), end);
+    rec.record(cp);
+    w.recorded().await;
+    drop(w);
+
+    // The last request ends the object.
+    let mut w = open(&rec).await;
+    assert_eq!(w.resumed(), end);
+    w.append(&data[end as usize..]).await.unwrap();
+    let cp = w.checkpoint(true).await.unwrap().unwrap();
+    assert_eq!(cp.offset(), len);
+    rec.record(cp);
+    w.recorded().await;
+    rec
+}
+
+async fn resumable_writes(s: &Storage, scratch: &std::path::Path) {
+    let data: Vec<u8> = (0..(12u32 << 20) + 777)
+        .map(|i| (i % 241) as u8 ^ (i >> 16) as u8)
+        .collect();
+
+    // A file, finished by moving it into the store (a rename on a local tier).
+    let path = scratch.join("resumable.bin");
+    FileWrite::create(&path).await.unwrap();
+    let rec = resumable_upload(
+        async |rec: &Recorded| FileWrite::open(&path, rec.offset).await.unwrap(),
+        &data,
+    )
+    .await;
+    assert_eq!(rec.offset, data.len() as u64);
+    let key = keys::source("t", "file");
+    s.put_file_move(&key, &path).await.unwrap();
+    assert!(!path.exists());
+    assert_eq!(s.get_bytes(&key).await.unwrap().as_ref(), &data[..]);
+
+    // An S3 multipart upload with its tail objects, finished by completing it from the
+    // recorded parts.
+    if !s.resumable_multipart() {
+        return;
+    }
+    let key = keys::source("t", "parts");
+    let upload_id = s.create_multipart(&key).await.unwrap();
+    let rec = resumable_upload(
+        async |rec: &Recorded| {
+            s.resume_multipart(
+                "t",
+                "parts",
+                MultipartState {
+                    upload_id: upload_id.clone(),
+                    parts: rec.parts.clone(),
+                    tail: rec.tail.clone(),
+                },
+            )
+            .await
+            .unwrap()
+        },
+        &data,
+    )
+    .await;
+    // Every part but the last is exactly the part size; no tail is left recorded.
+    assert_eq!(rec.tail, None);
+    let sizes: Vec<u64> = rec.parts.iter().map(|p| p.size).collect();
+    let part = s.part_size() as u64;
+    assert_eq!(sizes, vec![part, part, data.len() as u64 - 2 * part]);
+    // Superseded tails were deleted once a later checkpoint was recorded (the request that
+    // died sent parts only: they are replaced under the same indexes).
+    let tails: Vec<String> = s
+        .list(&keys::upload_prefix("t", "parts"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(tails.is_empty(), "{tails:?}");
+    let etags = rec.parts.iter().map(|p| p.etag.clone()).collect();
+    s.complete_multipart(&key, &upload_id, etags).await.unwrap();
+    assert_eq!(s.get_bytes(&key).await.unwrap().as_ref(), &data[..]);
 }
 
 #[tokio::test]

@@ -3,12 +3,14 @@
 //!
 //! The state lives in the metadata store: the multipart upload id, every committed part
 //! (index, ETag, size) and the *tail*, a small object holding the committed bytes past the
-//! last whole part. A request's bytes fill a part-sized buffer (prefilled from the tail);
-//! each full buffer becomes a part and is committed at once, so the offset is durable after
-//! each part. When the request ends short of the upload's end, the rest of the buffer is
-//! written as a new tail object (named by its end offset, so the committed one is never
-//! overwritten) and committed with the offset: every byte the client was told about is
-//! stored, as tus requires. Memory stays bounded by one part per request.
+//! last whole part. The bytes are written by the storage crate's [`MultipartWrite`] (through
+//! the body loop all uploads share): a request's bytes fill a part-sized buffer (prefilled
+//! from the tail); each full buffer becomes a part and is committed at once, so the offset is
+//! durable after each part (with a checksum to verify, only at the end). When the request
+//! ends short of the upload's end, the rest of the buffer is written as a new tail object
+//! (named by its end offset, so the committed one is never overwritten) and committed with
+//! the offset: every byte the client was told about is stored, as tus requires. Memory stays
+//! bounded by one part per request.
 //!
 //! Commits are conditional on the request still holding the upload's lease. Parts sent by a
 //! request that dies before committing are simply sent again by the next request (a part
@@ -32,15 +34,12 @@
 //! which the next sweep completes (and queues), like a stalled upload.
 
 use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
-use sluice_storage::keys;
+use futures::StreamExt;
+use sluice_storage::{MultipartState, MultipartWrite, Part, ResumableWrite, keys};
 
 use super::UploadLease;
-use crate::checksum::Checksum;
 use crate::model::{UploadConcat, UploadState};
-use crate::sniff::{Sniffer, WINDOW};
 use crate::store::{self, MultipartRow, UploadPart};
-use crate::uploads::over_quota;
 use crate::{Engine, Error, Result};
 
 /// The largest object one S3 CopyObject request may copy (5 GiB); a single larger
@@ -50,12 +49,7 @@ const MAX_SERVER_COPY: u64 = 5 << 30;
 impl Engine {
     /// The part size of multipart uploads (S3 hot tier).
     fn part_size(&self) -> usize {
-        self.inner
-            .config
-            .storage
-            .s3
-            .as_ref()
-            .map_or(8 << 20, |s| s.part_size as usize)
+        self.inner.storage.part_size()
     }
 
     /// Open the multipart upload a new tus upload streams into.
@@ -114,7 +108,7 @@ impl Engine {
     }
 
     /// Commit under the lease, or fail with `UploadLocked` when another request took it.
-    async fn commit_parts(
+    pub(super) async fn commit_parts(
         &self,
         asset: &str,
         lease: &UploadLease,
@@ -125,7 +119,7 @@ impl Engine {
         let ok = store::commit_upload_parts(
             &self.inner.db,
             asset,
-            &lease.owner,
+            lease.owner(),
             parts,
             tail,
             offset,
@@ -149,205 +143,42 @@ impl Engine {
         }
     }
 
-    /// tus PATCH on an S3 hot tier (see the module docs). `state` was read under `lease`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn append_multipart<S, E>(
+    /// The writer of a tus PATCH on an S3 hot tier, resumed from the recorded parts and
+    /// tail. `state` was read under the request's lease.
+    pub(super) async fn multipart_writer(
         &self,
         tenant: &str,
         asset: &str,
-        state: UploadState,
+        state: &UploadState,
         mp: MultipartRow,
-        body: &mut S,
-        lease: &UploadLease,
-        checksum: Option<&Checksum>,
-    ) -> Result<UploadState>
-    where
-        S: Stream<Item = std::result::Result<Bytes, E>> + Unpin,
-        E: std::fmt::Display,
-    {
-        let storage = &self.inner.storage;
-        let source = keys::source(tenant, asset);
-        let part_size = self.part_size();
-        let parts_bytes: u64 = mp.parts.iter().map(|p| p.size).sum();
-        let partial = state.concat == UploadConcat::Partial;
-        // While the length is deferred, the maximum upload size bounds the bytes.
-        let max = self.inner.config.uploads.max_size;
-        let limit = state.length.unwrap_or(max);
-
-        // The buffer starts with the committed tail: the next part begins with it.
-        let mut buf = BytesMut::with_capacity(part_size);
-        if let Some(tail) = &mp.tail_key {
-            buf.extend_from_slice(&storage.get_bytes(tail).await?);
-        }
-        if parts_bytes + buf.len() as u64 != state.offset {
+    ) -> Result<MultipartWrite> {
+        let parts = mp
+            .parts
+            .into_iter()
+            .map(|p| Part {
+                index: p.index as usize,
+                etag: p.etag,
+                size: p.size,
+            })
+            .collect();
+        let recorded = MultipartState {
+            upload_id: mp.multipart_id,
+            parts,
+            tail: mp.tail_key,
+        };
+        let writer = self
+            .inner
+            .storage
+            .resume_multipart(tenant, asset, recorded)
+            .await?;
+        if writer.resumed() != state.offset {
             return Err(Error::Conflict(format!(
                 "upload {asset} is inconsistent: {} bytes in parts and tail, offset {}",
-                parts_bytes + buf.len() as u64,
+                writer.resumed(),
                 state.offset
             )));
         }
-        let head = if state.offset < WINDOW as u64 && mp.parts.is_empty() {
-            buf.to_vec()
-        } else {
-            Vec::new()
-        };
-        let mut sniffer = if partial {
-            Sniffer::skipped()
-        } else {
-            Sniffer::new(head, state.length)
-        };
-
-        let mut next_index = mp.parts.len() as i64;
-        // Committed so far by this request, and parts sent but not yet committed (with a
-        // checksum, nothing is committed before the whole body is verified).
-        let mut committed = state.offset;
-        let mut committed_tail = mp.tail_key.clone();
-        let mut pending: Vec<UploadPart> = Vec::new();
-        let mut received = state.offset;
-        let mut body_error = None;
-        let mut too_long = None;
-        let quota = self.deferred_quota(tenant, &state).await?;
-        let mut over = None;
-        let mut hasher = checksum.map(Checksum::hasher);
-
-        while let Some(chunk) = body.next().await {
-            // Still ours? (The lease's timer says.) If not, nothing of this request is
-            // committed, and the file is not touched again.
-            lease.check()?;
-            let chunk = match chunk {
-                Ok(c) => c,
-                Err(e) => {
-                    body_error = Some(e.to_string());
-                    break;
-                }
-            };
-            if received + chunk.len() as u64 > limit {
-                too_long = Some(received + chunk.len() as u64);
-                break;
-            }
-            if let Some(e) = over_quota(quota, received + chunk.len() as u64) {
-                over = Some(e);
-                break;
-            }
-            if let Err(what) = sniffer.feed(&chunk) {
-                self.refuse_upload(tenant, asset, what).await?;
-                return Err(Error::UnsupportedMedia(what));
-            }
-            if let Some(h) = hasher.as_mut() {
-                h.update(&chunk);
-            }
-            received += chunk.len() as u64;
-            buf.extend_from_slice(&chunk);
-            // Each full part goes out at once (S3 needs every part but the last to be at
-            // least 5 MiB: all are exactly `part_size`).
-            while buf.len() >= part_size {
-                let data = buf.split_to(part_size).freeze();
-                let etag = storage
-                    .put_part(&source, &mp.multipart_id, next_index as usize, data)
-                    .await?;
-                pending.push(UploadPart {
-                    index: next_index,
-                    etag,
-                    size: part_size as u64,
-                });
-                next_index += 1;
-                lease.check()?;
-                if hasher.is_none() {
-                    // Durable now: the bytes up to this part's end.
-                    committed = parts_bytes
-                        + (next_index as u64 - mp.parts.len() as u64) * part_size as u64;
-                    self.commit_parts(asset, lease, &pending, None, committed)
-                        .await?;
-                    pending.clear();
-                    self.drop_tail(committed_tail.take().as_deref()).await;
-                }
-            }
-        }
-        if let Some(e) = over {
-            // Like a body past its length: the parts already committed stay (they were
-            // within the quota when sent), nothing more.
-            return Err(e);
-        }
-        if let Some(size) = too_long {
-            let stored = if committed > state.offset {
-                format!("; bytes up to offset {committed} were stored")
-            } else {
-                String::new()
-            };
-            return Err(match state.length {
-                Some(length) => Error::InvalidInput(format!(
-                    "the body runs past Upload-Length ({length} bytes){stored}"
-                )),
-                None => Error::TooLarge { size, max },
-            });
-        }
-        if let (Some(h), Some(c)) = (hasher, checksum) {
-            let verdict = match &body_error {
-                Some(e) => Some(Error::Body(format!(
-                    "the request ended early ({e}) so its checksum cannot be verified; \
-                     nothing of it was stored"
-                ))),
-                None if !h.matches(&c.expected) => Some(Error::ChecksumMismatch),
-                None => None,
-            };
-            if let Some(err) = verdict {
-                // Parts sent for this request stay unreferenced: the next request sends
-                // its own under the same indexes.
-                metrics::counter!("sluice_upload_checksum_failures_total").increment(1);
-                return Err(err);
-            }
-        }
-
-        let finished = state.length == Some(received);
-        // Also when a PATCH declared the length after the bytes: the tail (in `buf`)
-        // becomes the last part.
-        if received > committed || (finished && !buf.is_empty()) {
-            if finished {
-                if !buf.is_empty() {
-                    let size = buf.len() as u64;
-                    let etag = storage
-                        .put_part(&source, &mp.multipart_id, next_index as usize, buf.freeze())
-                        .await?;
-                    pending.push(UploadPart {
-                        index: next_index,
-                        etag,
-                        size,
-                    });
-                }
-                self.commit_parts(asset, lease, &pending, None, received)
-                    .await?;
-            } else {
-                // The rest becomes the new tail, under a new name; then the commit makes
-                // it the upload's.
-                let key = keys::upload_tail(tenant, asset, received);
-                storage.put(&key, buf.freeze()).await?;
-                self.commit_parts(asset, lease, &pending, Some(&key), received)
-                    .await?;
-            }
-            committed = received;
-            // The old tail ends before `received`: never the key just committed.
-            self.drop_tail(committed_tail.take().as_deref()).await;
-        }
-        if committed > state.offset {
-            metrics::counter!("sluice_upload_bytes_total").increment(committed - state.offset);
-        }
-        if let Some(e) = body_error {
-            tracing::info!(asset, offset = received, "upload request ended early: {e}");
-        }
-        // A whole partial waits for its final upload; anything else whole is an asset now.
-        if finished && !partial {
-            self.finish_multipart(tenant, asset, lease).await?;
-        }
-        let expires_at = self.upload_expiry();
-        Ok(UploadState {
-            offset: received,
-            expires_at: (!finished || partial).then_some(if received != state.offset {
-                expires_at
-            } else {
-                state.expires_at.unwrap_or(expires_at)
-            }),
-            ..state
-        })
+        Ok(writer)
     }
 
     /// Make the source object of an upload whose bytes are all committed: a pending tail
