@@ -294,49 +294,17 @@ pub struct TranscodeJob {
     pub asset_id: String,
 }
 
-/// Parse the tus `Upload-Metadata` header (`key base64,key2 base64`) and return the
-/// decoded `filename`, if any. Malformed pairs are an error, an empty header is not.
-pub fn upload_metadata_filename(header: &str) -> Result<Option<String>, String> {
-    use base64::Engine as _;
-    let mut filename = None;
-    for pair in header.split(',') {
-        let pair = pair.trim();
-        if pair.is_empty() {
-            continue;
-        }
-        let mut it = pair.splitn(2, ' ');
-        let key = it.next().unwrap_or_default();
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!("invalid Upload-Metadata key {key:?}"));
-        }
-        let value = it.next().unwrap_or("").trim();
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .map_err(|_| format!("Upload-Metadata value for {key:?} is not base64"))?;
-        if key == "filename" {
-            let name = String::from_utf8(decoded)
-                .map_err(|_| "Upload-Metadata filename is not UTF-8".to_string())?;
-            filename = Some(name.chars().filter(|c| !c.is_control()).take(255).collect());
-        }
-    }
-    Ok(filename)
+/// A tus upload's `Upload-Metadata`, as the gateway read it: the header itself (stored and
+/// echoed back on HEAD, as tus asks) and the file name it carries, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadMetadata {
+    pub header: String,
+    pub filename: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tus_metadata() {
-        assert_eq!(upload_metadata_filename(""), Ok(None));
-        assert_eq!(
-            upload_metadata_filename("filename Y2xpcC5tcDQ=,filetype dmlkZW8vbXA0"),
-            Ok(Some("clip.mp4".to_string()))
-        );
-        // A key without a value is allowed by tus.
-        assert_eq!(upload_metadata_filename("is_confidential"), Ok(None));
-        assert!(upload_metadata_filename("filename !!!").is_err());
-    }
 
     #[test]
     fn concat_round_trips_through_the_store_text() {

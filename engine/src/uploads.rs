@@ -37,7 +37,7 @@ use futures::{Stream, StreamExt};
 use sluice_storage::{Checkpoint, FileWrite, keys};
 
 use crate::checksum::Checksum;
-use crate::model::{Asset, Principal, UploadConcat, UploadState, upload_metadata_filename};
+use crate::model::{Asset, Principal, UploadConcat, UploadMetadata, UploadState};
 use crate::{Engine, Error, Result, store};
 
 mod body;
@@ -57,8 +57,8 @@ const EMPTY_UPLOAD: &str = "the upload is empty (Upload-Length: 0): there is no 
 pub struct NewUploadSpec<'a> {
     /// `None`: `Upload-Defer-Length: 1`, declared by a later PATCH.
     pub length: Option<u64>,
-    /// The raw `Upload-Metadata` header.
-    pub metadata: Option<&'a str>,
+    /// `Upload-Metadata`, as the gateway read it.
+    pub metadata: Option<&'a UploadMetadata>,
     /// `Upload-Concat: partial`.
     pub partial: bool,
 }
@@ -187,7 +187,7 @@ impl Engine {
         &self,
         who: &Principal,
         length: u64,
-        metadata: Option<&str>,
+        metadata: Option<&UploadMetadata>,
     ) -> Result<Asset> {
         let spec = NewUploadSpec {
             length: Some(length),
@@ -222,10 +222,7 @@ impl Engine {
         if let Some(length) = spec.length {
             self.check_length(length)?;
         }
-        let filename = match spec.metadata {
-            Some(m) => upload_metadata_filename(m).map_err(Error::InvalidInput)?,
-            None => None,
-        };
+        let filename = spec.metadata.and_then(|m| m.filename.clone());
         let id = ulid::Ulid::new().to_string();
         let path = self.upload_path(&id);
         // On S3 the bytes go to a multipart upload, opened below (also while the length is
@@ -248,7 +245,10 @@ impl Engine {
                 size: spec.length,
                 already_counted: 0,
                 concat: &concat,
-                metadata: spec.metadata.filter(|m| !m.trim().is_empty()),
+                metadata: spec
+                    .metadata
+                    .map(|m| m.header.as_str())
+                    .filter(|m| !m.trim().is_empty()),
                 filename: filename.as_deref(),
                 device: who.device(),
                 now: self.now_ms(),

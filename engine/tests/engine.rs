@@ -158,6 +158,14 @@ async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClo
     (e, clock)
 }
 
+/// `Upload-Metadata` as the gateway's tus parser hands it over.
+fn meta(header: &str, filename: &str) -> sluice_engine::UploadMetadata {
+    sluice_engine::UploadMetadata {
+        header: header.into(),
+        filename: Some(filename.into()),
+    }
+}
+
 fn chunks(parts: Vec<&'static [u8]>) -> impl futures::Stream<Item = Result<Bytes, String>> + Unpin {
     stream::iter(parts.into_iter().map(|p| Ok(Bytes::from_static(p))))
 }
@@ -209,7 +217,7 @@ async fn upload_survives_a_broken_request_and_completes_exactly(backend: Backend
         tenant_id: t.id.clone(),
     };
     let asset = e
-        .create_upload(&who, 12, Some("filename YS5tcDQ="))
+        .create_upload(&who, 12, Some(&meta("filename YS5tcDQ=", "a.mp4")))
         .await
         .unwrap();
     assert_eq!(asset.status, AssetStatus::Uploading);
@@ -291,10 +299,7 @@ async fn limits_and_termination(backend: Backend) {
         e.create_upload(&who, 1 << 50, None).await,
         Err(Error::TooLarge { .. })
     ));
-    assert!(matches!(
-        e.create_upload(&who, 10, Some("filename ***")).await,
-        Err(Error::InvalidInput(_))
-    ));
+    // A malformed Upload-Metadata is refused by the gateway's tus parser (its unit tests).
     let a = e.create_upload(&who, 10, None).await.unwrap();
     e.terminate_upload(&who, &a.id).await.unwrap();
     assert!(matches!(
@@ -1803,7 +1808,7 @@ async fn a_zero_length_upload_fails_at_once(backend: Backend) {
     let t = e.create_tenant(&Principal::Admin, "acme").await.unwrap();
     let who = Principal::Tenant { tenant_id: t.id };
     let a = e
-        .create_upload(&who, 0, Some("filename ZW1wdHk="))
+        .create_upload(&who, 0, Some(&meta("filename ZW1wdHk=", "empty")))
         .await
         .unwrap();
     assert_eq!(a.status, AssetStatus::Failed);
@@ -2065,7 +2070,12 @@ async fn partial_uploads_concatenate_into_one_asset(backend: Backend) {
     }
 
     let a = e
-        .create_final_upload(&who, &parts, Some("filename Y2xpcC5tcDQ="), Some(24))
+        .create_final_upload(
+            &who,
+            &parts,
+            Some(&meta("filename Y2xpcC5tcDQ=", "clip.mp4")),
+            Some(24),
+        )
         .await
         .unwrap();
     assert_eq!(a.status, AssetStatus::Queued);

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use futures::stream;
 use sha1::Digest;
@@ -146,12 +145,10 @@ fn body(
 }
 
 fn sha1_checksum(data: &[u8]) -> Checksum {
-    let digest = sha1::Sha1::digest(data);
-    Checksum::parse(&format!(
-        "sha1 {}",
-        base64::engine::general_purpose::STANDARD.encode(digest)
-    ))
-    .unwrap()
+    Checksum {
+        algorithm: sluice_engine::checksum::Algorithm::Sha1,
+        expected: sha1::Sha1::digest(data).to_vec(),
+    }
 }
 
 /// The multipart upload id recorded for an upload, read straight from the database.
@@ -222,7 +219,14 @@ async fn uploads_resume_across_engines_part_by_part(backend: Backend) {
     };
     let data = mp4_like(12 * MIB + 12_345);
     let a = e1
-        .create_upload(&who, data.len() as u64, Some("filename YS5tcDQ="))
+        .create_upload(
+            &who,
+            data.len() as u64,
+            Some(&sluice_engine::UploadMetadata {
+                header: "filename YS5tcDQ=".into(),
+                filename: Some("a.mp4".into()),
+            }),
+        )
         .await
         .unwrap();
 

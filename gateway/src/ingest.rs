@@ -8,7 +8,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 use http_body_util::BodyStream;
 
 use sluice_engine::UploadConcat;
-use sluice_engine::checksum::Checksum;
 
 use crate::body::Body;
 use crate::endpoint::TusTarget;
@@ -220,7 +219,7 @@ async fn append(
         Some(v) => Some(
             v.to_str()
                 .map_err(|_| ApiError::bad_request("Upload-Checksum must be ASCII"))
-                .and_then(|s| Checksum::parse(s).map_err(ApiError::bad_request))?,
+                .and_then(|s| crate::tus::parse_checksum(s).map_err(ApiError::bad_request))?,
         ),
         None => None,
     };
@@ -242,8 +241,8 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>
     let metadata = match h.get("upload-metadata") {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| ApiError::bad_request("Upload-Metadata must be ASCII"))?
-                .to_string(),
+                .map_err(|_| ApiError::bad_request("Upload-Metadata must be ASCII"))
+                .and_then(|s| crate::tus::parse_metadata(s).map_err(ApiError::bad_request))?,
         ),
         None => None,
     };
@@ -265,7 +264,7 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>
         }
         let asset = app
             .engine
-            .create_final_upload(who, &parts, metadata.as_deref(), length)
+            .create_final_upload(who, &parts, metadata.as_ref(), length)
             .await?;
         res.headers_mut().insert(
             "upload-offset",
@@ -288,7 +287,7 @@ async fn create(app: &App, who: &sluice_engine::Principal, req: Request<ReqBody>
         };
         let spec = sluice_engine::NewUploadSpec {
             length,
-            metadata: metadata.as_deref(),
+            metadata: metadata.as_ref(),
             partial: concat == UploadConcat::Partial,
         };
         let id = app.engine.create_upload_with(who, &spec).await?;

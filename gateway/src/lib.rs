@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod live;
 pub mod paths;
 pub mod playback;
+mod tus;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::{Asset, Principal, UploadConcat, upload_metadata_filename};
+use crate::model::{Asset, Principal, UploadConcat, UploadMetadata};
 use crate::sniff::{Sniffer, WINDOW};
 use crate::{Engine, Error, Result, store};
 
@@ -21,7 +21,7 @@ impl Engine {
         &self,
         who: &Principal,
         partials: &[String],
-        metadata: Option<&str>,
+        metadata: Option<&UploadMetadata>,
         declared_length: Option<u64>,
     ) -> Result<Asset> {
         let tenant = self.upload_tenant_of(who)?.to_string();
@@ -46,10 +46,6 @@ impl Engine {
         for p in partials {
             self.check_upload_owner(who, p).await?;
         }
-        let filename = match metadata {
-            Some(m) => upload_metadata_filename(m).map_err(Error::InvalidInput)?,
-            None => None,
-        };
         // Hold every partial's lease: no PATCH, DELETE, sweep or other final touches them
         // while they are checked and assembled. Released on every path, before answering.
         let mut leases = Vec::with_capacity(partials.len());
@@ -58,7 +54,6 @@ impl Engine {
                 &tenant,
                 partials,
                 metadata,
-                filename.as_deref(),
                 declared_length,
                 who.device(),
                 &mut leases,
@@ -80,8 +75,7 @@ impl Engine {
         &self,
         tenant: &str,
         partials: &[String],
-        metadata: Option<&str>,
-        filename: Option<&str>,
+        metadata: Option<&UploadMetadata>,
         declared_length: Option<u64>,
         device: Option<&str>,
         leases: &mut Vec<UploadLease>,
@@ -142,8 +136,10 @@ impl Engine {
                 size: Some(total),
                 already_counted: total,
                 concat: &concat,
-                metadata: metadata.filter(|m| !m.trim().is_empty()),
-                filename,
+                metadata: metadata
+                    .map(|m| m.header.as_str())
+                    .filter(|m| !m.trim().is_empty()),
+                filename: metadata.and_then(|m| m.filename.as_deref()),
                 device,
                 now: self.now_ms(),
                 expires_at,
