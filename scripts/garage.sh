@@ -52,8 +52,19 @@ TOML
       sleep 0.2
     done
     [ -n "$node" ] || { echo "garage did not start" >&2; cat "$dir/log" >&2; exit 1; }
-    g layout assign -z dc1 -c 1G "$node" >/dev/null
-    g layout apply --version 1 >/dev/null
+    # `node id` reads the key from disk: the RPC listener may not be up yet. Wait for it
+    # (the next commands talk to the node over RPC), and retry each of them briefly.
+    for _ in $(seq 1 100); do
+      g status >/dev/null 2>&1 && break
+      kill -0 "$(cat "$dir/garage.pid")" 2>/dev/null || { cat "$dir/log" >&2; exit 1; }
+      sleep 0.2
+    done
+    retry() {
+      for _ in $(seq 1 50); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+      "$@" >/dev/null
+    }
+    retry g layout assign -z dc1 -c 1G "$node"
+    retry g layout apply --version 1
     bucket=sluice-test
     for _ in $(seq 1 100); do
       g bucket create "$bucket" >/dev/null 2>&1 && break
