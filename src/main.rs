@@ -130,17 +130,16 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         })
     });
 
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        sluice_gateway::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     std::io::stdout().flush()?;
-    let app = Arc::new(sluice_gateway::App {
-        storage: engine.storage().clone(),
-        engine,
+    let app = Arc::new(sluice_gateway::App::new(
+        engine.clone(),
+        engine.storage().clone(),
         metrics,
-    });
+    ));
     sluice_gateway::serve(app, listener, shutdown).await?;
     if let Some(w) = workers {
         let _ = w.await;

@@ -18,10 +18,9 @@ pub use token::{PlaybackSigner, TokenError};
 pub enum CachePolicy {
     /// Media segments: content-addressed by their path, never rewritten once published.
     ImmutableSegment,
-    /// VOD playlists: published once (master last), but short-lived enough that a purge
-    /// or re-transcode propagates.
+    /// VOD playlists: published once (master last), immutable like segments.
     VodPlaylist,
-    /// Live playlists change every segment.
+    /// Live playlists change every segment: see [`live_playlist_header`].
     LivePlaylist,
     /// API responses and anything per-user.
     NoStore,
@@ -31,9 +30,13 @@ impl CachePolicy {
     /// The `Cache-Control` header value.
     pub fn header_value(self) -> &'static str {
         match self {
-            CachePolicy::ImmutableSegment => "public, max-age=31536000, immutable",
-            CachePolicy::VodPlaylist => "public, max-age=60",
-            CachePolicy::LivePlaylist => "public, max-age=1",
+            // A VOD playlist is published once (the master last) and never changes but
+            // through a rendition re-run, after which the edge is purged (see the docs).
+            CachePolicy::ImmutableSegment | CachePolicy::VodPlaylist => {
+                "public, max-age=31536000, immutable"
+            }
+            // Without a known target duration: the shortest useful lifetime.
+            CachePolicy::LivePlaylist => "public, max-age=1, stale-while-revalidate=2",
             CachePolicy::NoStore => "no-store",
         }
     }
@@ -57,6 +60,18 @@ impl CachePolicy {
         } else {
             CachePolicy::ImmutableSegment
         }
+    }
+}
+
+/// `Cache-Control` of a live media playlist whose `#EXT-X-TARGETDURATION` is `target_s`:
+/// fresh for at most half the target duration (a player polls about once per target
+/// duration, so an edge never hands out a playlist more than half a segment behind), then
+/// served stale for one more target duration while the edge revalidates it in the
+/// background, so a flood of players never waits on the origin.
+pub fn live_playlist_header(target_s: Option<u64>) -> String {
+    match target_s {
+        Some(t) if t > 0 => format!("public, max-age={}, stale-while-revalidate={t}", t / 2),
+        _ => CachePolicy::LivePlaylist.header_value().to_string(),
     }
 }
 
@@ -91,8 +106,21 @@ mod tests {
             "public, max-age=31536000, immutable"
         );
         assert_eq!(
-            CachePolicy::LivePlaylist.header_value(),
-            "public, max-age=1"
+            CachePolicy::VodPlaylist.header_value(),
+            "public, max-age=31536000, immutable"
+        );
+        assert_eq!(CachePolicy::NoStore.header_value(), "no-store");
+        assert_eq!(
+            live_playlist_header(Some(6)),
+            "public, max-age=3, stale-while-revalidate=6"
+        );
+        assert_eq!(
+            live_playlist_header(Some(1)),
+            "public, max-age=0, stale-while-revalidate=1"
+        );
+        assert_eq!(
+            live_playlist_header(None),
+            "public, max-age=1, stale-while-revalidate=2"
         );
     }
 }

@@ -121,6 +121,12 @@ pub struct GatewayConfig {
     /// Open client connections at most; further clients wait in the listen backlog.
     /// Default 10000.
     pub max_connections: usize,
+    /// Memory for the playback cache (segments, playlists, thumbnails), bytes. 0 turns
+    /// it off. Default 256 MiB.
+    pub cache_bytes: u64,
+    /// Largest object the playback cache keeps; larger ones are streamed from the store,
+    /// bytes. Default 16 MiB.
+    pub cache_max_object_bytes: u64,
 }
 
 impl Default for GatewayConfig {
@@ -132,6 +138,8 @@ impl Default for GatewayConfig {
             body_idle_timeout_s: 8,
             tcp_keepalive_s: 60,
             max_connections: 10_000,
+            cache_bytes: 256 << 20,
+            cache_max_object_bytes: 16 << 20,
         }
     }
 }
@@ -301,6 +309,9 @@ impl Config {
             return bad(
                 "gateway.header_read_timeout_s, tcp_keepalive_s and max_connections must be at least 1",
             );
+        }
+        if g.cache_bytes > 0 && g.cache_max_object_bytes > g.cache_bytes {
+            return bad("gateway.cache_max_object_bytes must not exceed gateway.cache_bytes");
         }
         if g.body_idle_timeout_s == 0 || g.body_idle_timeout_s >= crate::uploads::LEASE.as_secs() {
             return bad(&format!(

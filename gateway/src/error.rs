@@ -157,6 +157,22 @@ impl From<sluice_storage::Error> for ApiError {
     }
 }
 
+/// A storage error shared by every caller of one single-flight load.
+impl From<std::sync::Arc<sluice_storage::Error>> for ApiError {
+    fn from(e: std::sync::Arc<sluice_storage::Error>) -> Self {
+        use sluice_storage::Error as StorageError;
+        match &*e {
+            StorageError::NotFound { .. } | StorageError::InvalidKey { .. } => {
+                Self::not_found("no such object")
+            }
+            other => {
+                tracing::error!(code = "storage_unavailable", "storage error: {other}");
+                Self::unavailable("storage_unavailable", SERVER_SIDE)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

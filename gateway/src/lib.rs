@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod endpoint;
 pub mod error;
 pub mod ingest;
@@ -51,7 +52,27 @@ pub struct App {
     /// Where playback reads objects from (handed in by the binary, not reached through the
     /// engine: the domain decides what may be read, the gateway reads it).
     pub storage: sluice_storage::Storage,
+    /// Playback objects in memory, loaded from `storage` once ([`cache`]).
+    pub cache: cache::PlaybackCache,
     pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// The router's state, with a playback cache sized by the engine's configuration.
+    pub fn new(
+        engine: Engine,
+        storage: sluice_storage::Storage,
+        metrics: PrometheusHandle,
+    ) -> Self {
+        let g = &engine.config().gateway;
+        let cache = cache::PlaybackCache::new(g.cache_bytes, g.cache_max_object_bytes);
+        Self {
+            engine,
+            storage,
+            cache,
+            metrics,
+        }
+    }
 }
 
 /// The authenticated principal, or 401.
@@ -269,6 +290,25 @@ pub fn service(
                 }
             }
         })
+}
+
+/// Connections the kernel queues for us while every worker thread is busy (capped by
+/// `net.core.somaxconn`). Tokio's default of 1,024 drops connects when thousands of
+/// viewers arrive at once.
+const LISTEN_BACKLOG: i32 = 8192;
+
+/// A listening socket for the gateway, with a backlog sized for viewer floods.
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Accept connections until `shutdown` turns true, then drain in-flight requests for up to

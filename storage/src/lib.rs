@@ -93,6 +93,21 @@ pub struct ObjectInfo {
     pub last_modified: std::time::SystemTime,
 }
 
+/// An object read by [`Storage::read_whole`].
+#[derive(Debug, Clone)]
+pub enum Whole {
+    /// The object and its bytes.
+    Bytes(ObjectInfo, Bytes),
+    /// The object is larger than asked for: metadata only.
+    TooLarge(ObjectInfo),
+}
+
+/// `sluice_storage_reads_total`: objects (or ranges of one) read from a store, by tier.
+/// Every read path counts, so a dashboard shows what caches in front of the store save.
+fn count_read() {
+    metrics::counter!("sluice_storage_reads_total", "tier" => "hot").increment(1);
+}
+
 /// A byte stream read from storage.
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
@@ -365,16 +380,55 @@ impl Storage {
             .get(&path)
             .await
             .map_err(|e| Error::backend(key, e))?;
+        count_read();
         res.bytes().await.map_err(|e| Error::backend(key, e))
+    }
+
+    /// Read an object whole when it has at most `max` bytes: one request to the backend
+    /// (on the local filesystem one blocking read of the file, not a stream of 8 KiB
+    /// reads). A larger object answers [`Whole::TooLarge`] with its metadata and no body:
+    /// the caller streams it instead. The playback cache fills itself through this.
+    pub async fn read_whole(&self, key: &str, max: u64) -> Result<Whole> {
+        let path = self.path(key)?;
+        let res = self
+            .hot
+            .get(&path)
+            .await
+            .map_err(|e| Error::backend(key, e))?;
+        count_read();
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: res.meta.size,
+            etag: res.meta.e_tag.clone(),
+            last_modified: res.meta.last_modified.into(),
+        };
+        if info.size > max {
+            return Ok(Whole::TooLarge(info));
+        }
+        let body = res.bytes().await.map_err(|e| Error::backend(key, e))?;
+        // The object may have been replaced between the metadata and the read.
+        if body.len() as u64 != info.size {
+            return Err(Error::Backend {
+                key: key.to_string(),
+                source: Box::new(object_store::Error::Generic {
+                    store: "sluice",
+                    source: "object changed while it was read".into(),
+                }),
+            });
+        }
+        Ok(Whole::Bytes(info, body))
     }
 
     /// Read one byte range of an object.
     pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes> {
         let path = self.path(key)?;
-        self.hot
+        let bytes = self
+            .hot
             .get_range(&path, range)
             .await
-            .map_err(|e| Error::backend(key, e))
+            .map_err(|e| Error::backend(key, e))?;
+        count_read();
+        Ok(bytes)
     }
 
     /// Stream an object (or a range of it) without holding it in memory.
@@ -393,6 +447,7 @@ impl Storage {
             .get_opts(&path, opts)
             .await
             .map_err(|e| Error::backend(key, e))?;
+        count_read();
         let info = ObjectInfo {
             key: key.to_string(),
             size: res.meta.size,

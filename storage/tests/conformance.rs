@@ -6,7 +6,8 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 use sluice_storage::{
-    Checkpoint, Error, FileWrite, MultipartState, Part, ResumableWrite, S3Config, Storage, keys,
+    Checkpoint, Error, FileWrite, MultipartState, Part, ResumableWrite, S3Config, Storage, Whole,
+    keys,
 };
 
 async fn suite(s: &Storage, scratch: &std::path::Path) {
@@ -28,6 +29,23 @@ async fn suite(s: &Storage, scratch: &std::path::Path) {
     assert_eq!(meta.size, 100_000);
     let got: Vec<Bytes> = stream.try_collect().await.unwrap();
     assert_eq!(got.concat(), data.slice(99_990..).to_vec());
+
+    // Whole reads: the bytes up to a limit, metadata only past it, NotFound when missing.
+    match s.read_whole(k, 100_000).await.unwrap() {
+        Whole::Bytes(info, body) => {
+            assert_eq!((info.size, body), (100_000, data.clone()));
+            assert_eq!(info.etag, s.head(k).await.unwrap().etag);
+        }
+        other => panic!("expected the bytes, got {other:?}"),
+    }
+    match s.read_whole(k, 99_999).await.unwrap() {
+        Whole::TooLarge(info) => assert_eq!(info.size, 100_000),
+        other => panic!("expected too large, got {other:?}"),
+    }
+    assert!(matches!(
+        s.read_whole("tenants/t/assets/none/x.ts", 10).await,
+        Err(Error::NotFound { .. })
+    ));
 
     // Overwrite replaces the whole object.
     s.put(k, Bytes::from_static(b"short")).await.unwrap();

@@ -131,7 +131,11 @@ def test_ffmpeg_push_plays_live_then_as_vod(live_server, key, variant, extra):
         assert "/live/index.m3u8" in url
         r = requests.get(url, timeout=10)  # no headers: a player's request
         assert r.status_code == 200
-        assert r.headers["cache-control"] == "public, max-age=1"
+        # Fresh for half a target duration, then stale-while-revalidate for one more.
+        td = int(tag_value(r.text, "#EXT-X-TARGETDURATION"))
+        assert r.headers["cache-control"] == (
+            f"public, max-age={td // 2}, stale-while-revalidate={td}"
+        )
         assert r.headers["access-control-allow-origin"] == "*"
         assert "#EXT-X-ENDLIST" not in r.text
         entries = media_entries(r.text)
