@@ -30,6 +30,57 @@ enum Command {
     Worker(Common),
     /// Upload files to a Sluice server with tus (resumable, parallel, with progress).
     Upload(upload::UploadArgs),
+    /// Configuration for a caching edge in front of Sluice.
+    #[command(subcommand)]
+    Edge(EdgeCommand),
+}
+
+#[derive(Subcommand)]
+enum EdgeCommand {
+    /// Print a complete nginx configuration for a caching edge (`nginx -c FILE` runs it):
+    /// one cache entry per object whatever the viewer's token, tokens checked at the edge,
+    /// concurrent misses collapsed into one origin request, a purge path.
+    Nginx(EdgeNginx),
+}
+
+#[derive(Args)]
+struct EdgeNginx {
+    /// The Sluice gateway the edge fetches from. Default: the config's `public_url`, else
+    /// http:// and its listen address.
+    #[arg(long)]
+    origin: Option<String>,
+    /// Where the edge listens (HOST:PORT).
+    #[arg(long)]
+    listen: String,
+    /// The edge's cache, logs and temporary files (an absolute path).
+    #[arg(long)]
+    cache_dir: PathBuf,
+    /// Largest size of the cache on disk (nginx syntax: 512m, 10g).
+    #[arg(long, default_value = "10g")]
+    max_size: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn edge_nginx(a: EdgeNginx) -> anyhow::Result<()> {
+    let origin = match a.origin {
+        Some(o) => o,
+        None => {
+            let config = a.common.load()?;
+            match config.public_url {
+                Some(u) => u,
+                None => format!("http://{}", config.addr),
+            }
+        }
+    };
+    let text = sluice_cdn::nginx::render(&sluice_cdn::nginx::EdgeOptions {
+        origin,
+        listen: a.listen,
+        cache_dir: a.cache_dir,
+        max_size: a.max_size,
+    })?;
+    print!("{text}");
+    Ok(())
 }
 
 #[derive(Args)]
@@ -234,6 +285,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Edge(EdgeCommand::Nginx(a)) = cli.command {
+        return edge_nginx(a);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -242,6 +296,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(c) => serve(c).await,
             Command::Worker(c) => worker(c).await,
             Command::Upload(a) => Ok(upload::run(a).await?),
+            Command::Edge(_) => unreachable!("answered before the runtime starts"),
         }
     })
 }

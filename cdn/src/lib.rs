@@ -8,6 +8,7 @@
 //! needs no headers and no query strings, and a caching edge keys on the plain path. The
 //! gateway's `paths` module is the one place that writes and reads this path.
 
+pub mod nginx;
 pub mod token;
 
 pub use token::{PlaybackSigner, TokenError};

@@ -51,6 +51,27 @@ impl Engine {
         })
     }
 
+    /// Check a playback token for an asset and answer when it expires (unix seconds): a
+    /// caching edge keeps its verdict no longer than that.
+    pub fn playback_expires(&self, tenant: &str, asset: &str, token: &str) -> Result<u64> {
+        let resource = format!("{tenant}/{asset}");
+        Ok(self
+            .inner
+            .signer
+            .verify(&resource, token, (self.now_ms() / 1000) as u64)?)
+    }
+
+    /// The object key of a playback entry, for an admin fetching it without a token (an
+    /// edge purge); the entry is validated like a viewer's.
+    pub fn playback_object(&self, tenant: &str, asset: &str, entry: &str) -> Result<String> {
+        Ok(keys::playback_object(tenant, asset, entry)?)
+    }
+
+    /// Unix seconds now, by the engine's clock.
+    pub fn now_s(&self) -> u64 {
+        (self.now_ms() / 1000) as u64
+    }
+
     /// Check a playback request and return the object key it names. No database access:
     /// the token binds tenant and asset, so the segment hot path is pure computation.
     pub fn resolve_playback(

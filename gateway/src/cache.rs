@@ -9,10 +9,11 @@
 //! key make one storage read, the other callers wait for it.
 //!
 //! Compressed variants of text objects (playlists, WebVTT) are made once, at load time.
-//! Each entry lives for a time that depends on its kind ([`ttl`]): a live playlist half a
-//! second, so scale-out gateways never serve a playlist much older than the encoder's;
-//! VOD playlists a few seconds, so a rendition re-run shows; immutable objects ten
-//! minutes, so an object removed from the store stops being served on every gateway.
+//! Each entry lives for a time that depends on its kind ([`ttl`]): a live playlist not at
+//! all (only concurrent requests share its read: it changes with every segment, and the
+//! edge in front caches it for half a target duration anyway); VOD playlists a few
+//! seconds, so a rendition re-run shows; immutable objects ten minutes, so an object
+//! removed from the store stops being served on every gateway.
 //! Objects larger than the per-object cap are remembered as "stream it" (their metadata
 //! only) and streamed from the store on each request.
 
@@ -31,7 +32,9 @@ use sluice_storage::{ObjectInfo, Storage, Whole};
 /// How long an entry of each kind stays in the cache.
 pub fn ttl(policy: CachePolicy) -> Duration {
     match policy {
-        CachePolicy::LivePlaylist => Duration::from_millis(500),
+        // Not kept: concurrent requests share one read, and the next request reads
+        // again, so a viewer never gets a playlist older than the encoder's last PUT.
+        CachePolicy::LivePlaylist => Duration::ZERO,
         CachePolicy::VodPlaylist => Duration::from_secs(5),
         CachePolicy::ImmutableSegment | CachePolicy::NoStore => Duration::from_secs(600),
     }

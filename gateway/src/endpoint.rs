@@ -82,6 +82,18 @@ pub enum Endpoint<'a> {
     DeletePreset,
     /// `GET` or `HEAD` on `/v1/play/{tenant}/{asset}/{token}/{entry…}`
     Play(PlaybackPath<'a>),
+    /// `GET /v1/edge/verify`: a caching edge asks whether the playback URL in its
+    /// `X-Original-URI` header may be served (the edge caches the verdict).
+    EdgeVerify,
+    /// `GET /v1/edge/admin`: 204 for the admin key, so an edge can guard its purge path.
+    EdgeAdmin,
+    /// `GET` or `HEAD` on `/v1/edge/objects/{tenant}/{asset}/{entry…}` (admin): a playback
+    /// object without a token and fresh from the store, what an edge purge refetches.
+    EdgeObject {
+        tenant: &'a str,
+        asset: &'a str,
+        entry: &'a str,
+    },
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
     NotFound(Route),
@@ -191,6 +203,23 @@ impl<'a> Endpoint<'a> {
                 (&M::POST, &[id, "playback"]) => E::LivePlayback { id },
                 _ => E::NotFound(Route::Live),
             },
+            ["v1", "edge", "verify"] => only(M::GET, E::EdgeVerify, Route::EdgeVerify),
+            ["v1", "edge", "admin"] => only(M::GET, E::EdgeAdmin, Route::Edge),
+            ["v1", "edge", "objects", ..] => {
+                let mut parts = path.splitn(6, '/').skip(3);
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(tenant), Some(asset), Some(entry))
+                        if matches!(*method, M::GET | M::HEAD) && !entry.is_empty() =>
+                    {
+                        E::EdgeObject {
+                            tenant,
+                            asset,
+                            entry,
+                        }
+                    }
+                    _ => E::NotFound(Route::Edge),
+                }
+            }
             ["v1", "preset"] => match *method {
                 M::GET => E::GetPreset,
                 M::PUT => E::PutPreset,
@@ -237,6 +266,8 @@ impl<'a> Endpoint<'a> {
             E::GetPreset | E::PutPreset | E::DeletePreset => Route::Preset,
             E::Play(p) if p.entry.ends_with(".m3u8") => Route::PlayPlaylist,
             E::Play(_) => Route::PlaySegment,
+            E::EdgeVerify => Route::EdgeVerify,
+            E::EdgeAdmin | E::EdgeObject { .. } => Route::Edge,
             E::NotFound(r) => *r,
         }
     }
@@ -265,6 +296,10 @@ pub enum Route {
     Preset,
     PlayPlaylist,
     PlaySegment,
+    /// A caching edge's token check.
+    EdgeVerify,
+    /// A caching edge's admin check and purge refetch.
+    Edge,
     /// A path Sluice does not know.
     Other,
 }
@@ -314,7 +349,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 21] = [
+    pub const ALL: [Route; 23] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -335,6 +370,8 @@ impl Route {
         Route::Preset,
         Route::PlayPlaylist,
         Route::PlaySegment,
+        Route::EdgeVerify,
+        Route::Edge,
         Route::Other,
     ];
 
@@ -362,6 +399,8 @@ impl Route {
             Route::Preset => "preset",
             Route::PlayPlaylist => "play_playlist",
             Route::PlaySegment => "play_segment",
+            Route::EdgeVerify => "edge_verify",
+            Route::Edge => "edge",
             Route::Other => "other",
         }
     }
@@ -387,7 +426,8 @@ impl Route {
             | Route::Readyz
             | Route::LiveIngest
             | Route::PlayPlaylist
-            | Route::PlaySegment => Credentials::None,
+            | Route::PlaySegment
+            | Route::EdgeVerify => Credentials::None,
             Route::Metrics => Credentials::NoneButNoDevice,
             Route::TusCreate
             | Route::TusPatch
@@ -403,6 +443,7 @@ impl Route {
             | Route::Devices
             | Route::Live
             | Route::Preset
+            | Route::Edge
             | Route::Other => Credentials::Key,
         }
     }
@@ -415,7 +456,7 @@ impl Route {
             | Route::TusOther
             | Route::RawUpload
             | Route::LiveIngest => RouteClass::Ingest,
-            Route::PlayPlaylist | Route::PlaySegment => RouteClass::Playback,
+            Route::PlayPlaylist | Route::PlaySegment | Route::EdgeVerify => RouteClass::Playback,
             Route::Healthz | Route::Readyz | Route::Metrics => RouteClass::Ops,
             Route::Tenants
             | Route::AssetSource
@@ -426,6 +467,7 @@ impl Route {
             | Route::Devices
             | Route::Live
             | Route::Preset
+            | Route::Edge
             | Route::Other => RouteClass::Admin,
         }
     }

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod edge;
 pub mod endpoint;
 pub mod error;
 pub mod ingest;
@@ -193,6 +194,13 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
         E::PutPreset => admin::put_preset(app, req).await,
         E::DeletePreset => admin::delete_preset(app, &req).await,
         E::Play(p) => playback::serve(app, p.tenant, p.asset, p.token, p.entry, &req).await,
+        E::EdgeVerify => edge::verify(app, &req).await,
+        E::EdgeAdmin => edge::admin(app, &req).await,
+        E::EdgeObject {
+            tenant,
+            asset,
+            entry,
+        } => edge::object(app, tenant, asset, entry, &req).await,
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),

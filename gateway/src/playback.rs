@@ -227,10 +227,15 @@ pub async fn serve<B>(
     req: &Request<B>,
 ) -> ApiResult {
     let key = app.engine.resolve_playback(tenant, asset, token, rel)?;
+    serve_object(app, &key, rel, req).await
+}
+
+/// Serve the playback object at storage `key`, whose entry name is `rel`.
+pub async fn serve_object<B>(app: &App, key: &str, rel: &str, req: &Request<B>) -> ApiResult {
     let policy = CachePolicy::for_playback_path(rel);
-    match app.cache.get(&app.storage, &key, policy).await? {
+    match app.cache.get(&app.storage, key, policy).await? {
         Found::Memory(obj) => Ok(from_memory(&obj, rel, req)),
-        Found::Stream(info) => from_store(app, &key, rel, &info, policy, req).await,
+        Found::Stream(info) => from_store(app, key, rel, &info, policy, req).await,
     }
 }
 

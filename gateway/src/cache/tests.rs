@@ -81,7 +81,7 @@ fn text_gets_compressed_variants_that_decompress_to_the_original() {
 
 #[test]
 fn entries_live_by_kind() {
-    assert_eq!(ttl(CachePolicy::LivePlaylist), Duration::from_millis(500));
+    assert_eq!(ttl(CachePolicy::LivePlaylist), Duration::ZERO);
     assert_eq!(
         policy_for_key("tenants/t/assets/a/live/index.m3u8"),
         CachePolicy::LivePlaylist
@@ -138,6 +138,25 @@ fn concurrent_misses_read_the_store_once() {
             .sum()
     };
     assert_eq!(counter("sluice_storage_reads_total"), 1);
+}
+
+/// A live playlist is read again by the next request: never older than the last write.
+#[tokio::test]
+async fn a_live_playlist_is_read_again_after_a_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::local(dir.path()).unwrap();
+    let cache = PlaybackCache::new(1 << 20, 1000);
+    let key = "tenants/t/assets/a/live/index.m3u8";
+    for text in [
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:4\n",
+    ] {
+        storage.put(key, Bytes::from(text)).await.unwrap();
+        match cache.get(&storage, key, CachePolicy::LivePlaylist).await {
+            Ok(Found::Memory(o)) => assert_eq!(o.body, text),
+            other => panic!("expected memory, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -341,6 +341,43 @@ fn requests_no_handler_answers_keep_their_route() {
         ("GET", "/healthzz", E::NotFound(R::Other), "other"),
         ("POST", "/v1/tenants/x", E::NotFound(R::Other), "other"),
         ("GET", "/v1/preset/x", E::NotFound(R::Other), "other"),
+        ("GET", "/v1/edge/verify", E::EdgeVerify, "edge_verify"),
+        (
+            "POST",
+            "/v1/edge/verify",
+            E::NotFound(R::EdgeVerify),
+            "edge_verify",
+        ),
+        ("GET", "/v1/edge/admin", E::EdgeAdmin, "edge"),
+        (
+            "GET",
+            "/v1/edge/objects/T/A/720p/seg_00001.ts",
+            E::EdgeObject {
+                tenant: "T",
+                asset: "A",
+                entry: "720p/seg_00001.ts",
+            },
+            "edge",
+        ),
+        (
+            "HEAD",
+            "/v1/edge/objects/T/A/master.m3u8",
+            E::EdgeObject {
+                tenant: "T",
+                asset: "A",
+                entry: "master.m3u8",
+            },
+            "edge",
+        ),
+        ("GET", "/v1/edge/objects/T/A", E::NotFound(R::Edge), "edge"),
+        ("GET", "/v1/edge/objects/T/A/", E::NotFound(R::Edge), "edge"),
+        (
+            "DELETE",
+            "/v1/edge/objects/T/A/x.ts",
+            E::NotFound(R::Edge),
+            "edge",
+        ),
+        ("GET", "/v1/edge", E::NotFound(R::Other), "other"),
     ]);
 }
 
@@ -370,6 +407,8 @@ fn labels_are_the_dashboards_names() {
             "preset",
             "play_playlist",
             "play_segment",
+            "edge_verify",
+            "edge",
             "other",
         ]
     );
@@ -401,6 +440,8 @@ fn what_each_route_decides() {
         (Route::Preset, true, C::Key, K::Admin),
         (Route::PlayPlaylist, true, C::None, K::Playback),
         (Route::PlaySegment, false, C::None, K::Playback),
+        (Route::EdgeVerify, true, C::None, K::Playback),
+        (Route::Edge, true, C::Key, K::Admin),
         (Route::Other, true, C::Key, K::Admin),
     ];
     assert_eq!(table.map(|t| t.0), Route::ALL);
@@ -428,6 +469,7 @@ fn what_each_route_decides() {
             "live_ingest",
             "play_playlist",
             "play_segment",
+            "edge_verify",
         ]
     );
 }
