@@ -19,8 +19,9 @@ APT_PACKAGES=(
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
 )
 if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
-  # Headless browser for the hls.js playback tests (driven by Playwright, tests/e2e).
-  APT_PACKAGES+=(chromium)
+  # Headless browser for the hls.js playback tests (driven by Playwright, tests/e2e), and
+  # nginx for the caching-edge tests (the configuration `sluice edge nginx` writes).
+  APT_PACKAGES+=(chromium nginx)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
