@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec target/debug/sluice serve "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/sluice" serve "$@"

@@ -61,5 +61,7 @@ if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
   # instead of compiling the dependency graph a second time.
   cargo build --locked --workspace --all-targets
 else
-  cargo build --locked --bin sluice
+  # What users run is what must be fast: an optimised build (the playback path in a debug
+  # build serves a fraction of the requests).
+  cargo build --locked --release --bin sluice
 fi
