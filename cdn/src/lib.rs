@@ -23,6 +23,12 @@ pub enum CachePolicy {
     VodPlaylist,
     /// Live playlists change every segment.
     LivePlaylist,
+    /// The watch page: the same for every viewer of a playlist, but it names the player's
+    /// files by their current fingerprints, so a new release must reach viewers soon.
+    WatchPage,
+    /// The player's own files (hls.js, the page's script and style), served under names that
+    /// carry a fingerprint of their bytes: a changed file gets a new name.
+    FingerprintedAsset,
     /// API responses and anything per-user.
     NoStore,
 }
@@ -34,6 +40,8 @@ impl CachePolicy {
             CachePolicy::ImmutableSegment => "public, max-age=31536000, immutable",
             CachePolicy::VodPlaylist => "public, max-age=60",
             CachePolicy::LivePlaylist => "public, max-age=1",
+            CachePolicy::WatchPage => "public, max-age=300",
+            CachePolicy::FingerprintedAsset => "public, max-age=31536000, immutable",
             CachePolicy::NoStore => "no-store",
         }
     }
@@ -93,6 +101,11 @@ mod tests {
         assert_eq!(
             CachePolicy::LivePlaylist.header_value(),
             "public, max-age=1"
+        );
+        assert_eq!(CachePolicy::WatchPage.header_value(), "public, max-age=300");
+        assert_eq!(
+            CachePolicy::FingerprintedAsset.header_value(),
+            "public, max-age=31536000, immutable"
         );
     }
 }
