@@ -24,8 +24,9 @@ if ! command -v npm >/dev/null 2>&1; then
   APT_PACKAGES+=(nodejs npm)
 fi
 if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
-  # Headless browser for the hls.js playback tests (driven by Playwright, tests/e2e).
-  APT_PACKAGES+=(chromium)
+  # Headless browser for the hls.js playback tests (driven by Playwright, tests/e2e), and
+  # nginx as the caching edge the watch page is tested through.
+  APT_PACKAGES+=(chromium nginx)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
