@@ -24,12 +24,13 @@ fn main() {
             dir.join("web/package-lock.json").display()
         );
         println!("cargo:rerun-if-changed={}", hls.display());
-        panic!(
-            "\n\nthe watch page's player library is missing: {}\n\
-             run scripts/setup.sh (it installs hls.js from gateway/web/package-lock.json with npm),\n\
-             or `cd gateway/web && npm ci`, or point SLUICE_HLS_JS at an hls.min.js\n\n",
+        println!(
+            "cargo::error=the watch page's player library is missing ({}): run scripts/setup.sh, \
+             which installs hls.js from gateway/web/package-lock.json with npm (or run \
+             `npm ci` in gateway/web, or set SLUICE_HLS_JS to an hls.min.js)",
             hls.display()
         );
+        return;
     }
     embed("HLS", &hls, "hls", "js");
     embed("JS", &dir.join("web/watch.js"), "watch", "js");
