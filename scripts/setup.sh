@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything Sluice needs on a fresh Debian 12 machine, skipping what is already
 # there: system packages (GStreamer 1.22 + plugins and its Python bindings, ffmpeg for
-# validation, PostgreSQL for the scale-out tests), the Python and Node test clients, Garage
-# (S3-compatible store for the S3 tests), and the build. Safe to run again.
+# validation, PostgreSQL for the scale-out tests), the watch page's player (hls.js, from
+# npm), the Python and Node test clients, Garage (S3-compatible store for the S3 tests), and
+# the build. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +19,14 @@ APT_PACKAGES=(
   # GStreamer from the system Python, for the hlssink2 live-push test (tests/e2e/tools/)
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
 )
+# npm installs hls.js, which the build embeds in the binary for the watch page.
+if ! command -v npm >/dev/null 2>&1; then
+  APT_PACKAGES+=(nodejs npm)
+fi
 if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
   # Headless browser for the hls.js playback tests (driven by Playwright, tests/e2e), and
-  # nginx for the caching-edge tests (the configuration `sluice edge nginx` writes).
+  # nginx for the caching-edge tests (the configuration `sluice edge nginx` writes,
+  # which the watch page is tested through too).
   APT_PACKAGES+=(chromium nginx)
 fi
 missing=()
@@ -31,6 +37,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing system packages: ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The watch page's player, from gateway/web/package-lock.json (gateway/build.rs embeds it).
+# Reinstalled whenever the lock file changed since the last install (a stamp copy of it).
+if ! cmp -s gateway/web/package-lock.json gateway/web/node_modules/.sluice-lock; then
+  echo "==> installing the watch page's player (hls.js)"
+  (cd gateway/web && npm ci --silent --no-audit --no-fund && cp package-lock.json node_modules/.sluice-lock)
 fi
 
 if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then

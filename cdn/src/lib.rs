@@ -23,6 +23,12 @@ pub enum CachePolicy {
     VodPlaylist,
     /// Live playlists change every segment: see [`live_playlist_header`].
     LivePlaylist,
+    /// The watch page: the same for every viewer of a playlist, but it names the player's
+    /// files by their current fingerprints, so a new release must reach viewers soon.
+    WatchPage,
+    /// The player's own files (hls.js, the page's script and style), served under names that
+    /// carry a fingerprint of their bytes: a changed file gets a new name.
+    FingerprintedAsset,
     /// API responses and anything per-user.
     NoStore,
 }
@@ -38,6 +44,8 @@ impl CachePolicy {
             }
             // Without a known target duration: the shortest useful lifetime.
             CachePolicy::LivePlaylist => "public, max-age=1, stale-while-revalidate=2",
+            CachePolicy::WatchPage => "public, max-age=300",
+            CachePolicy::FingerprintedAsset => "public, max-age=31536000, immutable",
             CachePolicy::NoStore => "no-store",
         }
     }
@@ -122,6 +130,11 @@ mod tests {
         assert_eq!(
             live_playlist_header(None),
             "public, max-age=1, stale-while-revalidate=2"
+        );
+        assert_eq!(CachePolicy::WatchPage.header_value(), "public, max-age=300");
+        assert_eq!(
+            CachePolicy::FingerprintedAsset.header_value(),
+            "public, max-age=31536000, immutable"
         );
     }
 }

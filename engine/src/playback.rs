@@ -81,10 +81,17 @@ impl Engine {
         token: &str,
         rel: &str,
     ) -> Result<String> {
+        self.verify_playback(tenant, asset, token)?;
+        Ok(keys::playback_object(tenant, asset, rel)?)
+    }
+
+    /// Check a playback token alone, for what a playback URL serves that is no object of
+    /// the asset (the watch page's player files). No database access.
+    pub fn verify_playback(&self, tenant: &str, asset: &str, token: &str) -> Result<()> {
         let resource = format!("{tenant}/{asset}");
         self.inner
             .signer
             .verify(&resource, token, (self.now_ms() / 1000) as u64)?;
-        Ok(keys::playback_object(tenant, asset, rel)?)
+        Ok(())
     }
 }

@@ -162,7 +162,8 @@ pub async fn create_playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiR
     Ok(playback_response(&base, &grant))
 }
 
-/// The answer to a playback request (asset or live): the URL a player opens, and until when.
+/// The answer to a playback request (asset or live): the URL a player opens, the watch page
+/// that plays it, and until when both work.
 pub(crate) fn playback_response(
     base: &str,
     grant: &sluice_engine::PlaybackGrant,
@@ -171,6 +172,7 @@ pub(crate) fn playback_response(
         StatusCode::OK,
         &serde_json::json!({
             "url": format!("{base}{}", crate::paths::playback(grant)),
+            "watch_url": format!("{base}{}", crate::paths::watch(grant)),
             "expires_at": sluice_engine::rfc3339_s(grant.expires),
         }),
     )

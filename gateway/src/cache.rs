@@ -35,8 +35,10 @@ pub fn ttl(policy: CachePolicy) -> Duration {
         // Not kept: concurrent requests share one read, and the next request reads
         // again, so a viewer never gets a playlist older than the encoder's last PUT.
         CachePolicy::LivePlaylist => Duration::ZERO,
-        CachePolicy::VodPlaylist => Duration::from_secs(5),
-        CachePolicy::ImmutableSegment | CachePolicy::NoStore => Duration::from_secs(600),
+        CachePolicy::VodPlaylist | CachePolicy::WatchPage => Duration::from_secs(5),
+        CachePolicy::ImmutableSegment
+        | CachePolicy::FingerprintedAsset
+        | CachePolicy::NoStore => Duration::from_secs(600),
     }
 }
 

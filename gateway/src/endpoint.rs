@@ -12,7 +12,7 @@
 
 use http::Method;
 
-use crate::paths::{self, IngestPath, PlaybackPath};
+use crate::paths::{self, IngestPath, PlayEntry, PlaybackPath};
 
 /// What a request asks for, with its path parameters (borrowed from the path, never
 /// percent-decoded).
@@ -80,7 +80,7 @@ pub enum Endpoint<'a> {
     PutPreset,
     /// `DELETE /v1/preset`
     DeletePreset,
-    /// `GET` or `HEAD` on `/v1/play/{tenant}/{asset}/{token}/{entry…}`
+    /// `GET` or `HEAD` on `/v1/play/{tenant}/{asset}/{token}/{entry…}`: a published object.
     Play(PlaybackPath<'a>),
     /// `GET /v1/edge/verify`: a caching edge asks whether the playback URL in its
     /// `X-Original-URI` header may be served (the edge caches the verdict).
@@ -93,6 +93,18 @@ pub enum Endpoint<'a> {
         tenant: &'a str,
         asset: &'a str,
         entry: &'a str,
+    },
+    /// `GET` or `HEAD` on `/v1/play/{tenant}/{asset}/{token}/{stem}.watch.html`: the watch
+    /// page of the playlist `{stem}.m3u8`.
+    WatchPage {
+        path: PlaybackPath<'a>,
+        playlist_stem: &'a str,
+    },
+    /// `GET` or `HEAD` on `/v1/play/{tenant}/{asset}/{token}/{name}.js|css`: one of the
+    /// watch page's own files.
+    PlayerFile {
+        path: PlaybackPath<'a>,
+        name: &'a str,
     },
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
@@ -133,10 +145,24 @@ impl<'a> Endpoint<'a> {
         // Playback first, and without collecting segments: viewers make this request for
         // every segment. No other route starts with `v1/play`.
         if path == "v1/play" || path.starts_with("v1/play/") {
+            let read = matches!(*method, M::GET | M::HEAD);
             return match paths::parse_playback(path) {
-                Some(p) if matches!(*method, M::GET | M::HEAD) => E::Play(p),
-                _ if path.ends_with(".m3u8") => E::NotFound(Route::PlayPlaylist),
-                _ => E::NotFound(Route::PlaySegment),
+                Some(p) => match (paths::play_entry(p.entry), read) {
+                    (PlayEntry::Object, true) => E::Play(p),
+                    (PlayEntry::WatchPage { playlist_stem }, true) => E::WatchPage {
+                        path: p,
+                        playlist_stem,
+                    },
+                    (PlayEntry::PlayerFile(name), true) => E::PlayerFile { path: p, name },
+                    (PlayEntry::WatchPage { .. }, false) => E::NotFound(Route::WatchPage),
+                    (PlayEntry::PlayerFile(_), false) => E::NotFound(Route::PlayerFile),
+                    (PlayEntry::Object, false) if path.ends_with(".m3u8") => {
+                        E::NotFound(Route::PlayPlaylist)
+                    }
+                    (PlayEntry::Object, false) => E::NotFound(Route::PlaySegment),
+                },
+                None if path.ends_with(".m3u8") => E::NotFound(Route::PlayPlaylist),
+                None => E::NotFound(Route::PlaySegment),
             };
         }
         let only = |wanted: M, e: Endpoint<'a>, r: Route| {
@@ -268,6 +294,8 @@ impl<'a> Endpoint<'a> {
             E::Play(_) => Route::PlaySegment,
             E::EdgeVerify => Route::EdgeVerify,
             E::EdgeAdmin | E::EdgeObject { .. } => Route::Edge,
+            E::WatchPage { .. } => Route::WatchPage,
+            E::PlayerFile { .. } => Route::PlayerFile,
             E::NotFound(r) => *r,
         }
     }
@@ -300,6 +328,10 @@ pub enum Route {
     EdgeVerify,
     /// A caching edge's admin check and purge refetch.
     Edge,
+    /// The watch page of a playlist.
+    WatchPage,
+    /// The watch page's scripts and style sheet.
+    PlayerFile,
     /// A path Sluice does not know.
     Other,
 }
@@ -349,7 +381,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 23] = [
+    pub const ALL: [Route; 25] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -372,6 +404,8 @@ impl Route {
         Route::PlaySegment,
         Route::EdgeVerify,
         Route::Edge,
+        Route::WatchPage,
+        Route::PlayerFile,
         Route::Other,
     ];
 
@@ -401,6 +435,8 @@ impl Route {
             Route::PlaySegment => "play_segment",
             Route::EdgeVerify => "edge_verify",
             Route::Edge => "edge",
+            Route::WatchPage => "watch_page",
+            Route::PlayerFile => "player_file",
             Route::Other => "other",
         }
     }
@@ -427,7 +463,9 @@ impl Route {
             | Route::LiveIngest
             | Route::PlayPlaylist
             | Route::PlaySegment
-            | Route::EdgeVerify => Credentials::None,
+            | Route::EdgeVerify
+            | Route::WatchPage
+            | Route::PlayerFile => Credentials::None,
             Route::Metrics => Credentials::NoneButNoDevice,
             Route::TusCreate
             | Route::TusPatch
@@ -456,7 +494,11 @@ impl Route {
             | Route::TusOther
             | Route::RawUpload
             | Route::LiveIngest => RouteClass::Ingest,
-            Route::PlayPlaylist | Route::PlaySegment | Route::EdgeVerify => RouteClass::Playback,
+            Route::PlayPlaylist
+            | Route::PlaySegment
+            | Route::EdgeVerify
+            | Route::WatchPage
+            | Route::PlayerFile => RouteClass::Playback,
             Route::Healthz | Route::Readyz | Route::Metrics => RouteClass::Ops,
             Route::Tenants
             | Route::AssetSource

@@ -4,7 +4,7 @@
 //! auth → router. The router parses each request once into an [`endpoint::Endpoint`] (the
 //! one table of routes, with each route's label, deadline, credentials and class) and
 //! dispatches on it. Handlers are grouped by surface: [`ingest`] (tus uploads),
-//! [`playback`] (HLS for viewers), [`admin`] (tenants, assets, jobs), [`live`] (live
+//! [`playback`] (HLS for viewers) and [`watch`] (the watch page), [`admin`] (tenants, assets, jobs), [`live`] (live
 //! push) and the operational endpoints (health, readiness, metrics) here. URL paths handed
 //! to clients are written and read in [`paths`]; errors become responses only in [`error`].
 
@@ -20,6 +20,7 @@ pub mod live;
 pub mod paths;
 pub mod playback;
 mod tus;
+pub mod watch;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,7 +34,6 @@ use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_engine::{Engine, Principal};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
@@ -201,6 +201,11 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
             asset,
             entry,
         } => edge::object(app, tenant, asset, entry, &req).await,
+        E::WatchPage {
+            path,
+            playlist_stem,
+        } => watch::serve_page(app, &path, playlist_stem, &req),
+        E::PlayerFile { path, name } => watch::serve_file(app, &path, name, &req),
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),
@@ -324,7 +329,7 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let cfg = app.engine.config().gateway.clone();
     let grace = Duration::from_secs(cfg.shutdown_grace_s);

@@ -9,6 +9,13 @@
 //!   that every relative URI inside a playlist (`720p/index.m3u8`, `seg_00001.ts`) inherits
 //!   it: a player needs no headers and no query string, and a caching edge keys on the plain
 //!   path. The entry may have several segments (`720p/seg_00001.ts`, `live/index.m3u8`).
+//! - Watch page: beside the playlist it plays, under the same token:
+//!   `/v1/play/{tenant}/{asset}/{token}/{dir/}{name}.watch.html` plays `{dir/}{name}.m3u8`
+//!   (`master.watch.html`, `live/index.watch.html`). The page names everything it loads
+//!   with relative URLs (the playlist, `poster.jpg`, the player's scripts at the root of the
+//!   prefix), so it works unchanged through a proxy or edge that forwards paths as they are.
+//!   The player's own files are `{name}.{hash}.js|css` at the root of the prefix
+//!   ([`PlayEntry::PlayerFile`]); no published object ends in `.html`, `.js` or `.css`.
 //! - Live ingest: `/v1/live/{stream}/ingest/{token}/{file…}`. Handed out as the directory
 //!   (ending in `/`); the encoder appends its playlist and segment names.
 //! - tus uploads: `/v1/uploads/{id}`; raw uploads answer `Location: /v1/assets/{id}`.
@@ -27,6 +34,48 @@ pub struct PlaybackPath<'a> {
     pub token: &'a str,
     /// The rest of the path, slashes included (`720p/seg_00001.ts`); never empty.
     pub entry: &'a str,
+}
+
+/// What the entry of a playback path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlayEntry<'a> {
+    /// A published object: playlist, segment, picture, storyboard.
+    Object,
+    /// The watch page of the playlist `{playlist_stem}.m3u8` (the stem keeps its directory).
+    WatchPage { playlist_stem: &'a str },
+    /// One of the player's own files (script, style sheet), by its name at the root.
+    PlayerFile(&'a str),
+}
+
+/// The suffix that turns a playlist's stem into its watch page.
+const WATCH_SUFFIX: &str = ".watch.html";
+
+/// Classify the entry of a playback path (already split off by [`parse_playback`]).
+pub fn play_entry(entry: &str) -> PlayEntry<'_> {
+    if let Some(stem) = entry.strip_suffix(WATCH_SUFFIX) {
+        return PlayEntry::WatchPage {
+            playlist_stem: stem,
+        };
+    }
+    if !entry.contains('/') && (entry.ends_with(".js") || entry.ends_with(".css")) {
+        return PlayEntry::PlayerFile(entry);
+    }
+    PlayEntry::Object
+}
+
+/// The path of the watch page that plays a grant's playlist.
+pub fn watch(g: &PlaybackGrant) -> String {
+    let stem = g.entry.strip_suffix(".m3u8").unwrap_or(&g.entry);
+    format!(
+        "/v1/play/{}/{}/{}/{stem}{WATCH_SUFFIX}",
+        g.tenant, g.asset, g.token
+    )
+}
+
+/// The relative URL from an entry's directory back to the root of the playback prefix
+/// (`""` for `master.watch.html`, `"../"` for `live/index.watch.html`).
+pub fn up_to_root(entry: &str) -> String {
+    "../".repeat(entry.matches('/').count())
 }
 
 /// A live ingest request's path, as the router reads it.
@@ -137,6 +186,65 @@ mod tests {
                 .entry,
             "live/index.m3u8"
         );
+    }
+
+    #[test]
+    fn watch_pages_sit_beside_their_playlists() {
+        let path = watch(&grant("master.m3u8"));
+        assert_eq!(
+            path,
+            "/v1/play/01TEN/01ASSET/1700000000-AbC_d-9/master.watch.html"
+        );
+        let p = parse_playback(&path).unwrap();
+        assert_eq!(p.token, "1700000000-AbC_d-9");
+        assert_eq!(
+            play_entry(p.entry),
+            PlayEntry::WatchPage {
+                playlist_stem: "master"
+            }
+        );
+        assert_eq!(up_to_root(p.entry), "");
+        let live = watch(&grant("live/index.m3u8"));
+        assert!(live.ends_with("/1700000000-AbC_d-9/live/index.watch.html"));
+        let entry = parse_playback(&live).unwrap().entry;
+        assert_eq!(
+            play_entry(entry),
+            PlayEntry::WatchPage {
+                playlist_stem: "live/index"
+            }
+        );
+        assert_eq!(up_to_root(entry), "../");
+        // The stem keeps its dots; only the suffix is taken off.
+        assert_eq!(
+            play_entry("live/cam.v2.watch.html"),
+            PlayEntry::WatchPage {
+                playlist_stem: "live/cam.v2"
+            }
+        );
+    }
+
+    #[test]
+    fn player_files_and_objects() {
+        assert_eq!(
+            play_entry("hls.0123456789ab.js"),
+            PlayEntry::PlayerFile("hls.0123456789ab.js")
+        );
+        assert_eq!(
+            play_entry("watch.0123456789ab.css"),
+            PlayEntry::PlayerFile("watch.0123456789ab.css")
+        );
+        // Player files live at the root only; deeper, a name is an object like any other.
+        assert_eq!(play_entry("live/hls.0123456789ab.js"), PlayEntry::Object);
+        for object in [
+            "master.m3u8",
+            "720p/seg_00001.ts",
+            "poster.jpg",
+            "storyboard.vtt",
+            "live/index.m3u8",
+            "watch.html.ts",
+        ] {
+            assert_eq!(play_entry(object), PlayEntry::Object, "{object}");
+        }
     }
 
     #[test]

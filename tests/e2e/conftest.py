@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import urllib.parse
 import time
 from pathlib import Path
 
@@ -251,3 +252,48 @@ def pytest_collection_finish(session):
         raise pytest.UsageError(
             f"only {len(session.items)} black-box tests collected; the suite has at least {floor}"
         )
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+class Edge:
+    def __init__(self, origin_url):
+        # World-writable: nginx's workers drop root for `nobody` when started as root.
+        self.dir = tempfile.mkdtemp(prefix="sluice-edge-")
+        os.chmod(self.dir, 0o777)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        conf = subprocess.run(
+            [BIN, "edge", "nginx", "--origin", origin_url, "--listen", f"127.0.0.1:{self.port}",
+             "--cache-dir", self.dir, "--max-size", "1g"],
+            capture_output=True, check=True, timeout=30,
+        ).stdout
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        with open(self.conf, "wb") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen([NGINX, "-c", self.conf, "-g", "daemon off;"],
+                                     stderr=subprocess.PIPE)
+        wait_for(lambda: self._up(), 15, "nginx listening")
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"nginx exited: {self.proc.stderr.read().decode()}")
+        try:
+            requests.get(f"{self.url}/healthz", timeout=2)
+            return True
+        except requests.ConnectionError:
+            return False
+
+    def via(self, url):
+        """The same URL with the origin's scheme, host and port replaced by the edge's."""
+        p = urllib.parse.urlsplit(url)
+        return urllib.parse.urlunsplit(("http", f"127.0.0.1:{self.port}", p.path, p.query, ""))
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)

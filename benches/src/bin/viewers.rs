@@ -42,7 +42,10 @@ fn args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        let n = || v.parse::<u64>().unwrap_or_else(|_| panic!("{flag}: not a number"));
+        let n = || {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{flag}: not a number"))
+        };
         match flag.as_str() {
             "--addr" => a.addr = v.clone(),
             "--playlist" => a.playlist = v.clone(),
@@ -54,9 +57,15 @@ fn args() -> Args {
             other => panic!("unknown flag {other}"),
         }
     }
-    assert!(!a.playlist.is_empty() && !a.segment.is_empty(), "--playlist and --segment are required");
+    assert!(
+        !a.playlist.is_empty() && !a.segment.is_empty(),
+        "--playlist and --segment are required"
+    );
     assert!(a.viewers > 0 && a.viewers <= 50_000, "--viewers: 1..=50000");
-    assert!(a.duration <= Duration::from_secs(600), "--duration-s: at most 600");
+    assert!(
+        a.duration <= Duration::from_secs(600),
+        "--duration-s: at most 600"
+    );
     a
 }
 

@@ -211,6 +211,42 @@ fn every_route() {
             E::Play(segment),
             "play_segment",
         ),
+        (
+            "GET",
+            "/v1/play/T/A/1700000000-sig/master.watch.html",
+            E::WatchPage {
+                path: PlaybackPath {
+                    entry: "master.watch.html",
+                    ..master
+                },
+                playlist_stem: "master",
+            },
+            "watch_page",
+        ),
+        (
+            "HEAD",
+            "/v1/play/T/A/1700000000-sig/live/index.watch.html",
+            E::WatchPage {
+                path: PlaybackPath {
+                    entry: "live/index.watch.html",
+                    ..master
+                },
+                playlist_stem: "live/index",
+            },
+            "watch_page",
+        ),
+        (
+            "GET",
+            "/v1/play/T/A/1700000000-sig/hls.0123456789ab.js",
+            E::PlayerFile {
+                path: PlaybackPath {
+                    entry: "hls.0123456789ab.js",
+                    ..master
+                },
+                name: "hls.0123456789ab.js",
+            },
+            "player_file",
+        ),
     ]);
 }
 
@@ -316,6 +352,18 @@ fn requests_no_handler_answers_keep_their_route() {
             "play_segment",
         ),
         (
+            "POST",
+            "/v1/play/T/A/k/master.watch.html",
+            E::NotFound(R::WatchPage),
+            "watch_page",
+        ),
+        (
+            "DELETE",
+            "/v1/play/T/A/k/watch.0123456789ab.css",
+            E::NotFound(R::PlayerFile),
+            "player_file",
+        ),
+        (
             "GET",
             "/v1/play/T/A/k",
             E::NotFound(R::PlaySegment),
@@ -409,6 +457,8 @@ fn labels_are_the_dashboards_names() {
             "play_segment",
             "edge_verify",
             "edge",
+            "watch_page",
+            "player_file",
             "other",
         ]
     );
@@ -442,6 +492,8 @@ fn what_each_route_decides() {
         (Route::PlaySegment, false, C::None, K::Playback),
         (Route::EdgeVerify, true, C::None, K::Playback),
         (Route::Edge, true, C::Key, K::Admin),
+        (Route::WatchPage, true, C::None, K::Playback),
+        (Route::PlayerFile, true, C::None, K::Playback),
         (Route::Other, true, C::Key, K::Admin),
     ];
     assert_eq!(table.map(|t| t.0), Route::ALL);
@@ -470,6 +522,8 @@ fn what_each_route_decides() {
             "play_playlist",
             "play_segment",
             "edge_verify",
+            "watch_page",
+            "player_file",
         ]
     );
 }
