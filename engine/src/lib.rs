@@ -61,6 +61,7 @@ pub use jobs::policy as queue;
 pub use jobs::policy::JobClass;
 pub use jobs::{JobReporter, JobSpec, TRANSCODE_QUEUE, TranscodeQueue};
 pub use model::*;
+pub use playback::PlaybackOptions;
 pub use presets::PresetView;
 pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
 pub use sluice_media::preset::{self, PresetOverrides, TranscodePreset};

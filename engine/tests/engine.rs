@@ -158,6 +158,14 @@ async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClo
     (e, clock)
 }
 
+/// Playback options with only a lifetime.
+fn ttl(ttl_s: Option<u64>) -> sluice_engine::PlaybackOptions<'static> {
+    sluice_engine::PlaybackOptions {
+        ttl_s,
+        client_ip: None,
+    }
+}
+
 /// `Upload-Metadata` as the gateway's tus parser hands it over.
 fn meta(header: &str, filename: &str) -> sluice_engine::UploadMetadata {
     sluice_engine::UploadMetadata {
@@ -322,7 +330,7 @@ async fn playback_tokens_expire_with_the_clock(backend: Backend) {
     let a = e.create_upload(&who, 1, None).await.unwrap();
     // Not ready: no playback URL.
     assert!(matches!(
-        e.playback_grant(&who, &a.id, None).await,
+        e.playback_grant(&who, &a.id, ttl(None)).await,
         Err(Error::Conflict(_))
     ));
     e.append_upload(&who, &a.id, 0, chunks(vec![b"x"]))
@@ -347,33 +355,33 @@ async fn playback_tokens_expire_with_the_clock(backend: Backend) {
         None
     );
     assert!(matches!(
-        e.playback_grant(&who, &a.id, Some(0)).await,
+        e.playback_grant(&who, &a.id, ttl(Some(0))).await,
         Err(Error::InvalidInput(_))
     ));
     // A token signed for this asset resolves until it expires.
-    let grant = e.playback_grant(&who, &a.id, Some(60)).await.unwrap();
+    let grant = e.playback_grant(&who, &a.id, ttl(Some(60))).await.unwrap();
     assert_eq!(grant.expires, 1_700_000_060);
     let token = grant.token.as_str();
     assert_eq!(grant.entry, "master.m3u8");
     let key = e
-        .resolve_playback(&t.id, &a.id, token, "720p/seg_00000.ts")
+        .resolve_playback(&t.id, &a.id, token, "720p/seg_00000.ts", None)
         .unwrap();
     assert_eq!(
         key,
         format!("tenants/{}/assets/{}/hls/720p/seg_00000.ts", t.id, a.id)
     );
     assert!(
-        e.resolve_playback(&t.id, &a.id, token, "../source")
+        e.resolve_playback(&t.id, &a.id, token, "../source", None)
             .is_err()
     );
     assert!(
-        e.resolve_playback("other", &a.id, token, "master.m3u8")
+        e.resolve_playback("other", &a.id, token, "master.m3u8", None)
             .is_err()
     );
     clock.0.store(1_700_000_060_000, Ordering::SeqCst);
     assert!(matches!(
-        e.resolve_playback(&t.id, &a.id, token, "master.m3u8"),
-        Err(Error::Token(sluice_cdn::TokenError::Expired))
+        e.resolve_playback(&t.id, &a.id, token, "master.m3u8", None),
+        Err(Error::Token(sluice_cdn::Error::Expired))
     ));
 }
 
@@ -673,7 +681,7 @@ async fn device_keys_upload_only_and_revocation_is_immediate(backend: Backend) {
         Err(Error::DeviceNotAllowed)
     ));
     assert!(matches!(
-        e.playback_grant(&dev, &a.id, None).await,
+        e.playback_grant(&dev, &a.id, ttl(None)).await,
         Err(Error::DeviceNotAllowed)
     ));
     assert!(matches!(
@@ -1773,7 +1781,7 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
     let a = e.get_asset(&who, &asset.id).await.unwrap();
     assert_eq!((a.status, a.error), (AssetStatus::Ready, None));
     assert_eq!(e.get_job(&who, &job.id).await.unwrap().status, "failed");
-    e.playback_grant(&who, &asset.id, None).await.unwrap();
+    e.playback_grant(&who, &asset.id, ttl(None)).await.unwrap();
 
     // Through the job route; success replaces that rendition's entry only.
     let job2 = e.rerun_job_rendition(&who, &main_id, "360p").await.unwrap();

@@ -148,32 +148,48 @@ pub async fn get_source<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
     Ok(res)
 }
 
+/// The body of `POST /v1/assets/{id}/playback` and `POST /v1/live/{id}/playback`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct PlaybackReq {
+pub(crate) struct PlaybackReq {
     ttl_s: Option<u64>,
+    /// Bind the URL to a viewer's IP address or CIDR network.
+    client_ip: Option<String>,
+}
+
+impl PlaybackReq {
+    pub(crate) fn options(&self) -> sluice_engine::PlaybackOptions<'_> {
+        sluice_engine::PlaybackOptions {
+            ttl_s: self.ttl_s,
+            client_ip: self.client_ip.as_deref(),
+        }
+    }
 }
 
 pub async fn create_playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
-    let grant = app.engine.playback_grant(&who, id, body.ttl_s).await?;
-    Ok(playback_response(&base, &grant))
+    let grant = app.engine.playback_grant(&who, id, body.options()).await?;
+    playback_response(app, &base, &grant)
 }
 
-/// The answer to a playback request (asset or live): the URL a player opens, and until when.
+/// The answer to a playback request (asset or live): the URL a player opens, and until
+/// when, and the client network it is bound to if any.
 pub(crate) fn playback_response(
+    _app: &App,
     base: &str,
     grant: &sluice_engine::PlaybackGrant,
-) -> Response<crate::Body> {
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({
-            "url": format!("{base}{}", crate::paths::playback(grant)),
-            "expires_at": sluice_engine::rfc3339_s(grant.expires),
-        }),
-    )
+) -> ApiResult {
+    let path = crate::paths::playback(grant);
+    let mut v = serde_json::json!({
+        "url": format!("{base}{path}"),
+        "expires_at": sluice_engine::rfc3339_s(grant.expires),
+    });
+    if let Some(bound) = &grant.client {
+        v["client_ip"] = serde_json::Value::String(bound.to_string());
+    }
+    Ok(json_response(StatusCode::OK, &v))
 }
 
 pub async fn get_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {

@@ -43,6 +43,12 @@ pub fn playback(g: &PlaybackGrant) -> String {
     format!("/v1/play/{}/{}/{}/{}", g.tenant, g.asset, g.token, g.entry)
 }
 
+/// The prefix every playback path of one asset starts with, whatever its token:
+/// `/v1/play/{tenant}/{asset}/` (a CDN policy's resource, a cookie's path).
+pub fn playback_prefix(tenant: &str, asset: &str) -> String {
+    format!("/v1/play/{tenant}/{asset}/")
+}
+
 /// The path of a live stream's ingest URL: a directory, ending in `/`.
 pub fn ingest(g: &IngestGrant) -> String {
     format!("/v1/live/{}/ingest/{}/", g.stream, g.token)
@@ -105,9 +111,10 @@ mod tests {
         PlaybackGrant {
             tenant: "01TEN".into(),
             asset: "01ASSET".into(),
-            token: "1700000000-AbC_d-9".into(),
+            token: "k1.1700000000._.AbC_d-9".into(),
             entry: entry.into(),
             expires: 1_700_000_000,
+            client: None,
         }
     }
 
@@ -117,19 +124,20 @@ mod tests {
         let path = playback(&g);
         assert_eq!(
             path,
-            "/v1/play/01TEN/01ASSET/1700000000-AbC_d-9/master.m3u8"
+            "/v1/play/01TEN/01ASSET/k1.1700000000._.AbC_d-9/master.m3u8"
         );
         assert_eq!(
             parse_playback(&path),
             Some(PlaybackPath {
                 tenant: "01TEN",
                 asset: "01ASSET",
-                token: "1700000000-AbC_d-9",
+                token: "k1.1700000000._.AbC_d-9",
                 entry: "master.m3u8",
             })
         );
+        assert!(path.starts_with(&playback_prefix("01TEN", "01ASSET")));
         // Relative URIs inside the playlist resolve under the same token.
-        let seg = "/v1/play/01TEN/01ASSET/1700000000-AbC_d-9/live/720p/seg_00001.ts";
+        let seg = "/v1/play/01TEN/01ASSET/k1.1700000000._.AbC_d-9/live/720p/seg_00001.ts";
         assert_eq!(parse_playback(seg).unwrap().entry, "live/720p/seg_00001.ts");
         assert_eq!(
             parse_playback(&playback(&grant("live/index.m3u8")))

@@ -78,7 +78,10 @@ pub async fn serve<B>(
     rel: &str,
     req: &Request<B>,
 ) -> ApiResult {
-    let key = app.engine.resolve_playback(tenant, asset, token, rel)?;
+    let client = crate::client_ip::client_ip(req, &app.engine.config().gateway.trusted_proxies);
+    let key = app
+        .engine
+        .resolve_playback(tenant, asset, token, rel, client)?;
     let storage = &app.storage;
     let head = req.method() == Method::HEAD;
     let range_header = req
