@@ -1,5 +1,5 @@
-//! What the CDN edge and the gateway must agree on: signed playback tokens and the cache
-//! policy of each kind of object.
+//! What the CDN edge and the gateway must agree on: signed playback tokens, CloudFront
+//! signing, and the cache policy of each kind of object.
 //!
 //! A playback URL is `/v1/play/{tenant}/{asset}/{token}/{entry…}`, where the token signs
 //! the resource `{tenant}/{asset}` and an expiry ([`token`]) and the entry is a file under
@@ -37,7 +37,13 @@
 //! the scope binds a URL to a viewer's network when a tenant asks, and it is signed, so it
 //! cannot be widened; every field is URL-safe and none holds a `.`, so the token stays one
 //! path segment and relative URIs keep working.
+//!
+//! # CloudFront
+//!
+//! [`cloudfront`] signs URLs and cookies the way CloudFront verifies them, for deployments
+//! where CloudFront, not Sluice's own edge, admits viewers.
 
+pub mod cloudfront;
 mod error;
 pub mod token;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
+use sluice_cdn::cloudfront::CloudFrontSigner;
 use sluice_cdn::{PlaybackKey, PlaybackSigner};
 use sluice_storage::Storage;
 use sqlx::any::AnyPoolOptions;
@@ -259,6 +260,13 @@ impl Engine {
         // and verifies with the same ones.
         let now_s = (clock.now_ms() / 1000).max(0) as u64;
         let signer = playback_signer(&db, &config.playback, now_s).await?;
+        let cloudfront = match &config.cdn.cloudfront {
+            Some(cf) => Some(
+                CloudFrontSigner::from_pem_file(&cf.key_pair_id, &cf.private_key_file)
+                    .map_err(|e| Error::Config(format!("cdn.{e}")))?,
+            ),
+            None => None,
+        };
 
         let admin_key_file = dir.join("admin.key");
         let mut report = OpenReport {
@@ -285,6 +293,7 @@ impl Engine {
                 queue_pool,
                 storage,
                 signer,
+                cloudfront,
                 admin_key_hash: hash_key(&admin_key),
                 uploads_dir,
                 work_dir,

@@ -29,6 +29,37 @@ pub struct Config {
     pub workers: WorkerConfig,
     pub live: LiveConfig,
     pub webhooks: WebhooksConfig,
+    pub cdn: CdnConfig,
+}
+
+/// CDN integrations.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdnConfig {
+    /// CloudFront in front of Sluice. Set: playback answers also carry a CloudFront-signed
+    /// master URL and the three signed-cookie values. Default: unset.
+    pub cloudfront: Option<CloudFrontConfig>,
+}
+
+/// A CloudFront distribution whose behaviour for `/v1/play/*` trusts a key group holding
+/// the public key of `key_pair_id`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudFrontConfig {
+    /// The distribution's base URL, as `https://d111111abcdef8.cloudfront.net` (or a
+    /// custom domain). Required.
+    pub domain: String,
+    /// The CloudFront public key's id (`Key-Pair-Id`). Required.
+    pub key_pair_id: String,
+    /// The matching RSA private key, PEM (PKCS#1 or PKCS#8). Required; read at start.
+    pub private_key_file: PathBuf,
+}
+
+impl CloudFrontConfig {
+    /// The domain without a trailing slash.
+    pub fn base_url(&self) -> &str {
+        self.domain.trim_end_matches('/')
+    }
 }
 
 /// Webhook delivery.
@@ -56,6 +87,7 @@ impl Default for Config {
             workers: WorkerConfig::default(),
             live: LiveConfig::default(),
             webhooks: WebhooksConfig::default(),
+            cdn: CdnConfig::default(),
         }
     }
 }
@@ -408,6 +440,21 @@ impl Config {
             return bad("workers.job_timeout_s must be > 0 and retry_cap_s >= retry_base_s");
         }
         self.playback.validate()?;
+        if let Some(cf) = &self.cdn.cloudfront {
+            let d = cf.base_url();
+            let host = d
+                .strip_prefix("https://")
+                .or_else(|| d.strip_prefix("http://"))
+                .unwrap_or("");
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
+            {
+                return bad("cdn.cloudfront.domain must be a base URL with no path, as \
+                     \"https://d111111abcdef8.cloudfront.net\"");
+            }
+        }
         let g = &self.gateway;
         if g.header_read_timeout_s == 0 || g.max_connections == 0 || g.tcp_keepalive_s == 0 {
             return bad(
@@ -527,5 +574,29 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn cloudfront_section_parses_and_is_validated() {
+        let c = Config::from_toml(
+            "[cdn.cloudfront]\ndomain = \"https://d111111abcdef8.cloudfront.net/\"\n\
+             key_pair_id = \"K2JCJMDEHXQW5F\"\nprivate_key_file = \"/etc/sluice/cf.pem\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let cf = c.cdn.cloudfront.as_ref().unwrap();
+        assert_eq!(cf.base_url(), "https://d111111abcdef8.cloudfront.net");
+        for domain in ["d111.cloudfront.net", "https://d.example/path", "https://"] {
+            let c = Config::from_toml(&format!(
+                "[cdn.cloudfront]\ndomain = \"{domain}\"\nkey_pair_id = \"K\"\n\
+                 private_key_file = \"/k.pem\"\n"
+            ))
+            .unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("cdn.cloudfront.domain"), "{domain}: {e}");
+        }
+        // Every field is required; unknown ones are refused.
+        assert!(Config::from_toml("[cdn.cloudfront]\ndomain = \"https://d.net\"\n").is_err());
+        assert!(Config::from_toml("[cdn]\ncloudfrnt = {}\n").is_err());
     }
 }

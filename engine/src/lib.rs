@@ -79,6 +79,8 @@ struct Inner {
     queue_pool: QueuePool,
     storage: Storage,
     signer: PlaybackSigner,
+    /// Set when `[cdn.cloudfront]` is configured.
+    cloudfront: Option<sluice_cdn::cloudfront::CloudFrontSigner>,
     admin_key_hash: [u8; 32],
     uploads_dir: PathBuf,
     work_dir: PathBuf,

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use sluice_cdn::ClientNet;
+use sluice_cdn::cloudfront::CloudFrontSigner;
 use sluice_storage::keys;
 
 use crate::{AssetStatus, Engine, Error, PlaybackGrant, Principal, Result};
@@ -67,6 +68,13 @@ impl Engine {
             expires,
             client,
         })
+    }
+
+    /// The CloudFront signer and the distribution's base URL, when `[cdn.cloudfront]` is
+    /// configured.
+    pub fn cloudfront(&self) -> Option<(&CloudFrontSigner, &str)> {
+        let cfg = self.inner.config.cdn.cloudfront.as_ref()?;
+        Some((self.inner.cloudfront.as_ref()?, cfg.base_url()))
     }
 
     /// Check a playback request from a client at `client_ip` (`None`: unknown) and return

@@ -175,9 +175,9 @@ pub async fn create_playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiR
 }
 
 /// The answer to a playback request (asset or live): the URL a player opens, and until
-/// when, and the client network it is bound to if any.
+/// when; with CloudFront configured, also the CloudFront-signed URL and cookies.
 pub(crate) fn playback_response(
-    _app: &App,
+    app: &App,
     base: &str,
     grant: &sluice_engine::PlaybackGrant,
 ) -> ApiResult {
@@ -189,7 +189,44 @@ pub(crate) fn playback_response(
     if let Some(bound) = &grant.client {
         v["client_ip"] = serde_json::Value::String(bound.to_string());
     }
+    if let Some((signer, domain)) = app.engine.cloudfront() {
+        v["cloudfront"] = cloudfront_grant(signer, domain, grant)?;
+    }
     Ok(json_response(StatusCode::OK, &v))
+}
+
+/// CloudFront's half of a playback answer. One custom policy whose resource is the asset's
+/// prefix with `*` signs both the URL and the cookies, so it covers every playlist and
+/// segment; a player needs the cookies, since relative URIs in a playlist do not inherit
+/// the master URL's query string. A bound grant binds the policy to the same network.
+fn cloudfront_grant(
+    signer: &sluice_cdn::cloudfront::CloudFrontSigner,
+    domain: &str,
+    grant: &sluice_engine::PlaybackGrant,
+) -> Result<serde_json::Value, ApiError> {
+    use sluice_cdn::cloudfront::Policy;
+    let prefix = crate::paths::playback_prefix(&grant.tenant, &grant.asset);
+    let mut policy = Policy::custom(&format!("{domain}{prefix}*"), grant.expires)?;
+    if let Some(net) = grant.client {
+        policy = policy.from_network(net);
+    }
+    let url = signer.signed_url(
+        &format!("{domain}{}", crate::paths::playback(grant)),
+        &policy,
+    )?;
+    let cookies = signer.cookies(&policy)?;
+    let mut c = serde_json::Map::new();
+    for (name, value) in cookies.pairs() {
+        c.insert(
+            name.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    Ok(serde_json::json!({
+        "url": url,
+        "cookies": c,
+        "cookie_path": prefix,
+    }))
 }
 
 pub async fn get_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
