@@ -599,4 +599,63 @@ mod tests {
         assert!(Config::from_toml("[cdn.cloudfront]\ndomain = \"https://d.net\"\n").is_err());
         assert!(Config::from_toml("[cdn]\ncloudfrnt = {}\n").is_err());
     }
+
+    #[test]
+    fn playback_keys_are_validated_without_echoing_secrets() {
+        let c = Config::from_toml(
+            "[playback]\nkey_id = \"k2\"\nsecret_env = \"SLUICE_PLAYBACK_K2\"\n\
+             [[playback.previous_keys]]\nid = \"k1\"\nverify_until = \"2026-12-01T00:00:00Z\"\n\
+             [[playback.previous_keys]]\nid = \"k0\"\nsecret = \"an old secret of 16+ bytes\"\n\
+             verify_until = \"2026-11-01T12:00:00+01:00\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            c.playback.previous_keys[0].verify_until_unix().unwrap(),
+            1_796_083_200
+        );
+        assert_eq!(Config::default().playback.key_id, "k1");
+        let bad = |toml: &str, want: &str| {
+            let e = Config::from_toml(toml)
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{toml}: {e}");
+            assert!(!e.contains("sekret"), "{e}");
+        };
+        bad(
+            "[playback]\nkey_id = \"k.1\"\n",
+            "key id \"k.1\" must be 1 to 16",
+        );
+        bad("[playback]\nkey_id = \"\"\n", "must be 1 to 16");
+        bad(
+            "[playback]\nsecret = \"sekret\"\n",
+            "the secret of key \"k1\" must be at least 16 bytes",
+        );
+        bad(
+            "[playback]\nsecret = \"sekret-sekret-sekret\"\nsecret_env = \"X\"\n",
+            "both secret and secret_env",
+        );
+        bad(
+            "[[playback.previous_keys]]\nid = \"k1\"\nverify_until = \"2026-12-01T00:00:00Z\"\n",
+            "key id \"k1\" is used twice",
+        );
+        bad(
+            "[[playback.previous_keys]]\nid = \"k0\"\nverify_until = \"tomorrow\"\n",
+            "verify_until must be an RFC 3339 time",
+        );
+        bad("[[playback.previous_keys]]\nid = \"k0\"\n", "verify_until");
+        bad(
+            "[[playback.previous_keys]]\nid = \"k0\"\nverify_until = \"2026-12-01T00:00:00Z\"\ncolour = 1\n",
+            "unknown field",
+        );
+        // Trusted proxies are IPs or CIDRs.
+        let c =
+            Config::from_toml("[gateway]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n").unwrap();
+        assert_eq!(c.gateway.trusted_proxies.len(), 2);
+        bad(
+            "[gateway]\ntrusted_proxies = [\"10.0.0.0/99\"]\n",
+            "not an IP address or CIDR",
+        );
+    }
 }
