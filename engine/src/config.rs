@@ -212,7 +212,8 @@ impl Default for UploadConfig {
 }
 
 /// Playback URLs and the keys that sign their tokens (the token format: `sluice_cdn`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` shows no secret.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlaybackConfig {
     /// Lifetime of a playback URL when the request names none, seconds. Default 3600.
@@ -248,8 +249,8 @@ impl Default for PlaybackConfig {
     }
 }
 
-/// A retired playback key (`[[playback.previous_keys]]`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A retired playback key (`[[playback.previous_keys]]`). `Debug` shows no secret.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreviousKeyConfig {
     /// Its key id, as in the tokens it signed.
@@ -265,6 +266,35 @@ pub struct PreviousKeyConfig {
     /// `"2026-12-01T00:00:00Z"`. Required. Set it at least the longest URL lifetime
     /// (`max_ttl_s`) after the rotation for every URL handed out before it to keep playing.
     pub verify_until: String,
+}
+
+/// `Some("<redacted>")` for a set secret.
+fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for PlaybackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlaybackConfig")
+            .field("default_ttl_s", &self.default_ttl_s)
+            .field("max_ttl_s", &self.max_ttl_s)
+            .field("key_id", &self.key_id)
+            .field("secret", &redacted(&self.secret))
+            .field("secret_env", &self.secret_env)
+            .field("previous_keys", &self.previous_keys)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for PreviousKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousKeyConfig")
+            .field("id", &self.id)
+            .field("secret", &redacted(&self.secret))
+            .field("secret_env", &self.secret_env)
+            .field("verify_until", &self.verify_until)
+            .finish()
+    }
 }
 
 impl PreviousKeyConfig {
@@ -610,6 +640,11 @@ mod tests {
         )
         .unwrap();
         c.validate().unwrap();
+        let dbg = format!("{c:?}");
+        assert!(
+            !dbg.contains("an old secret") && dbg.contains("redacted"),
+            "{dbg}"
+        );
         assert_eq!(
             c.playback.previous_keys[0].verify_until_unix().unwrap(),
             1_796_083_200
