@@ -3,19 +3,20 @@
 //! the low microseconds.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use sluice_cdn::PlaybackSigner;
+use sluice_cdn::{PlaybackKey, PlaybackSigner};
 use sluice_storage::keys;
 use std::hint::black_box;
 
 fn playback_path(c: &mut Criterion) {
-    let signer = PlaybackSigner::new(b"0123456789abcdef0123456789abcdef".to_vec());
+    let key = PlaybackKey::new("k1", b"0123456789abcdef0123456789abcdef".to_vec()).unwrap();
+    let signer = PlaybackSigner::new(key);
     let resource = "01JTENANT000000000000000000/01JASSET0000000000000000000";
-    let token = signer.sign(resource, 4_000_000_000);
+    let token = signer.sign(resource, 4_000_000_000, None);
     c.bench_function("token_verify", |b| {
-        b.iter(|| signer.verify(black_box(resource), black_box(&token), 1_700_000_000))
+        b.iter(|| signer.verify(black_box(resource), black_box(&token), 1_700_000_000, None))
     });
     c.bench_function("token_sign", |b| {
-        b.iter(|| signer.sign(black_box(resource), black_box(4_000_000_000)))
+        b.iter(|| signer.sign(black_box(resource), black_box(4_000_000_000), None))
     });
     c.bench_function("segment_key", |b| {
         b.iter(|| {

@@ -1,5 +1,5 @@
-//! What the CDN edge and the gateway must agree on: signed playback tokens and the cache
-//! policy of each kind of object.
+//! What the CDN edge and the gateway must agree on: signed playback tokens, CloudFront
+//! signing, and the cache policy of each kind of object.
 //!
 //! A playback URL is `/v1/play/{tenant}/{asset}/{token}/{entry…}`, where the token signs
 //! the resource `{tenant}/{asset}` and an expiry ([`token`]) and the entry is a file under
@@ -7,11 +7,49 @@
 //! is a path segment, so every relative URI inside the playlists inherits it: a player
 //! needs no headers and no query strings, and a caching edge keys on the plain path. The
 //! gateway's `paths` module is the one place that writes and reads this path.
+//!
+//! # The playback token, for edges that verify it
+//!
+//! This is the whole format; an edge (nginx with njs, a CDN function) that follows it
+//! agrees with the origin, and the origin's tests pin it with exact strings.
+//!
+//! ```text
+//! token    = kid "." expires "." scope "." sig
+//! kid      = 1*16( ALPHA / DIGIT / "_" / "-" )     ; the signing key's id
+//! expires  = 1*20DIGIT                             ; unix seconds
+//! scope    = "_"                                   ; not bound to a client
+//!          / base64url-nopad( cidr )               ; bound: the client must be inside
+//! sig      = base64url-nopad( HMAC-SHA256( secret, signed )[0..16] )   ; 22 characters
+//! signed   = "play2:" kid ":" tenant "/" asset ":" expires ":" scope
+//! ```
+//!
+//! - `secret` is the key's secret text as configured, used as its bytes (not decoded).
+//! - `scope` enters `signed` exactly as written in the token; `cidr` is the network with
+//!   its host bits cleared, as `203.0.113.7/32` or `2001:db8::/48` (a bare address is a
+//!   /32 or /128). [`token::signed_string`] builds `signed`.
+//! - Verify in this order: split into exactly four fields, each of its alphabet (else
+//!   refuse); an unknown `kid`, or one past its verify-until time, is refused; compare the
+//!   MAC in constant time; `now >= expires` is expired; a bound scope needs the client's
+//!   address inside the network (an unknown client is refused). Answer 403 to all.
+//!
+//! Why this shape: the key id lets keys rotate with an overlap (one key signs; the
+//! previous ones verify until a configured time, so URLs already handed out keep playing);
+//! the scope binds a URL to a viewer's network when a tenant asks, and it is signed, so it
+//! cannot be widened; every field is URL-safe and none holds a `.`, so the token stays one
+//! path segment and relative URIs keep working.
+//!
+//! # CloudFront
+//!
+//! [`cloudfront`] signs URLs and cookies the way CloudFront verifies them, for deployments
+//! where CloudFront, not Sluice's own edge, admits viewers.
 
+pub mod cloudfront;
+mod error;
 pub mod nginx;
 pub mod token;
 
-pub use token::{PlaybackSigner, TokenError};
+pub use error::Error;
+pub use token::{Claims, ClientNet, PlaybackKey, PlaybackSigner};
 
 /// Cache policy per kind of object. A typed enum so that an immutable segment and a
 /// playlist can never share a policy by accident.

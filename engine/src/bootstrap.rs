@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use apalis_postgres::PostgresStorage;
 use apalis_sqlite::SqliteStorage;
-use sluice_cdn::PlaybackSigner;
+use sluice_cdn::cloudfront::CloudFrontSigner;
+use sluice_cdn::{PlaybackKey, PlaybackSigner};
 use sluice_storage::Storage;
 use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{AnyPool, Executor};
 
+use crate::config::PlaybackConfig;
 use crate::secrets::hash_key;
 use crate::{Clock, Config, Engine, Error, Inner, Result, SystemClock, random_token, store};
 
@@ -59,6 +61,75 @@ fn load_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Result<(
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     Ok((value, true))
+}
+
+/// The settings row holding the generated secret of playback key `kid`. The first key
+/// (`k1`) keeps the row every earlier version wrote.
+fn stored_secret_setting(kid: &str) -> String {
+    if kid == "k1" {
+        "playback_secret".to_string()
+    } else {
+        format!("playback_secret.{kid}")
+    }
+}
+
+/// One key's secret: inline, from the environment, or the one stored in the metadata
+/// database (generated when `generate`, i.e. for the signing key). Errors name the key and
+/// the variable, never a secret.
+async fn key_secret(
+    db: &AnyPool,
+    id: &str,
+    secret: Option<&String>,
+    secret_env: Option<&String>,
+    generate: bool,
+) -> Result<String> {
+    if let Some(s) = secret {
+        return Ok(s.clone());
+    }
+    if let Some(var) = secret_env {
+        return match std::env::var(var) {
+            Ok(s) if !s.is_empty() => Ok(s),
+            _ => Err(Error::Config(format!(
+                "playback key {id:?}: environment variable {var} (its secret_env) is not set"
+            ))),
+        };
+    }
+    let row = stored_secret_setting(id);
+    if generate {
+        return store::setting_or_insert(db, &row, &random_token(32)).await;
+    }
+    store::setting(db, &row).await?.ok_or_else(|| {
+        Error::Config(format!(
+            "playback.previous_keys {id:?} has no secret, secret_env or stored secret: \
+             give it the secret it signed with"
+        ))
+    })
+}
+
+/// The playback signer: the signing key and every previous key (those past their
+/// verify-until still load, and refuse their tokens).
+async fn playback_signer(db: &AnyPool, cfg: &PlaybackConfig, now_s: u64) -> Result<PlaybackSigner> {
+    let cdn_err = |e: sluice_cdn::Error| Error::Config(format!("playback: {e}"));
+    let secret = key_secret(
+        db,
+        &cfg.key_id,
+        cfg.secret.as_ref(),
+        cfg.secret_env.as_ref(),
+        true,
+    )
+    .await?;
+    let mut signer = PlaybackSigner::new(PlaybackKey::new(&cfg.key_id, secret).map_err(cdn_err)?);
+    for k in &cfg.previous_keys {
+        let secret = key_secret(db, &k.id, k.secret.as_ref(), k.secret_env.as_ref(), false).await?;
+        let until = k.verify_until_unix()?;
+        if until <= now_s {
+            tracing::info!(key_id = %k.id, "playback key is past its verify_until: its tokens are refused");
+        }
+        signer = signer
+            .with_previous(PlaybackKey::new(&k.id, secret).map_err(cdn_err)?, until)
+            .map_err(cdn_err)?;
+    }
+    Ok(signer)
 }
 
 fn sqlite_options(path: &Path) -> SqliteConnectOptions {
@@ -185,9 +256,17 @@ impl Engine {
             Some(s3) => Storage::s3(s3)?,
             None => Storage::local(&hot_dir)?,
         };
-        // The playback secret lives in the database: every gateway signs and verifies
-        // with the same one.
-        let secret = store::setting_or_insert(&db, "playback_secret", &random_token(32)).await?;
+        // Unless configured, playback secrets live in the database: every gateway signs
+        // and verifies with the same ones.
+        let now_s = (clock.now_ms() / 1000).max(0) as u64;
+        let signer = playback_signer(&db, &config.playback, now_s).await?;
+        let cloudfront = match &config.cdn.cloudfront {
+            Some(cf) => Some(
+                CloudFrontSigner::from_pem_file(&cf.key_pair_id, &cf.private_key_file)
+                    .map_err(|e| Error::Config(format!("cdn.{e}")))?,
+            ),
+            None => None,
+        };
 
         let admin_key_file = dir.join("admin.key");
         let mut report = OpenReport {
@@ -213,7 +292,8 @@ impl Engine {
                 db,
                 queue_pool,
                 storage,
-                signer: PlaybackSigner::new(secret.into_bytes()),
+                signer,
+                cloudfront,
                 admin_key_hash: hash_key(&admin_key),
                 uploads_dir,
                 work_dir,

@@ -49,8 +49,9 @@ pub enum Error {
     IdempotencyInFlight,
     #[error("a device key can only upload (tus /v1/uploads and POST /v1/assets)")]
     DeviceNotAllowed,
+    /// A presented playback token refused (or, rarely, CDN signing failing: a 5xx).
     #[error("playback token rejected: {0}")]
-    Token(#[from] sluice_cdn::TokenError),
+    Token(#[from] sluice_cdn::Error),
     #[error("configuration error: {0}")]
     Config(String),
     #[error("storage error: {0}")]

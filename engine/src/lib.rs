@@ -61,6 +61,7 @@ pub use jobs::policy as queue;
 pub use jobs::policy::JobClass;
 pub use jobs::{JobReporter, JobSpec, TRANSCODE_QUEUE, TranscodeQueue};
 pub use model::*;
+pub use playback::PlaybackOptions;
 pub use presets::PresetView;
 pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
 pub use sluice_media::preset::{self, PresetOverrides, TranscodePreset};
@@ -78,6 +79,8 @@ struct Inner {
     queue_pool: QueuePool,
     storage: Storage,
     signer: PlaybackSigner,
+    /// Set when `[cdn.cloudfront]` is configured.
+    cloudfront: Option<sluice_cdn::cloudfront::CloudFrontSigner>,
     admin_key_hash: [u8; 32],
     uploads_dir: PathBuf,
     work_dir: PathBuf,

@@ -206,13 +206,16 @@ pub struct RawUploaded {
 pub struct PlaybackGrant {
     pub tenant: String,
     pub asset: String,
-    /// The signed token, bound to tenant, asset and expiry (`sluice_cdn::PlaybackSigner`).
+    /// The signed token, bound to tenant, asset, expiry and optionally a client network
+    /// (`sluice_cdn::token`).
     pub token: String,
     /// The file the URL opens, relative to the asset's HLS root: `master.m3u8`, or
     /// `live/{playlist}` for a live stream.
     pub entry: String,
     /// Unix seconds.
     pub expires: u64,
+    /// The client network the token is bound to, if the tenant asked for one.
+    pub client: Option<sluice_cdn::ClientNet>,
 }
 
 /// The right to push one live stream: what its ingest URL carries. Shown once, at the

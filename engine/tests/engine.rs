@@ -127,6 +127,7 @@ on_both!(
     upload_survives_a_broken_request_and_completes_exactly,
     limits_and_termination,
     playback_tokens_expire_with_the_clock,
+    playback_keys_rotate_from_the_database_and_bind_clients,
     a_backlog_does_not_starve_another_tenant,
     one_writer_per_upload_across_processes,
     abandoned_uploads_expire_and_are_swept,
@@ -156,6 +157,14 @@ async fn engine(backend: Backend, dir: &std::path::Path) -> (Engine, Arc<FakeClo
         .unwrap();
     assert!(report.generated_admin_key.is_some());
     (e, clock)
+}
+
+/// Playback options with only a lifetime.
+fn ttl(ttl_s: Option<u64>) -> sluice_engine::PlaybackOptions<'static> {
+    sluice_engine::PlaybackOptions {
+        ttl_s,
+        client_ip: None,
+    }
 }
 
 /// `Upload-Metadata` as the gateway's tus parser hands it over.
@@ -322,7 +331,7 @@ async fn playback_tokens_expire_with_the_clock(backend: Backend) {
     let a = e.create_upload(&who, 1, None).await.unwrap();
     // Not ready: no playback URL.
     assert!(matches!(
-        e.playback_grant(&who, &a.id, None).await,
+        e.playback_grant(&who, &a.id, ttl(None)).await,
         Err(Error::Conflict(_))
     ));
     e.append_upload(&who, &a.id, 0, chunks(vec![b"x"]))
@@ -347,34 +356,157 @@ async fn playback_tokens_expire_with_the_clock(backend: Backend) {
         None
     );
     assert!(matches!(
-        e.playback_grant(&who, &a.id, Some(0)).await,
+        e.playback_grant(&who, &a.id, ttl(Some(0))).await,
         Err(Error::InvalidInput(_))
     ));
     // A token signed for this asset resolves until it expires.
-    let grant = e.playback_grant(&who, &a.id, Some(60)).await.unwrap();
+    let grant = e.playback_grant(&who, &a.id, ttl(Some(60))).await.unwrap();
     assert_eq!(grant.expires, 1_700_000_060);
     let token = grant.token.as_str();
     assert_eq!(grant.entry, "master.m3u8");
     let key = e
-        .resolve_playback(&t.id, &a.id, token, "720p/seg_00000.ts")
+        .resolve_playback(&t.id, &a.id, token, "720p/seg_00000.ts", None)
         .unwrap();
     assert_eq!(
         key,
         format!("tenants/{}/assets/{}/hls/720p/seg_00000.ts", t.id, a.id)
     );
     assert!(
-        e.resolve_playback(&t.id, &a.id, token, "../source")
+        e.resolve_playback(&t.id, &a.id, token, "../source", None)
             .is_err()
     );
     assert!(
-        e.resolve_playback("other", &a.id, token, "master.m3u8")
+        e.resolve_playback("other", &a.id, token, "master.m3u8", None)
             .is_err()
     );
     clock.0.store(1_700_000_060_000, Ordering::SeqCst);
     assert!(matches!(
-        e.resolve_playback(&t.id, &a.id, token, "master.m3u8"),
-        Err(Error::Token(sluice_cdn::TokenError::Expired))
+        e.resolve_playback(&t.id, &a.id, token, "master.m3u8", None),
+        Err(Error::Token(sluice_cdn::Error::Expired))
     ));
+}
+
+/// The generated key (k1) lives in the database; a rotation to k2 needs no secret in the
+/// configuration: k1 keeps verifying from the stored secret until its verify_until, and a
+/// second process with the same configuration signs with the same k2. Client binding is
+/// judged against the address the gateway hands in.
+async fn playback_keys_rotate_from_the_database_and_bind_clients(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_for(backend, dir.path()).await;
+    let clock = Arc::new(FakeClock(AtomicI64::new(1_700_000_000_000)));
+    let (e1, _) = Engine::open_with_clock(config.clone(), None, clock.clone())
+        .await
+        .unwrap();
+    let t = e1.create_tenant(&Principal::Admin, "acme").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let live = e1.create_live(&who, None, None, None).await.unwrap();
+    let g1 = e1
+        .live_playback_grant(&who, &live.id, ttl(Some(3600)))
+        .await
+        .unwrap();
+    assert!(g1.token.starts_with("k1.1700003600._."), "{}", g1.token);
+    let play = |e: &Engine, g: &sluice_engine::PlaybackGrant, ip: Option<&str>| {
+        e.resolve_playback(
+            &g.tenant,
+            &g.asset,
+            &g.token,
+            "live/index.m3u8",
+            ip.map(|i| i.parse().unwrap()),
+        )
+        .map(|_| ())
+    };
+    play(&e1, &g1, None).unwrap();
+    drop(e1);
+
+    let mut rotated = config.clone();
+    rotated.playback.key_id = "k2".into();
+    rotated.playback.previous_keys = vec![sluice_engine::config::PreviousKeyConfig {
+        id: "k1".into(),
+        secret: None,
+        secret_env: None,
+        verify_until: "2023-11-14T23:13:20Z".into(),
+    }];
+    assert_eq!(
+        rotated.playback.previous_keys[0]
+            .verify_until_unix()
+            .unwrap(),
+        1_700_003_600
+    );
+    let (e2, _) = Engine::open_with_clock(rotated.clone(), None, clock.clone())
+        .await
+        .unwrap();
+    let (e3, _) = Engine::open_with_clock(rotated, None, clock.clone())
+        .await
+        .unwrap();
+    // The old URL still plays during the overlap, on either process.
+    play(&e2, &g1, None).unwrap();
+    play(&e3, &g1, None).unwrap();
+    let g2 = e2
+        .live_playback_grant(&who, &live.id, ttl(Some(7200)))
+        .await
+        .unwrap();
+    assert!(g2.token.starts_with("k2."), "{}", g2.token);
+    play(&e3, &g2, None).unwrap();
+    // After verify_until, k1's tokens are refused; k2's play on.
+    clock.0.store(1_700_003_600_000, Ordering::SeqCst);
+    assert!(matches!(
+        play(&e2, &g1, None),
+        Err(Error::Token(sluice_cdn::Error::UnknownKey))
+    ));
+    play(&e2, &g2, None).unwrap();
+
+    // Client binding: the grant carries the network; the token needs a client inside.
+    let bound = e2
+        .live_playback_grant(
+            &who,
+            &live.id,
+            sluice_engine::PlaybackOptions {
+                ttl_s: None,
+                client_ip: Some("198.51.100.77/24"),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(bound.client.unwrap().to_string(), "198.51.100.0/24");
+    play(&e2, &bound, Some("198.51.100.1")).unwrap();
+    for outside in [Some("198.51.101.1"), Some("::1"), None] {
+        assert!(matches!(
+            play(&e2, &bound, outside),
+            Err(Error::Token(sluice_cdn::Error::ClientNotAllowed))
+        ));
+    }
+    assert!(matches!(
+        e2.live_playback_grant(
+            &who,
+            &live.id,
+            sluice_engine::PlaybackOptions {
+                ttl_s: None,
+                client_ip: Some("example.com"),
+            },
+        )
+        .await,
+        Err(Error::InvalidInput(_))
+    ));
+
+    // A previous key with no secret anywhere is a configuration error naming the key.
+    let mut unknown = config.clone();
+    unknown.playback.previous_keys = vec![sluice_engine::config::PreviousKeyConfig {
+        id: "k9".into(),
+        secret: None,
+        secret_env: Some("SLUICE_TEST_UNSET_PLAYBACK_SECRET".into()),
+        verify_until: "2030-01-01T00:00:00Z".into(),
+    }];
+    let err = Engine::open_with_clock(unknown, None, clock.clone())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("\"k9\"") && err.contains("SLUICE_TEST_UNSET_PLAYBACK_SECRET"),
+        "{err}"
+    );
 }
 
 /// Fairness through the real queue: a tenant's backlog does not delay another tenant's
@@ -673,7 +805,7 @@ async fn device_keys_upload_only_and_revocation_is_immediate(backend: Backend) {
         Err(Error::DeviceNotAllowed)
     ));
     assert!(matches!(
-        e.playback_grant(&dev, &a.id, None).await,
+        e.playback_grant(&dev, &a.id, ttl(None)).await,
         Err(Error::DeviceNotAllowed)
     ));
     assert!(matches!(
@@ -1773,7 +1905,7 @@ async fn one_rendition_of_a_ready_asset_can_be_rerun(backend: Backend) {
     let a = e.get_asset(&who, &asset.id).await.unwrap();
     assert_eq!((a.status, a.error), (AssetStatus::Ready, None));
     assert_eq!(e.get_job(&who, &job.id).await.unwrap().status, "failed");
-    e.playback_grant(&who, &asset.id, None).await.unwrap();
+    e.playback_grant(&who, &asset.id, ttl(None)).await.unwrap();
 
     // Through the job route; success replaces that rendition's entry only.
     let job2 = e.rerun_job_rendition(&who, &main_id, "360p").await.unwrap();

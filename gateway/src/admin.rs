@@ -148,34 +148,87 @@ pub async fn get_source<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
     Ok(res)
 }
 
+/// The body of `POST /v1/assets/{id}/playback` and `POST /v1/live/{id}/playback`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct PlaybackReq {
+pub(crate) struct PlaybackReq {
     ttl_s: Option<u64>,
+    /// Bind the URL to a viewer's IP address or CIDR network.
+    client_ip: Option<String>,
+}
+
+impl PlaybackReq {
+    pub(crate) fn options(&self) -> sluice_engine::PlaybackOptions<'_> {
+        sluice_engine::PlaybackOptions {
+            ttl_s: self.ttl_s,
+            client_ip: self.client_ip.as_deref(),
+        }
+    }
 }
 
 pub async fn create_playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
-    let grant = app.engine.playback_grant(&who, id, body.ttl_s).await?;
-    Ok(playback_response(&base, &grant))
+    let grant = app.engine.playback_grant(&who, id, body.options()).await?;
+    playback_response(app, &base, &grant)
 }
 
 /// The answer to a playback request (asset or live): the URL a player opens, the watch page
-/// that plays it, and until when both work.
+/// that plays it, and until when both work; with CloudFront configured, also the
+/// CloudFront-signed URL and cookies.
 pub(crate) fn playback_response(
+    app: &App,
     base: &str,
     grant: &sluice_engine::PlaybackGrant,
-) -> Response<crate::Body> {
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({
-            "url": format!("{base}{}", crate::paths::playback(grant)),
-            "watch_url": format!("{base}{}", crate::paths::watch(grant)),
-            "expires_at": sluice_engine::rfc3339_s(grant.expires),
-        }),
-    )
+) -> ApiResult {
+    let path = crate::paths::playback(grant);
+    let mut v = serde_json::json!({
+        "url": format!("{base}{path}"),
+        "watch_url": format!("{base}{}", crate::paths::watch(grant)),
+        "expires_at": sluice_engine::rfc3339_s(grant.expires),
+    });
+    if let Some(bound) = &grant.client {
+        v["client_ip"] = serde_json::Value::String(bound.to_string());
+    }
+    if let Some((signer, domain)) = app.engine.cloudfront() {
+        v["cloudfront"] = cloudfront_grant(signer, domain, grant)?;
+    }
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// CloudFront's half of a playback answer. One custom policy whose resource is the asset's
+/// prefix with `*` signs both the URL and the cookies, so it covers every playlist and
+/// segment; a player needs the cookies, since relative URIs in a playlist do not inherit
+/// the master URL's query string. A bound grant binds the policy to the same network.
+fn cloudfront_grant(
+    signer: &sluice_cdn::cloudfront::CloudFrontSigner,
+    domain: &str,
+    grant: &sluice_engine::PlaybackGrant,
+) -> Result<serde_json::Value, ApiError> {
+    use sluice_cdn::cloudfront::Policy;
+    let prefix = crate::paths::playback_prefix(&grant.tenant, &grant.asset);
+    let mut policy = Policy::custom(&format!("{domain}{prefix}*"), grant.expires)?;
+    if let Some(net) = grant.client {
+        policy = policy.from_network(net);
+    }
+    let url = signer.signed_url(
+        &format!("{domain}{}", crate::paths::playback(grant)),
+        &policy,
+    )?;
+    let cookies = signer.cookies(&policy)?;
+    let mut c = serde_json::Map::new();
+    for (name, value) in cookies.pairs() {
+        c.insert(
+            name.to_string(),
+            serde_json::Value::String(value.to_string()),
+        );
+    }
+    Ok(serde_json::json!({
+        "url": url,
+        "cookies": c,
+        "cookie_path": prefix,
+    }))
 }
 
 pub async fn get_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {

@@ -36,9 +36,9 @@ pub fn ttl(policy: CachePolicy) -> Duration {
         // again, so a viewer never gets a playlist older than the encoder's last PUT.
         CachePolicy::LivePlaylist => Duration::ZERO,
         CachePolicy::VodPlaylist | CachePolicy::WatchPage => Duration::from_secs(5),
-        CachePolicy::ImmutableSegment
-        | CachePolicy::FingerprintedAsset
-        | CachePolicy::NoStore => Duration::from_secs(600),
+        CachePolicy::ImmutableSegment | CachePolicy::FingerprintedAsset | CachePolicy::NoStore => {
+            Duration::from_secs(600)
+        }
     }
 }
 

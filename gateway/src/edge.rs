@@ -43,17 +43,22 @@ pub async fn verify<B>(app: &App, req: &Request<B>) -> ApiResult {
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::bad_request("X-Original-URI is missing or not text"))?;
     let path = uri.split(['?', '#']).next().unwrap_or("");
+    // The viewer's address, as the edge reports it in X-Forwarded-For (believed when the
+    // edge is one of `gateway.trusted_proxies`), for URLs bound to a network.
+    let client = crate::client_ip::client_ip(req, &app.engine.config().gateway.trusted_proxies);
     let checked = paths::parse_playback(path)
         .ok_or_else(|| ApiError::not_found("not a playback URL"))
         .and_then(|p| {
-            app.engine
-                .resolve_playback(p.tenant, p.asset, p.token, p.entry)?;
-            Ok(app.engine.playback_expires(p.tenant, p.asset, p.token)?)
+            // The entry must name an object of the asset (no climbing out of it).
+            app.engine.playback_object(p.tenant, p.asset, p.entry)?;
+            Ok(app
+                .engine
+                .verify_playback(p.tenant, p.asset, p.token, client)?)
         });
     match checked {
-        Ok(expires) => {
+        Ok(claims) => {
             let mut res = crate::status_only(StatusCode::NO_CONTENT);
-            let left = expires.saturating_sub(app.engine.now_s());
+            let left = claims.expires.saturating_sub(app.engine.now_s());
             cache_for(&mut res, left.min(GRANT_MAX_AGE_S));
             Ok(res)
         }

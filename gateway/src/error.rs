@@ -78,7 +78,7 @@ const SERVER_SIDE: &str = "the server could not complete this request; retry lat
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        use sluice_cdn::TokenError;
+        use sluice_cdn::Error as TokenError;
         use sluice_storage::Error as StorageError;
         let msg = e.to_string();
         match e {
@@ -121,7 +121,12 @@ impl From<EngineError> for ApiError {
             EngineError::Token(TokenError::Expired) => {
                 Self::new(StatusCode::FORBIDDEN, "token_expired", msg)
             }
-            EngineError::Token(_) => Self::new(StatusCode::FORBIDDEN, "invalid_token", msg),
+            EngineError::Token(TokenError::ClientNotAllowed) => {
+                Self::new(StatusCode::FORBIDDEN, "client_not_allowed", msg)
+            }
+            EngineError::Token(e) if e.is_refusal() => {
+                Self::new(StatusCode::FORBIDDEN, "invalid_token", msg)
+            }
             EngineError::Storage(StorageError::NotFound { .. }) => {
                 Self::not_found("no such object")
             }
@@ -148,6 +153,13 @@ impl From<EngineError> for ApiError {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", SERVER_SIDE)
             }
         }
+    }
+}
+
+/// CDN errors met while answering (a token refusal, or CloudFront signing failing).
+impl From<sluice_cdn::Error> for ApiError {
+    fn from(e: sluice_cdn::Error) -> Self {
+        EngineError::Token(e).into()
     }
 }
 
@@ -190,8 +202,25 @@ mod tests {
         );
         let e: ApiError = EngineError::TooLarge { size: 9, max: 1 }.into();
         assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
-        let e: ApiError = EngineError::Token(sluice_cdn::TokenError::Expired).into();
+        let e: ApiError = EngineError::Token(sluice_cdn::Error::Expired).into();
         assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "token_expired"));
+        for refusal in [
+            sluice_cdn::Error::Malformed,
+            sluice_cdn::Error::BadSignature,
+            sluice_cdn::Error::UnknownKey,
+        ] {
+            let e: ApiError = EngineError::Token(refusal).into();
+            assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, "invalid_token"));
+        }
+        let e: ApiError = sluice_cdn::Error::ClientNotAllowed.into();
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::FORBIDDEN, "client_not_allowed")
+        );
+        // Signing failing on our side is a server error that reveals nothing.
+        let e: ApiError = sluice_cdn::Error::CloudFront("key /srv/k.pem".into()).into();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message.contains("/srv"), "{}", e.message);
         let e: ApiError = sluice_storage::Error::NotFound { key: "k".into() }.into();
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         let e: ApiError = EngineError::QuotaExceeded {

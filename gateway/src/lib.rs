@@ -12,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod cache;
+pub mod client_ip;
 pub mod edge;
 pub mod endpoint;
 pub mod error;
@@ -363,7 +364,7 @@ pub async fn serve(
         };
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(s) => s,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
@@ -376,10 +377,12 @@ pub async fn serve(
                 if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
                     tracing::debug!("could not enable TCP keepalive: {e}");
                 }
-                // Every request body gets the idle deadline.
+                // Every request body gets the idle deadline; every request knows its peer.
                 let with_idle = ServiceBuilder::new()
                     .map_request(move |req: Request<hyper::body::Incoming>| {
-                        req.map(|b| body::IdleBody::new(b, idle))
+                        let mut req = req.map(|b| body::IdleBody::new(b, idle));
+                        req.extensions_mut().insert(client_ip::PeerAddr(peer));
+                        req
                     })
                     .service(svc.clone());
                 let conn = builder.serve_connection_with_upgrades(

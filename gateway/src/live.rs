@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, BodyStream, Limited};
 use serde::Deserialize;
 use sluice_engine::live::{IngestKind, ingest_kind};
 
-use crate::admin::{json_response, playback_response, read_json};
+use crate::admin::{PlaybackReq, json_response, playback_response, read_json};
 use crate::error::ApiError;
 use crate::paths;
 use crate::{ApiResult, App, base_url, principal, status_only};
@@ -64,18 +64,15 @@ pub async fn end<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
     Ok(json_response(StatusCode::ACCEPTED, &s))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PlaybackReq {
-    ttl_s: Option<u64>,
-}
-
 pub async fn playback(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
     let who = principal(&req)?.clone();
     let base = base_url(app, &req);
     let body: PlaybackReq = read_json(req, true).await?.unwrap_or_default();
-    let grant = app.engine.live_playback_grant(&who, id, body.ttl_s).await?;
-    Ok(playback_response(&base, &grant))
+    let grant = app
+        .engine
+        .live_playback_grant(&who, id, body.options())
+        .await?;
+    playback_response(app, &base, &grant)
 }
 
 /// `PUT|POST|DELETE` on a file under a stream's ingest URL.

@@ -92,6 +92,12 @@ pub fn playback(g: &PlaybackGrant) -> String {
     format!("/v1/play/{}/{}/{}/{}", g.tenant, g.asset, g.token, g.entry)
 }
 
+/// The prefix every playback path of one asset starts with, whatever its token:
+/// `/v1/play/{tenant}/{asset}/` (a CDN policy's resource, a cookie's path).
+pub fn playback_prefix(tenant: &str, asset: &str) -> String {
+    format!("/v1/play/{tenant}/{asset}/")
+}
+
 /// The path of a live stream's ingest URL: a directory, ending in `/`.
 pub fn ingest(g: &IngestGrant) -> String {
     format!("/v1/live/{}/ingest/{}/", g.stream, g.token)
@@ -154,9 +160,10 @@ mod tests {
         PlaybackGrant {
             tenant: "01TEN".into(),
             asset: "01ASSET".into(),
-            token: "1700000000-AbC_d-9".into(),
+            token: "k1.1700000000._.AbC_d-9".into(),
             entry: entry.into(),
             expires: 1_700_000_000,
+            client: None,
         }
     }
 
@@ -166,19 +173,20 @@ mod tests {
         let path = playback(&g);
         assert_eq!(
             path,
-            "/v1/play/01TEN/01ASSET/1700000000-AbC_d-9/master.m3u8"
+            "/v1/play/01TEN/01ASSET/k1.1700000000._.AbC_d-9/master.m3u8"
         );
         assert_eq!(
             parse_playback(&path),
             Some(PlaybackPath {
                 tenant: "01TEN",
                 asset: "01ASSET",
-                token: "1700000000-AbC_d-9",
+                token: "k1.1700000000._.AbC_d-9",
                 entry: "master.m3u8",
             })
         );
+        assert!(path.starts_with(&playback_prefix("01TEN", "01ASSET")));
         // Relative URIs inside the playlist resolve under the same token.
-        let seg = "/v1/play/01TEN/01ASSET/1700000000-AbC_d-9/live/720p/seg_00001.ts";
+        let seg = "/v1/play/01TEN/01ASSET/k1.1700000000._.AbC_d-9/live/720p/seg_00001.ts";
         assert_eq!(parse_playback(seg).unwrap().entry, "live/720p/seg_00001.ts");
         assert_eq!(
             parse_playback(&playback(&grant("live/index.m3u8")))
@@ -193,10 +201,10 @@ mod tests {
         let path = watch(&grant("master.m3u8"));
         assert_eq!(
             path,
-            "/v1/play/01TEN/01ASSET/1700000000-AbC_d-9/master.watch.html"
+            "/v1/play/01TEN/01ASSET/k1.1700000000._.AbC_d-9/master.watch.html"
         );
         let p = parse_playback(&path).unwrap();
-        assert_eq!(p.token, "1700000000-AbC_d-9");
+        assert_eq!(p.token, "k1.1700000000._.AbC_d-9");
         assert_eq!(
             play_entry(p.entry),
             PlayEntry::WatchPage {
@@ -205,7 +213,7 @@ mod tests {
         );
         assert_eq!(up_to_root(p.entry), "");
         let live = watch(&grant("live/index.m3u8"));
-        assert!(live.ends_with("/1700000000-AbC_d-9/live/index.watch.html"));
+        assert!(live.ends_with("/k1.1700000000._.AbC_d-9/live/index.watch.html"));
         let entry = parse_playback(&live).unwrap().entry;
         assert_eq!(
             play_entry(entry),

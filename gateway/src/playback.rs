@@ -226,7 +226,10 @@ pub async fn serve<B>(
     rel: &str,
     req: &Request<B>,
 ) -> ApiResult {
-    let key = app.engine.resolve_playback(tenant, asset, token, rel)?;
+    let client = crate::client_ip::client_ip(req, &app.engine.config().gateway.trusted_proxies);
+    let key = app
+        .engine
+        .resolve_playback(tenant, asset, token, rel, client)?;
     serve_object(app, &key, rel, req).await
 }
 

@@ -126,8 +126,9 @@ pub fn serve_page<B>(
     req: &Request<B>,
 ) -> ApiResult {
     let playlist = format!("{playlist_stem}.m3u8");
+    let client = crate::client_ip::client_ip(req, &app.engine.config().gateway.trusted_proxies);
     app.engine
-        .resolve_playback(path.tenant, path.asset, path.token, &playlist)?;
+        .resolve_playback(path.tenant, path.asset, path.token, &playlist, client)?;
     let page = render(path.entry, playlist_stem);
     let mut res = Response::new(empty());
     let h = res.headers_mut();
@@ -168,8 +169,9 @@ pub fn serve_file<B>(
     name: &str,
     req: &Request<B>,
 ) -> ApiResult {
+    let client = crate::client_ip::client_ip(req, &app.engine.config().gateway.trusted_proxies);
     app.engine
-        .verify_playback(path.tenant, path.asset, path.token)?;
+        .verify_playback(path.tenant, path.asset, path.token, client)?;
     let file = player_file(name)
         .ok_or_else(|| ApiError::not_found(format!("no player file named {name}")))?;
     // The name carries the fingerprint, so it is a strong validator as it stands.

@@ -38,7 +38,7 @@ async fn fixture() -> Fixture {
         .await
         .unwrap();
     let grant = engine
-        .live_playback_grant(&who, &stream.id, None)
+        .live_playback_grant(&who, &stream.id, Default::default())
         .await
         .unwrap();
     let app = Arc::new(App::new(

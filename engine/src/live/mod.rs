@@ -293,7 +293,7 @@ impl Engine {
         &self,
         who: &Principal,
         id: &str,
-        ttl_s: Option<u64>,
+        opts: crate::PlaybackOptions<'_>,
     ) -> Result<PlaybackGrant> {
         let tenant = self.tenant_of(who)?;
         let row = store::get_live(&self.inner.db, Some(tenant), id)
@@ -307,7 +307,7 @@ impl Engine {
             &row.tenant_id,
             &row.asset_id,
             &format!("live/{entry}"),
-            ttl_s,
+            opts,
         )
     }
 

@@ -62,6 +62,15 @@ pub(crate) use webhooks::{
     insert_webhook, list_webhooks, webhook_subscriptions,
 };
 
+/// A shared setting, if it exists.
+pub(crate) async fn setting(db: &AnyPool, key: &str) -> Result<Option<String>> {
+    Ok(sqlx::query("SELECT value FROM settings WHERE key = $1")
+        .bind(key)
+        .fetch_optional(db)
+        .await?
+        .map(|r| r.get(0)))
+}
+
 /// A shared setting, created with `value` by whichever process asks first.
 pub(crate) async fn setting_or_insert(db: &AnyPool, key: &str, value: &str) -> Result<String> {
     sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
