@@ -147,3 +147,17 @@ def test_a_burst_for_a_new_segment_reads_the_store_once(played):
     assert len(results) == 1000 and {s for s, _ in results} == {200}
     assert len({n for _, n in results}) == 1
     assert reads(srv) - before == 1
+
+
+def test_http2_without_tls(played):
+    """h2c with prior knowledge (what an edge or a load balancer speaking HTTP/2 to its
+    origin does), checked with curl's own HTTP/2 client."""
+    _srv, base = played
+    url = f"{base}/180p/seg_00000.ts"
+    out = subprocess.run(
+        ["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null",
+         "-w", "%{http_version} %{http_code} %{size_download}", url],
+        capture_output=True, check=True, timeout=30,
+    ).stdout.decode().split()
+    size = len(requests.get(url, timeout=10).content)
+    assert out == ["2", "200", str(size)], out
