@@ -389,19 +389,7 @@ impl Storage {
     /// reads). A larger object answers [`Whole::TooLarge`] with its metadata and no body:
     /// the caller streams it instead. The playback cache fills itself through this.
     pub async fn read_whole(&self, key: &str, max: u64) -> Result<Whole> {
-        let path = self.path(key)?;
-        let res = self
-            .hot
-            .get(&path)
-            .await
-            .map_err(|e| Error::backend(key, e))?;
-        count_read();
-        let info = ObjectInfo {
-            key: key.to_string(),
-            size: res.meta.size,
-            etag: res.meta.e_tag.clone(),
-            last_modified: res.meta.last_modified.into(),
-        };
+        let (info, res) = self.open(key, None).await?;
         if info.size > max {
             return Ok(Whole::TooLarge(info));
         }
@@ -417,6 +405,33 @@ impl Storage {
             });
         }
         Ok(Whole::Bytes(info, body))
+    }
+
+    /// Open an object (or a range of it) for reading: its metadata and the pending body.
+    /// Every whole-object read goes through here, and counts as one read.
+    async fn open(
+        &self,
+        key: &str,
+        range: Option<Range<u64>>,
+    ) -> Result<(ObjectInfo, object_store::GetResult)> {
+        let path = self.path(key)?;
+        let opts = object_store::GetOptions {
+            range: range.map(Into::into),
+            ..Default::default()
+        };
+        let res = self
+            .hot
+            .get_opts(&path, opts)
+            .await
+            .map_err(|e| Error::backend(key, e))?;
+        count_read();
+        let info = ObjectInfo {
+            key: key.to_string(),
+            size: res.meta.size,
+            etag: res.meta.e_tag.clone(),
+            last_modified: res.meta.last_modified.into(),
+        };
+        Ok((info, res))
     }
 
     /// Read one byte range of an object.
@@ -437,23 +452,7 @@ impl Storage {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<(ObjectInfo, ByteStream)> {
-        let path = self.path(key)?;
-        let opts = object_store::GetOptions {
-            range: range.map(Into::into),
-            ..Default::default()
-        };
-        let res = self
-            .hot
-            .get_opts(&path, opts)
-            .await
-            .map_err(|e| Error::backend(key, e))?;
-        count_read();
-        let info = ObjectInfo {
-            key: key.to_string(),
-            size: res.meta.size,
-            etag: res.meta.e_tag.clone(),
-            last_modified: res.meta.last_modified.into(),
-        };
+        let (info, res) = self.open(key, range).await?;
         let owned = key.to_string();
         let stream = res
             .into_stream()

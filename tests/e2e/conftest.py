@@ -128,6 +128,15 @@ class Sluice:
         assert r.status_code == 200, r.text
         return r.json()
 
+    def ready_asset(self, workdir, name, seconds=6, size="320x180"):
+        """A tenant and a small clip uploaded and transcoded: (api key, asset id)."""
+        clip = make_clip(Path(workdir) / f"{name}.mp4", seconds=seconds, size=size)
+        key = self.tenant(name)["api_key"]
+        asset_id = self.tus_upload(key, clip)
+        a = self.wait_asset(key, asset_id)
+        assert a["status"] == "ready", a
+        return key, asset_id
+
     def wait_asset(self, key, asset_id, timeout=240):
         """Poll until the asset is ready or failed. The result carries `_progress_seen`:
         the (status, progress) pairs observed *before* it finished, so a test can check

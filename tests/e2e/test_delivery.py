@@ -10,7 +10,7 @@ import threading
 import pytest
 import requests
 
-from conftest import Sluice, make_clip
+from conftest import Sluice
 
 CONFIG = """
 [transcode]
@@ -25,14 +25,10 @@ def played(tmp_path_factory):
     d = tmp_path_factory.mktemp("delivery")
     srv = Sluice(d / "data", CONFIG)
     try:
-        clip = make_clip(d / "clip.mp4", seconds=6, size="320x180")
-        t = srv.tenant("delivery")
-        asset_id = srv.tus_upload(t["api_key"], clip)
-        a = srv.wait_asset(t["api_key"], asset_id)
-        assert a["status"] == "ready", a
+        key, asset_id = srv.ready_asset(d, "delivery")
         url = requests.post(
             f"{srv.url}/v1/assets/{asset_id}/playback",
-            headers={"Authorization": f"Bearer {t['api_key']}"},
+            headers={"Authorization": f"Bearer {key}"},
             timeout=10,
         ).json()["url"]
         yield srv, url.rsplit("/", 1)[0]

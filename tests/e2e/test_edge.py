@@ -10,7 +10,7 @@ import urllib.parse
 import pytest
 import requests
 
-from conftest import Edge, Sluice, make_clip
+from conftest import Edge, Sluice
 
 CONFIG = """
 [transcode]
@@ -40,13 +40,9 @@ def setup(tmp_path_factory):
     srv = Sluice(d / "data", CONFIG)
     edge = None
     try:
-        clip = make_clip(d / "clip.mp4", seconds=8, size="320x180")
-        t = srv.tenant("edge")
-        asset_id = srv.tus_upload(t["api_key"], clip)
-        a = srv.wait_asset(t["api_key"], asset_id)
-        assert a["status"] == "ready", a
+        key, asset_id = srv.ready_asset(d, "edge", seconds=8)
         edge = Edge(srv.url)
-        yield srv, edge, t["api_key"], asset_id
+        yield srv, edge, key, asset_id
     finally:
         if edge:
             edge.stop()
