@@ -5,7 +5,9 @@ same files statically (sendfile, open_file_cache), in one run, servers alternati
 1. a ~1 MiB segment, 64 keep-alive connections (wrk -t1 -c64), cached at both;
 2. a small variant playlist, same load;
 3. thousands of keep-alive viewers polling a playlist and fetching a segment every 2 s
-   (benches/src/bin/viewers.rs; bounded in time): errors, p99, the gateway's peak RSS;
+   (benches/src/bin/viewers.rs; bounded in time): errors, p99, the gateway's peak RSS. The
+   viewers play the low rendition (a ~60 KB segment): 10,000 viewers of 1 MiB segments
+   every 2 s would be 5 GB/s, past what either server (or this machine's loopback) moves;
 4. thundering herd: 1,000 simultaneous requests for a segment nobody has read yet, and the
    storage reads they cost (`sluice_storage_reads_total`);
 5. the same segment load through the nginx edge `sluice edge nginx` writes, against
@@ -48,6 +50,7 @@ CONFIG = """
 [transcode]
 ladder = [
   {name = "720p", height = 720, video_bitrate = 4500000},
+  {name = "180p", height = 180, video_bitrate = 250000},
 ]
 [gateway]
 max_connections = 20000
@@ -241,13 +244,18 @@ def main():
         segs = sorted((hls / "720p").glob("seg_*.ts"), key=lambda p: abs(p.stat().st_size - (1 << 20)))
         seg, herd_seg = segs[0], segs[1]
         playlist = hls / "720p" / "index.m3u8"
+        low_seg = sorted((hls / "180p").glob("seg_*.ts"))[1]
         static_root = work / "static"
         (static_root / "720p").mkdir(parents=True)
+        (static_root / "180p").mkdir(parents=True)
         for f in (seg, herd_seg, playlist):
             shutil.copy(f, static_root / "720p" / f.name)
-        os.chmod(static_root, 0o755)
-        os.chmod(static_root / "720p", 0o755)
-        print(f"segment {seg.name}: {seg.stat().st_size} bytes; playlist {playlist.stat().st_size} bytes")
+        for f in (low_seg, hls / "180p" / "index.m3u8"):
+            shutil.copy(f, static_root / "180p" / f.name)
+        for d in (static_root, static_root / "720p", static_root / "180p"):
+            os.chmod(d, 0o755)
+        print(f"segment {seg.name}: {seg.stat().st_size} bytes; playlist {playlist.stat().st_size} "
+              f"bytes; viewers' segment 180p/{low_seg.name}: {low_seg.stat().st_size} bytes")
 
         nport = free_port()
         ng = static_nginx(static_root, nport, work)
@@ -294,8 +302,8 @@ def main():
               f"{args.viewer_seconds} s")
         results["viewers"] = {}
         for name, addr, pre in (("sluice", f"127.0.0.1:{port}", prefix), ("nginx", f"127.0.0.1:{nport}", "")):
-            out = subprocess.run([viewers_bin, "--addr", addr, "--playlist", f"{pre}/{rel_pl}",
-                                  "--segment", f"{pre}/{rel_seg}", "--viewers", str(args.viewers),
+            out = subprocess.run([viewers_bin, "--addr", addr, "--playlist", f"{pre}/180p/index.m3u8",
+                                  "--segment", f"{pre}/180p/{low_seg.name}", "--viewers", str(args.viewers),
                                   "--duration-s", str(args.viewer_seconds)],
                                  capture_output=True, text=True, timeout=args.viewer_seconds + 300)
             v = json.loads(out.stdout.strip().splitlines()[-1])

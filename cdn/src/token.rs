@@ -137,6 +137,9 @@ impl<'de> serde::Deserialize<'de> for ClientNet {
 pub struct PlaybackKey {
     id: String,
     secret: Vec<u8>,
+    /// HMAC keyed with `secret`, before any input: cloned for each token, so the key
+    /// schedule is not recomputed on the segment hot path.
+    keyed: HmacSha256,
 }
 
 impl fmt::Debug for PlaybackKey {
@@ -155,9 +158,11 @@ impl PlaybackKey {
         if secret.len() < MIN_SECRET_LEN {
             return Err(Error::WeakSecret(id.to_string()));
         }
+        let keyed = HmacSha256::new_from_slice(&secret).expect("HMAC accepts keys of any length");
         Ok(Self {
             id: id.to_string(),
             secret,
+            keyed,
         })
     }
 
@@ -171,10 +176,32 @@ impl PlaybackKey {
         &self.secret
     }
 
+    /// The MAC of [`signed_string`], fed piece by piece (no allocation per token).
     fn mac(&self, resource: &str, expires: u64, scope: &str) -> HmacSha256 {
-        let mut mac =
-            HmacSha256::new_from_slice(&self.secret).expect("HMAC accepts keys of any length");
-        mac.update(signed_string(&self.id, resource, expires, scope).as_bytes());
+        let mut mac = self.keyed.clone();
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = expires;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for piece in [
+            b"play2:".as_slice(),
+            self.id.as_bytes(),
+            b":",
+            resource.as_bytes(),
+            b":",
+            &digits[at..],
+            b":",
+            scope.as_bytes(),
+        ] {
+            mac.update(piece);
+        }
         mac
     }
 }

@@ -55,6 +55,9 @@ pub struct Object {
     pub br: Option<Bytes>,
     /// The strong ETag of the identity representation, quoted.
     pub etag: Option<String>,
+    /// `etag` and `Last-Modified` as header values, made once.
+    pub etag_header: Option<HeaderValue>,
+    pub last_modified_header: Option<HeaderValue>,
     pub policy: CachePolicy,
     /// `Cache-Control` for this object (a live playlist's depends on its target duration).
     pub cache_control: HeaderValue,
@@ -198,12 +201,16 @@ impl Object {
         } else {
             (None, None)
         };
+        let etag_header = etag.as_deref().and_then(|e| HeaderValue::from_str(e).ok());
+        let last_modified_header = http_date(info.last_modified);
         Self {
             info,
             body,
             gzip,
             br,
             etag,
+            etag_header,
+            last_modified_header,
             policy,
             cache_control,
         }

@@ -164,8 +164,8 @@ fn describe(
     res: &mut Response<Body>,
     rel: &str,
     cache_control: HeaderValue,
-    etag: Option<&str>,
-    last_modified: std::time::SystemTime,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
 ) {
     let h = res.headers_mut();
     h.insert(
@@ -174,10 +174,10 @@ fn describe(
     );
     h.insert(header::CACHE_CONTROL, cache_control);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(e) = etag.and_then(|e| HeaderValue::from_str(e).ok()) {
+    if let Some(e) = etag {
         h.insert(header::ETAG, e);
     }
-    if let Some(lm) = crate::cache::http_date(last_modified) {
+    if let Some(lm) = last_modified {
         h.insert(header::LAST_MODIFIED, lm);
     }
     if crate::cache::compressible(rel) {
@@ -259,16 +259,28 @@ fn from_memory<B>(obj: &Object, rel: &str, req: &Request<B>) -> Response<Body> {
             obj.br.is_some(),
         )
     };
-    let etag = obj.etag.as_deref().map(|e| representation_etag(e, coding));
+    // The identity representation's header was made when the object was cached.
+    let etag: Option<std::borrow::Cow<'_, str>> = match coding {
+        Coding::Identity => obj.etag.as_deref().map(Into::into),
+        other => obj
+            .etag
+            .as_deref()
+            .map(|e| representation_etag(e, other).into()),
+    };
+    let etag_header = match coding {
+        Coding::Identity => obj.etag_header.clone(),
+        _ => etag.as_deref().and_then(|t| HeaderValue::from_str(t).ok()),
+    };
+    let etag = etag.as_deref();
     let mut res = Response::new(empty());
     describe(
         &mut res,
         rel,
         obj.cache_control.clone(),
-        etag.as_deref(),
-        obj.info.last_modified,
+        etag_header,
+        obj.last_modified_header.clone(),
     );
-    if not_modified(headers, etag.as_deref(), obj.info.last_modified) {
+    if not_modified(headers, etag, obj.info.last_modified) {
         *res.status_mut() = StatusCode::NOT_MODIFIED;
         return res;
     }
@@ -331,8 +343,10 @@ async fn from_store<B>(
         &mut res,
         rel,
         cache_control,
-        known_etag.as_deref(),
-        known.last_modified,
+        known_etag
+            .as_deref()
+            .and_then(|t| HeaderValue::from_str(t).ok()),
+        crate::cache::http_date(known.last_modified),
     );
     if not_modified(headers, known_etag.as_deref(), known.last_modified) {
         *res.status_mut() = StatusCode::NOT_MODIFIED;
