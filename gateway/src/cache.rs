@@ -9,11 +9,10 @@
 //! key make one storage read, the other callers wait for it.
 //!
 //! Compressed variants of text objects (playlists, WebVTT) are made once, at load time.
-//! Each entry lives for a time that depends on its kind ([`ttl`]): a live playlist not at
-//! all (only concurrent requests share its read: it changes with every segment, and the
-//! edge in front caches it for half a target duration anyway); VOD playlists a few
-//! seconds, so a rendition re-run shows; immutable objects ten minutes, so an object
-//! removed from the store stops being served on every gateway.
+//! Entries are short-lived ([`ttl`]): a live playlist is not kept at all (only concurrent
+//! requests share its read), everything else one second, so that a rendition re-run (which
+//! rewrites objects under the same names) or a removal shows on every gateway within a
+//! second without any invalidation between processes.
 //! Objects larger than the per-object cap are remembered as "stream it" (their metadata
 //! only) and streamed from the store on each request.
 
@@ -30,15 +29,24 @@ use sluice_cdn::CachePolicy;
 use sluice_storage::{ObjectInfo, Storage, Whole};
 
 /// How long an entry of each kind stays in the cache.
+///
+/// Short on purpose. The cache exists to collapse floods (every request for an object
+/// within a second is answered from one read) and to serve hot objects from memory; a
+/// gateway re-reads a hot object once a second, which costs nothing next to the requests
+/// it answers. In exchange an object that changes in the store is served new within a
+/// second on every gateway, with no invalidation between processes: a rendition re-run
+/// rewrites its segments and playlists under the same names, and a removed asset stops
+/// being served. (The CDN-facing `Cache-Control` is another matter: see `sluice_cdn`.)
 pub fn ttl(policy: CachePolicy) -> Duration {
     match policy {
         // Not kept: concurrent requests share one read, and the next request reads
         // again, so a viewer never gets a playlist older than the encoder's last PUT.
         CachePolicy::LivePlaylist => Duration::ZERO,
-        CachePolicy::VodPlaylist | CachePolicy::WatchPage => Duration::from_secs(5),
-        CachePolicy::ImmutableSegment | CachePolicy::FingerprintedAsset | CachePolicy::NoStore => {
-            Duration::from_secs(600)
-        }
+        CachePolicy::VodPlaylist
+        | CachePolicy::WatchPage
+        | CachePolicy::ImmutableSegment
+        | CachePolicy::FingerprintedAsset
+        | CachePolicy::NoStore => Duration::from_secs(1),
     }
 }
 
@@ -167,6 +175,33 @@ impl PlaybackCache {
         if let Some(c) = &self.cache {
             c.invalidate(key).await;
         }
+    }
+
+    /// Drop every object `storage` publishes from now on, as soon as it is stored: a
+    /// rendition re-run by this process's workers is served new at once (other processes'
+    /// publications show within the entries' lifetime, [`ttl`]). Runs until every handle
+    /// of `storage` is gone; needs a Tokio runtime.
+    pub fn follow(&self, storage: &Storage) {
+        use tokio::sync::broadcast::error::RecvError;
+        let (Some(cache), Ok(rt)) = (self.cache.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let mut published = storage.subscribe_published();
+        rt.spawn(async move {
+            loop {
+                match published.recv().await {
+                    Ok(keys) => {
+                        for key in keys.iter() {
+                            cache.invalidate(key.as_str()).await;
+                        }
+                    }
+                    // Fell behind: some keys are unknown, so forget everything.
+                    Err(RecvError::Lagged(_)) => cache.invalidate_all(),
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
     }
 }
 

@@ -70,6 +70,7 @@ impl App {
     ) -> Self {
         let g = &engine.config().gateway;
         let cache = cache::PlaybackCache::new(g.cache_bytes, g.cache_max_object_bytes);
+        cache.follow(&storage);
         Self {
             engine,
             storage,

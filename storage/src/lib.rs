@@ -132,7 +132,14 @@ pub struct Storage {
     prefix: Option<String>,
     /// The part size of resumable multipart writes.
     part_size: usize,
+    /// Keys [`Storage::publish`] has just (re)written, for caches of this process that
+    /// must drop their copies (a rendition re-run rewrites objects under the same names).
+    published: tokio::sync::broadcast::Sender<Arc<[String]>>,
 }
+
+/// How many batches of published keys a slow subscriber may fall behind before it is
+/// told it lagged (and must drop everything it caches).
+const PUBLISHED_BACKLOG: usize = 256;
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -164,6 +171,7 @@ impl Storage {
             multipart: None,
             prefix: None,
             part_size: DEFAULT_PART_SIZE,
+            published: tokio::sync::broadcast::channel(PUBLISHED_BACKLOG).0,
         })
     }
 
@@ -178,6 +186,7 @@ impl Storage {
             multipart: Some(store),
             prefix,
             part_size: config.part_size as usize,
+            published: tokio::sync::broadcast::channel(PUBLISHED_BACKLOG).0,
         })
     }
 
@@ -189,7 +198,15 @@ impl Storage {
             multipart: None,
             prefix: None,
             part_size: DEFAULT_PART_SIZE,
+            published: tokio::sync::broadcast::channel(PUBLISHED_BACKLOG).0,
         }
+    }
+
+    /// The keys every later [`Storage::publish`] on this handle (or a clone of it) writes,
+    /// batch by batch, as soon as each batch is stored. Only this process sees them: a
+    /// cache in another process relies on its own expiry.
+    pub fn subscribe_published(&self) -> tokio::sync::broadcast::Receiver<Arc<[String]>> {
+        self.published.subscribe()
     }
 
     /// The backend path of a key: validated, then put under the configured prefix.

@@ -10,6 +10,7 @@
 //! the live recording published as pushed all go through [`Storage::publish`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -57,6 +58,10 @@ impl Storage {
             while let Some(next) = rest.next_if(|(rel, _)| rank(rel) == r) {
                 this.push(next);
             }
+            let keys: Arc<[String]> = this
+                .iter()
+                .map(|(rel, _)| format!("{prefix}{rel}"))
+                .collect();
             // Owned keys and a storage handle per object: the future stays `Send` and
             // `'static` for the worker task that awaits it.
             futures::stream::iter(this.into_iter().map(|(rel, source)| {
@@ -72,6 +77,8 @@ impl Storage {
             .buffer_unordered(PUBLISH_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;
+            // Nobody listening is no error.
+            let _ = self.published.send(keys);
         }
         Ok(())
     }

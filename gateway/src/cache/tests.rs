@@ -192,3 +192,63 @@ async fn large_objects_are_streamed_and_missing_ones_are_not_found() {
             .is_ok()
     );
 }
+
+/// An object rewritten in the store under the same name (a rendition re-run) is served new
+/// within a second, with no invalidation.
+#[tokio::test]
+async fn a_rewritten_object_is_served_new_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::local(dir.path()).unwrap();
+    let cache = PlaybackCache::new(1 << 20, 1000);
+    let key = "tenants/t/assets/a/hls/144p/seg_00001.ts";
+    let body = |found: Found| match found {
+        Found::Memory(o) => o.body.clone(),
+        other => panic!("expected memory, got {other:?}"),
+    };
+    storage.put(key, Bytes::from_static(b"old")).await.unwrap();
+    let get = || cache.get(&storage, key, CachePolicy::ImmutableSegment);
+    assert_eq!(body(get().await.unwrap()), "old");
+    storage.put(key, Bytes::from_static(b"new")).await.unwrap();
+    assert_eq!(body(get().await.unwrap()), "old"); // still the cached copy
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(body(get().await.unwrap()), "new");
+}
+
+/// What this process publishes (a rendition re-run: same names, new bytes) is served new
+/// at once.
+#[tokio::test]
+async fn a_publication_drops_the_cached_copies_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::local(dir.path()).unwrap();
+    let cache = PlaybackCache::new(1 << 20, 1000);
+    cache.follow(&storage);
+    let prefix = "tenants/t/assets/a/hls/";
+    let key = "tenants/t/assets/a/hls/144p/seg_00001.ts";
+    storage.put(key, Bytes::from_static(b"old")).await.unwrap();
+    let body = |found: Found| match found {
+        Found::Memory(o) => o.body.clone(),
+        other => panic!("expected memory, got {other:?}"),
+    };
+    let get = || cache.get(&storage, key, CachePolicy::ImmutableSegment);
+    assert_eq!(body(get().await.unwrap()), "old");
+    storage
+        .publish(
+            prefix,
+            vec![(
+                "144p/seg_00001.ts".to_string(),
+                sluice_storage::Source::Bytes(Bytes::from_static(b"new")),
+            )],
+        )
+        .await
+        .unwrap();
+    // The invalidation runs on another task: give it its turn, well within the 1 s expiry.
+    let mut got = body(get().await.unwrap());
+    for _ in 0..50 {
+        if got == "new" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        got = body(get().await.unwrap());
+    }
+    assert_eq!(got, "new");
+}
