@@ -159,6 +159,10 @@ pub struct GatewayConfig {
     /// Largest object the playback cache keeps; larger ones are streamed from the store,
     /// bytes. Default 16 MiB.
     pub cache_max_object_bytes: u64,
+    /// How long the playback cache keeps an object, milliseconds: how late a gateway sees
+    /// an object another process rewrote (a rendition re-run by a separate worker), and
+    /// how often it re-reads a hot object from the store. Default 1000, at most one hour.
+    pub cache_ttl_ms: u64,
     /// Peers (IP addresses or CIDR networks) whose `X-Forwarded-For` is believed: for a
     /// request from one of them, the client is the right-most address of that header.
     /// From any other peer the client is the socket's peer address. Default: none.
@@ -176,6 +180,7 @@ impl Default for GatewayConfig {
             max_connections: 10_000,
             cache_bytes: 256 << 20,
             cache_max_object_bytes: 16 << 20,
+            cache_ttl_ms: 1000,
             trusted_proxies: Vec::new(),
         }
     }
@@ -498,6 +503,9 @@ impl Config {
             return bad(
                 "gateway.header_read_timeout_s, tcp_keepalive_s and max_connections must be at least 1",
             );
+        }
+        if g.cache_ttl_ms == 0 || g.cache_ttl_ms > 3_600_000 {
+            return bad("gateway.cache_ttl_ms must be between 1 and 3600000");
         }
         if g.cache_bytes > 0 && g.cache_max_object_bytes > g.cache_bytes {
             return bad("gateway.cache_max_object_bytes must not exceed gateway.cache_bytes");

@@ -30,14 +30,14 @@ use sluice_storage::{ObjectInfo, Storage, Whole};
 
 /// How long an entry of each kind stays in the cache.
 ///
-/// Short on purpose. The cache exists to collapse floods (every request for an object
+/// `lifetime` (`gateway.cache_ttl_ms`, default one second) is short on purpose. The cache exists to collapse floods (every request for an object
 /// within a second is answered from one read) and to serve hot objects from memory; a
 /// gateway re-reads a hot object once a second, which costs nothing next to the requests
 /// it answers. In exchange an object that changes in the store is served new within a
 /// second on every gateway, with no invalidation between processes: a rendition re-run
 /// rewrites its segments and playlists under the same names, and a removed asset stops
 /// being served. (The CDN-facing `Cache-Control` is another matter: see `sluice_cdn`.)
-pub fn ttl(policy: CachePolicy) -> Duration {
+pub fn ttl(policy: CachePolicy, lifetime: Duration) -> Duration {
     match policy {
         // Not kept: concurrent requests share one read, and the next request reads
         // again, so a viewer never gets a playlist older than the encoder's last PUT.
@@ -46,7 +46,7 @@ pub fn ttl(policy: CachePolicy) -> Duration {
         | CachePolicy::WatchPage
         | CachePolicy::ImmutableSegment
         | CachePolicy::FingerprintedAsset
-        | CachePolicy::NoStore => Duration::from_secs(1),
+        | CachePolicy::NoStore => lifetime,
     }
 }
 
@@ -81,10 +81,10 @@ pub enum Found {
 }
 
 impl Found {
-    fn policy_ttl(&self, key: &str) -> Duration {
+    fn policy_ttl(&self, key: &str, lifetime: Duration) -> Duration {
         match self {
-            Found::Memory(o) => ttl(o.policy),
-            Found::Stream(_) => ttl(policy_for_key(key)),
+            Found::Memory(o) => ttl(o.policy, lifetime),
+            Found::Stream(_) => ttl(policy_for_key(key), lifetime),
         }
     }
 
@@ -112,11 +112,11 @@ fn policy_for_key(key: &str) -> CachePolicy {
     }
 }
 
-struct PerKind;
+struct PerKind(Duration);
 
 impl Expiry<Arc<str>, Found> for PerKind {
     fn expire_after_create(&self, key: &Arc<str>, value: &Found, _: Instant) -> Option<Duration> {
-        Some(value.policy_ttl(key))
+        Some(value.policy_ttl(key, self.0))
     }
 }
 
@@ -128,14 +128,14 @@ pub struct PlaybackCache {
 }
 
 impl PlaybackCache {
-    /// A cache of at most `budget` bytes keeping objects of at most `max_object` bytes;
-    /// a zero budget turns it off (every request reads the store).
-    pub fn new(budget: u64, max_object: u64) -> Self {
+    /// A cache of at most `budget` bytes keeping objects of at most `max_object` bytes
+    /// for `lifetime` ([`ttl`]); a zero budget turns it off (every request reads the store).
+    pub fn new(budget: u64, max_object: u64, lifetime: Duration) -> Self {
         let cache = (budget > 0).then(|| {
             Cache::builder()
                 .max_capacity(budget)
                 .weigher(|_: &Arc<str>, v: &Found| v.weight())
-                .expire_after(PerKind)
+                .expire_after(PerKind(lifetime))
                 .eviction_listener(|_, _, cause| {
                     if cause == RemovalCause::Size {
                         metrics::counter!("sluice_playback_cache_evictions_total").increment(1);

@@ -69,7 +69,11 @@ impl App {
         metrics: PrometheusHandle,
     ) -> Self {
         let g = &engine.config().gateway;
-        let cache = cache::PlaybackCache::new(g.cache_bytes, g.cache_max_object_bytes);
+        let cache = cache::PlaybackCache::new(
+            g.cache_bytes,
+            g.cache_max_object_bytes,
+            Duration::from_millis(g.cache_ttl_ms),
+        );
         cache.follow(&storage);
         Self {
             engine,

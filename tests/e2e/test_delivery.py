@@ -12,7 +12,12 @@ import requests
 
 from conftest import Sluice
 
+# A long cache lifetime, so that the burst below is answered from one read however long
+# a loaded machine takes to send it (the default second would let a slow burst re-read).
 CONFIG = """
+[gateway]
+cache_ttl_ms = 600000
+
 [transcode]
 ladder = [
   {name = "180p", height = 180, video_bitrate = 200000},

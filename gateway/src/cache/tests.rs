@@ -1,5 +1,7 @@
 use super::*;
 
+const SECOND: Duration = Duration::from_secs(1);
+
 fn info(key: &str, size: u64) -> ObjectInfo {
     ObjectInfo {
         key: key.to_string(),
@@ -81,7 +83,9 @@ fn text_gets_compressed_variants_that_decompress_to_the_original() {
 
 #[test]
 fn entries_live_by_kind() {
-    assert_eq!(ttl(CachePolicy::LivePlaylist), Duration::ZERO);
+    assert_eq!(ttl(CachePolicy::LivePlaylist, SECOND), Duration::ZERO);
+    assert_eq!(ttl(CachePolicy::ImmutableSegment, SECOND), SECOND);
+    assert_eq!(ttl(CachePolicy::VodPlaylist, SECOND), SECOND);
     assert_eq!(
         policy_for_key("tenants/t/assets/a/live/index.m3u8"),
         CachePolicy::LivePlaylist
@@ -114,7 +118,7 @@ fn concurrent_misses_read_the_store_once() {
         rt.block_on(async {
             let storage = Storage::local(dir.path()).unwrap();
             storage.put(key, data.clone()).await.unwrap();
-            let cache = PlaybackCache::new(64 << 20, 16 << 20);
+            let cache = PlaybackCache::new(64 << 20, 16 << 20, SECOND);
             let requests =
                 (0..1000).map(|_| cache.get(&storage, key, CachePolicy::ImmutableSegment));
             for found in futures::future::join_all(requests).await {
@@ -145,7 +149,7 @@ fn concurrent_misses_read_the_store_once() {
 async fn a_live_playlist_is_read_again_after_a_write() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::local(dir.path()).unwrap();
-    let cache = PlaybackCache::new(1 << 20, 1000);
+    let cache = PlaybackCache::new(1 << 20, 1000, SECOND);
     let key = "tenants/t/assets/a/live/index.m3u8";
     for text in [
         "#EXTM3U\n#EXT-X-TARGETDURATION:2\n",
@@ -163,7 +167,7 @@ async fn a_live_playlist_is_read_again_after_a_write() {
 async fn large_objects_are_streamed_and_missing_ones_are_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::local(dir.path()).unwrap();
-    let cache = PlaybackCache::new(1 << 20, 1000);
+    let cache = PlaybackCache::new(1 << 20, 1000, SECOND);
     storage
         .put("k/big.ts", Bytes::from(vec![1u8; 1001]))
         .await
@@ -199,7 +203,7 @@ async fn large_objects_are_streamed_and_missing_ones_are_not_found() {
 async fn a_rewritten_object_is_served_new_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::local(dir.path()).unwrap();
-    let cache = PlaybackCache::new(1 << 20, 1000);
+    let cache = PlaybackCache::new(1 << 20, 1000, SECOND);
     let key = "tenants/t/assets/a/hls/144p/seg_00001.ts";
     let body = |found: Found| match found {
         Found::Memory(o) => o.body.clone(),
@@ -220,7 +224,7 @@ async fn a_rewritten_object_is_served_new_within_a_second() {
 async fn a_publication_drops_the_cached_copies_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::local(dir.path()).unwrap();
-    let cache = PlaybackCache::new(1 << 20, 1000);
+    let cache = PlaybackCache::new(1 << 20, 1000, SECOND);
     cache.follow(&storage);
     let prefix = "tenants/t/assets/a/hls/";
     let key = "tenants/t/assets/a/hls/144p/seg_00001.ts";
