@@ -106,8 +106,7 @@ impl Engine {
         if before.is_some_and(|b| b.len() > 64) {
             return Err(Error::InvalidInput("before must be an audit row id".into()));
         }
-        let rows =
-            store::list_audit(&self.inner.db, tenant, before, i64::from(limit)).await?;
+        let rows = store::list_audit(&self.inner.db, tenant, before, i64::from(limit)).await?;
         Ok(rows
             .into_iter()
             .map(|r| AuditRecord {

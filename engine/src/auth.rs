@@ -69,8 +69,14 @@ impl Engine {
             .is_none_or(|t| now - t >= LAST_USED_THROTTLE_MS)
             || owner.prefix.is_none()
         {
-            store::touch_key(&self.inner.db, &key_hash, prefix, now, LAST_USED_THROTTLE_MS)
-                .await?;
+            store::touch_key(
+                &self.inner.db,
+                &key_hash,
+                prefix,
+                now,
+                LAST_USED_THROTTLE_MS,
+            )
+            .await?;
         }
         let actor = format!("key:{prefix}");
         let tenant_id = owner.tenant_id;
@@ -137,7 +143,9 @@ impl Engine {
     /// `GET /v1/admin/jwks` (platform admin): the cached keys. Empty without `[auth.jwt]`.
     pub async fn jwks_keys(&self, who: &Principal) -> Result<Vec<crate::jwt::JwksKeyView>> {
         if *who != Principal::Admin {
-            return Err(Error::Forbidden("this endpoint needs the platform_admin role"));
+            return Err(Error::Forbidden(
+                "this endpoint needs the platform_admin role",
+            ));
         }
         Ok(match &self.inner.jwt {
             Some(j) => j.cached_keys().await,

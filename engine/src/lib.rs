@@ -22,6 +22,7 @@
 //! | `store/` | every SQL query, grouped by aggregate |
 
 mod assets;
+mod audit;
 mod auth;
 mod bootstrap;
 pub mod checksum;
@@ -32,7 +33,6 @@ pub mod error;
 pub mod jobs;
 pub mod jwt;
 mod keys;
-mod audit;
 pub mod live;
 pub mod model;
 mod playback;
@@ -57,6 +57,8 @@ use sqlx::AnyPool;
 use bootstrap::QueuePool;
 pub(crate) use secrets::random_token;
 
+pub use audit::{AuditEntry, AuditRecord, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
+pub use auth::Identity;
 pub use bootstrap::OpenReport;
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
@@ -65,14 +67,12 @@ pub use error::{Error, Result};
 pub use jobs::policy as queue;
 pub use jobs::policy::JobClass;
 pub use jobs::{JobReporter, JobSpec, TRANSCODE_QUEUE, TranscodeQueue};
+pub use keys::{KeyInfo, NewKey};
 pub use model::*;
 pub use playback::PlaybackOptions;
 pub use presets::PresetView;
 pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
-pub use auth::Identity;
 pub use roles::Role;
-pub use audit::{AuditEntry, AuditRecord, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
-pub use keys::{KeyInfo, NewKey};
 pub use sluice_media::preset::{self, PresetOverrides, TranscodePreset};
 pub use uploads::{MAX_CONCAT_PARTS, NewUploadSpec};
 

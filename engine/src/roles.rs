@@ -53,10 +53,9 @@ impl Role {
         match self {
             Role::PlatformAdmin => true,
             Role::Ops => required == Role::Ops,
-            Role::TenantAdmin => matches!(
-                required,
-                Role::TenantAdmin | Role::Uploader | Role::Viewer
-            ),
+            Role::TenantAdmin => {
+                matches!(required, Role::TenantAdmin | Role::Uploader | Role::Viewer)
+            }
             Role::Uploader => required == Role::Uploader,
             Role::Viewer => required == Role::Viewer,
         }

@@ -125,7 +125,9 @@ impl JwtConfig {
         if let Some(path) = url.strip_prefix("file://") {
             let p = std::path::PathBuf::from(path);
             if !p.is_absolute() {
-                return bad("jwks_url file:// needs an absolute path (file:///abs/jwks.json)".into());
+                return bad(
+                    "jwks_url file:// needs an absolute path (file:///abs/jwks.json)".into(),
+                );
             }
             return Ok(JwksSource::File(p));
         }

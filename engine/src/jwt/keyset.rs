@@ -42,7 +42,11 @@ pub(crate) fn parse_jwks(body: &[u8]) -> Result<Vec<FreshKey>, String> {
         serde_json::from_slice(body).map_err(|e| format!("not a JWKS document: {e}"))?;
     let mut out = Vec::new();
     for jwk in &set.keys {
-        let Some(kid) = jwk.common.key_id.clone().filter(|k| !k.is_empty() && k.len() <= 256)
+        let Some(kid) = jwk
+            .common
+            .key_id
+            .clone()
+            .filter(|k| !k.is_empty() && k.len() <= 256)
         else {
             continue;
         };
@@ -147,7 +151,9 @@ impl KeySet {
         for (kid, k) in fresh {
             match self.keys.get_mut(&kid) {
                 // The same kid with another key or algorithm is a new key.
-                Some(c) if c.alg == k.alg && c.fingerprint == k.fingerprint => c.removed_at_ms = None,
+                Some(c) if c.alg == k.alg && c.fingerprint == k.fingerprint => {
+                    c.removed_at_ms = None
+                }
                 _ => {
                     self.keys.insert(
                         kid,
@@ -162,8 +168,10 @@ impl KeySet {
                 }
             }
         }
-        self.keys
-            .retain(|_, c| c.removed_at_ms.is_none_or(|r| now_ms.saturating_sub(r) < grace_ms));
+        self.keys.retain(|_, c| {
+            c.removed_at_ms
+                .is_none_or(|r| now_ms.saturating_sub(r) < grace_ms)
+        });
         self.expires_at_ms = now_ms.saturating_add(ttl_ms);
         self.last_attempt_ms = Some(now_ms);
         self.fetched_at_ms = Some(now_ms);
@@ -177,9 +185,10 @@ impl KeySet {
 
     /// The key `kid` if it is valid now.
     pub fn get(&self, kid: &str, now_ms: i64, grace_ms: i64) -> Option<&CachedKey> {
-        self.keys
-            .get(kid)
-            .filter(|c| c.removed_at_ms.is_none_or(|r| now_ms.saturating_sub(r) < grace_ms))
+        self.keys.get(kid).filter(|c| {
+            c.removed_at_ms
+                .is_none_or(|r| now_ms.saturating_sub(r) < grace_ms)
+        })
     }
 
     /// Whether the set is due for a fetch.

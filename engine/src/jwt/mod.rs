@@ -25,8 +25,8 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Serialize;
 
 use crate::{Clock, Error, Result, Role, rfc3339_ms};
-pub use config::{AuthConfig, JwtConfig};
 use config::JwksSource;
+pub use config::{AuthConfig, JwtConfig};
 use keyset::{ACCEPTED, KeySet};
 
 /// Longest token looked at, bytes.
@@ -151,13 +151,12 @@ impl JwtVerifier {
         v.set_required_spec_claims(&["exp", "iss", "aud"]);
         v.leeway = self.cfg.leeway_s;
         v.validate_nbf = true;
-        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-            token, &key, &v,
-        )
-        .map_err(|e| {
-            tracing::debug!(kind = ?e.kind(), "JWT refused");
-            refused()
-        })?;
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
+                .map_err(|e| {
+                    tracing::debug!(kind = ?e.kind(), "JWT refused");
+                    refused()
+                })?;
         let claims = data.claims;
         let text = |name: &str| {
             claims
@@ -239,8 +238,7 @@ impl JwtVerifier {
             Err(e) => {
                 let retry = secs_ms(self.cfg.refresh_min_interval_s.max(1));
                 self.write().failed(now, retry);
-                metrics::counter!("sluice_jwks_refresh_total", "outcome" => "error")
-                    .increment(1);
+                metrics::counter!("sluice_jwks_refresh_total", "outcome" => "error").increment(1);
                 tracing::warn!("JWKS refresh failed, keeping the cached keys: {e}");
             }
         }

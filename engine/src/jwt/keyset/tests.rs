@@ -17,7 +17,11 @@ fn ed(kid: &str) -> serde_json::Value {
 }
 
 fn fresh(kids: &[&str]) -> Vec<FreshKey> {
-    parse_jwks(&doc(&kids.iter().map(|k| rsa(k, "sXch")).collect::<Vec<_>>())).unwrap()
+    parse_jwks(&doc(&kids
+        .iter()
+        .map(|k| rsa(k, "sXch"))
+        .collect::<Vec<_>>()))
+    .unwrap()
 }
 
 #[test]
@@ -47,18 +51,28 @@ fn usable_keys_only() {
         ]
     );
     // A set with nothing usable, or no set at all, is an error (cached keys are kept).
-    assert!(parse_jwks(&doc(&[serde_json::json!({"kty": "oct", "kid": "h", "k": "c2VjcmV0"})])).is_err());
+    assert!(
+        parse_jwks(&doc(&[
+            serde_json::json!({"kty": "oct", "kid": "h", "k": "c2VjcmV0"})
+        ]))
+        .is_err()
+    );
     assert!(parse_jwks(b"<html>").is_err());
     assert!(parse_jwks(b"{}").is_err());
 }
 
 #[test]
 fn caching_headers_within_bounds() {
-    let c = |cc: Option<&str>, ex: Option<&str>| cache_seconds(cc, ex, 1_000_000_000, 300, 60, 86_400);
+    let c =
+        |cc: Option<&str>, ex: Option<&str>| cache_seconds(cc, ex, 1_000_000_000, 300, 60, 86_400);
     assert_eq!(c(None, None), 300);
     assert_eq!(c(Some("public, max-age=3600"), None), 3600);
     assert_eq!(c(Some("max-age=5"), None), 60, "raised to the minimum");
-    assert_eq!(c(Some("max-age=99999999"), None), 86_400, "cut to the maximum");
+    assert_eq!(
+        c(Some("max-age=99999999"), None),
+        86_400,
+        "cut to the maximum"
+    );
     assert_eq!(c(Some("no-store"), None), 60);
     assert_eq!(c(Some("max-age=abc"), None), 300);
     // Expires: relative to now; max-age wins over it.
@@ -67,7 +81,11 @@ fn caching_headers_within_bounds() {
     );
     assert_eq!(c(None, Some(&in_an_hour)), 3600);
     assert_eq!(c(Some("max-age=120"), Some(&in_an_hour)), 120);
-    assert_eq!(c(None, Some("Thu, 01 Jan 1970 00:00:00 GMT")), 60, "past: the minimum");
+    assert_eq!(
+        c(None, Some("Thu, 01 Jan 1970 00:00:00 GMT")),
+        60,
+        "past: the minimum"
+    );
     assert_eq!(c(None, Some("garbage")), 300);
 }
 
@@ -85,14 +103,20 @@ fn several_keys_valid_then_removed_ones_within_grace_only() {
     s.replace(fresh(&["a", "c"]), 5_000, 60_000, grace);
     assert!(s.get("c", 5_000, grace).is_some());
     assert!(s.get("b", 14_999, grace).is_some(), "in its grace period");
-    assert!(s.get("b", 15_000, grace).is_none(), "after its grace period");
+    assert!(
+        s.get("b", 15_000, grace).is_none(),
+        "after its grace period"
+    );
     assert!(s.get("a", 15_000, grace).is_some());
     // A later fetch drops keys past their grace; one that comes back is valid again.
     s.replace(fresh(&["a", "c"]), 16_000, 60_000, grace);
     assert_eq!(s.iter().count(), 2);
     s.replace(fresh(&["c"]), 17_000, 60_000, grace);
     s.replace(fresh(&["a", "c"]), 18_000, 60_000, grace);
-    assert!(s.get("a", 40_000, grace).is_some(), "back in the set: no longer removed");
+    assert!(
+        s.get("a", 40_000, grace).is_some(),
+        "back in the set: no longer removed"
+    );
 }
 
 #[test]
@@ -102,7 +126,10 @@ fn a_failed_fetch_keeps_the_keys_and_throttles() {
     assert!(!s.may_fetch(5_000, 10_000));
     assert!(s.may_fetch(11_000, 10_000));
     s.failed(70_000, 10_000);
-    assert!(s.get("a", 70_000, 10_000).is_some(), "cached keys survive a failed fetch");
+    assert!(
+        s.get("a", 70_000, 10_000).is_some(),
+        "cached keys survive a failed fetch"
+    );
     assert!(!s.stale(79_999));
     assert!(s.stale(80_000), "retried after the interval");
     assert!(!s.may_fetch(75_000, 10_000));
