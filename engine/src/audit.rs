@@ -72,7 +72,15 @@ impl Engine {
             status: e.status.map(i64::from),
             request_id: e.request_id.map(bounded),
         };
-        store::insert_audit(&self.inner.db, &row).await
+        store::insert_audit(&self.inner.db, &row).await?;
+        // The tenant's webhooks that subscribed to its audit log get the row, with the
+        // webhooks' own signing, outbox and retries.
+        if let Some(tenant) = row.tenant_id.clone() {
+            let record = serde_json::to_value(record_of(row)).unwrap_or_default();
+            self.emit(&tenant, crate::webhooks::AUDIT_EVENT, record)
+                .await;
+        }
+        Ok(())
     }
 
     /// `GET /v1/audit`: newest first, `limit` rows (bounded) older than `before` (a row
@@ -107,20 +115,21 @@ impl Engine {
             return Err(Error::InvalidInput("before must be an audit row id".into()));
         }
         let rows = store::list_audit(&self.inner.db, tenant, before, i64::from(limit)).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRecord {
-                id: r.id,
-                at: rfc3339_ms(r.at),
-                tenant: r.tenant_id,
-                actor: r.actor,
-                role: r.role,
-                action: r.action,
-                target: r.target,
-                outcome: r.outcome,
-                status: r.status,
-                request_id: r.request_id,
-            })
-            .collect())
+        Ok(rows.into_iter().map(record_of).collect())
+    }
+}
+
+fn record_of(r: store::AuditRow) -> AuditRecord {
+    AuditRecord {
+        id: r.id,
+        at: rfc3339_ms(r.at),
+        tenant: r.tenant_id,
+        actor: r.actor,
+        role: r.role,
+        action: r.action,
+        target: r.target,
+        outcome: r.outcome,
+        status: r.status,
+        request_id: r.request_id,
     }
 }

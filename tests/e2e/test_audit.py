@@ -2,7 +2,8 @@
 with who (key prefix, JWT subject or the admin key), role, action, target, outcome and
 request id; refused attempts are written as `denied`; `GET /v1/audit` pages newest first
 with bounded pages; the platform admin sees every row, a tenant admin its tenant's only, a
-viewer nothing; the table refuses changes; no key appears in the logs."""
+viewer nothing; the table refuses changes; a tenant's rows reach its webhooks that subscribe
+to `audit.entry`; no key appears in the logs."""
 
 import sqlite3
 
@@ -167,3 +168,55 @@ def test_the_table_is_append_only(env):
         assert db.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0] > 0
     finally:
         db.close()
+
+
+def test_audit_rows_reach_a_subscribed_webhook_signed_and_retried(env):
+    """The tenant's audit rows go to a webhook that subscribes to `audit.entry`, with the
+    webhooks' signing and retries (the receiver fails the first attempt); a webhook with
+    the default events gets none."""
+    from test_webhooks import Receiver, verify
+    import json as _json
+    import threading
+    import time
+
+    s, _, secrets = env
+    t = requests.post(f"{s.url}/v1/tenants", json={"name": "sink"}, headers=h(s.admin_key),
+                      timeout=10).json()
+    secrets.append(t["api_key"])
+    sink, plain = Receiver(), Receiver()
+    plain.fail_first = 0
+    for r in (sink, plain):
+        threading.Thread(target=r.serve_forever, daemon=True).start()
+    try:
+        r = requests.post(f"{s.url}/v1/webhooks", headers=h(t["api_key"]), timeout=10, json={
+            "url": f"http://127.0.0.1:{sink.server_address[1]}/audit", "events": ["audit.entry"]})
+        assert r.status_code == 201, r.text
+        secret = r.json()["secret"]
+        secrets.append(secret)
+        r = requests.post(f"{s.url}/v1/webhooks", headers=h(t["api_key"]), timeout=10, json={
+            "url": f"http://127.0.0.1:{plain.server_address[1]}/plain"})
+        assert r.status_code == 201, r.text
+        assert "audit.entry" not in r.json()["events"]
+        k = requests.post(f"{s.url}/v1/keys", json={"role": "viewer"}, headers=h(t["api_key"]),
+                          timeout=10).json()
+        secrets.append(k["key"])
+
+        def delivered():
+            return [b for _, b, st, _ in sink.received if st == 200
+                    and _json.loads(b)["data"]["action"] == "create_key"]
+        deadline = time.time() + 60
+        while not delivered() and time.time() < deadline:
+            time.sleep(0.2)
+        bodies = delivered()
+        assert bodies, sink.received
+        headers = [hd for hd, b, st, _ in sink.received if b == bodies[0]][-1]
+        verify(secret, headers, bodies[0])
+        event = _json.loads(bodies[0])
+        assert event["type"] == "audit.entry"
+        assert event["data"]["target"] == k["id"] and event["data"]["tenant"] == t["id"]
+        assert k["key"] not in bodies[0].decode()
+        assert any(st == 500 for _, _, st, _ in sink.received), "the first attempt failed"
+        assert plain.received == [], "a webhook with the default events gets no audit rows"
+    finally:
+        sink.shutdown()
+        plain.shutdown()
