@@ -106,6 +106,15 @@ pub(crate) async fn record(engine: &Engine, note: Option<AuditNote>, ended: Ende
         _ => "failed",
     };
     let created = ended.created.as_deref();
+    tracing::info!(
+        actor = %n.actor,
+        role = %n.principal.role(),
+        action = n.action,
+        target = n.target.as_deref().or(created).unwrap_or(""),
+        outcome,
+        status = status.as_u16(),
+        "audit"
+    );
     let entry = AuditEntry {
         actor: &n.actor,
         role: n.principal.role(),
