@@ -79,8 +79,18 @@ impl Engine {
             .await?;
         }
         let actor = format!("key:{prefix}");
-        let tenant_id = owner.tenant_id;
-        let principal = match (owner.device_id, Role::parse(&owner.role)) {
+        let role = Role::parse(&owner.role);
+        let Some(tenant_id) = owner.tenant_id else {
+            // A platform key: only the ops role exists without a tenant.
+            return match role {
+                Some(Role::Ops) => Ok(Identity {
+                    principal: Principal::Ops,
+                    actor,
+                }),
+                _ => Err(Error::Unauthenticated),
+            };
+        };
+        let principal = match (owner.device_id, role) {
             (Some(device_id), _) => {
                 if owner
                     .last_seen_at
@@ -102,7 +112,7 @@ impl Engine {
             (None, Some(Role::TenantAdmin)) => Principal::Tenant { tenant_id },
             (None, Some(Role::Uploader)) => Principal::Uploader { tenant_id },
             (None, Some(Role::Viewer)) => Principal::Viewer { tenant_id },
-            // Keys are tenant-scoped: any other stored role is refused.
+            // A tenant's key of any other stored role is refused.
             (None, _) => return Err(Error::Unauthenticated),
         };
         Ok(Identity { principal, actor })

@@ -25,7 +25,8 @@ pub(crate) fn key_prefix(key: &str) -> &str {
 #[derive(Debug, Clone, Serialize)]
 pub struct NewKey {
     pub id: String,
-    pub tenant: String,
+    /// `None`: a platform key (role `ops`).
+    pub tenant: Option<String>,
     pub role: Role,
     pub name: Option<String>,
     pub prefix: String,
@@ -37,7 +38,7 @@ pub struct NewKey {
 #[derive(Debug, Clone, Serialize)]
 pub struct KeyInfo {
     pub id: String,
-    pub tenant: String,
+    pub tenant: Option<String>,
     pub role: String,
     /// `tenant` (the tenant's first key), `device` or `key` (from `POST /v1/keys`).
     pub kind: String,
@@ -52,22 +53,22 @@ pub struct KeyInfo {
 
 impl Engine {
     /// The tenant a key request is about: the caller's own, or for the platform admin the
-    /// one named (which must exist). A tenant admin naming another tenant gets the same
-    /// 404 as a tenant that does not exist.
-    async fn key_tenant(&self, who: &Principal, named: Option<&str>) -> Result<String> {
+    /// one named (which must exist), or none (the platform keys). A tenant admin naming
+    /// another tenant gets the same 404 as a tenant that does not exist.
+    async fn key_tenant(&self, who: &Principal, named: Option<&str>) -> Result<Option<String>> {
         match who {
-            Principal::Admin => {
-                let t = named.ok_or_else(|| {
-                    Error::InvalidInput("the admin key must name the key's \"tenant\"".into())
-                })?;
-                if !store::tenant_exists(&self.inner.db, t).await? {
-                    return Err(Error::not_found("tenant", t));
+            Principal::Admin => match named {
+                Some(t) => {
+                    if !store::tenant_exists(&self.inner.db, t).await? {
+                        return Err(Error::not_found("tenant", t));
+                    }
+                    Ok(Some(t.to_string()))
                 }
-                Ok(t.to_string())
-            }
+                None => Ok(None),
+            },
             Principal::Tenant { tenant_id } => match named {
                 Some(t) if t != tenant_id => Err(Error::not_found("tenant", t)),
-                _ => Ok(tenant_id.clone()),
+                _ => Ok(Some(tenant_id.clone())),
             },
             _ => Err(Error::Forbidden(
                 "managing keys needs the tenant_admin or platform_admin role",
@@ -86,8 +87,22 @@ impl Engine {
         let tenant = self.key_tenant(who, tenant).await?;
         if !who.role().may_grant(role) {
             return Err(Error::Forbidden(
-                "a key can be created only for a tenant role up to the caller's own",
+                "a key can be created only for a role up to the caller's own",
             ));
+        }
+        // Tenant roles belong to a tenant; ops keys to none.
+        match (role.is_tenant_scoped(), &tenant) {
+            (true, None) => {
+                return Err(Error::InvalidInput(
+                    "a key of a tenant role needs its \"tenant\"".into(),
+                ));
+            }
+            (false, Some(_)) => {
+                return Err(Error::InvalidInput(
+                    "an ops key belongs to no tenant: leave \"tenant\" out".into(),
+                ));
+            }
+            _ => {}
         }
         let name = name.map(str::trim).filter(|n| !n.is_empty());
         if name.is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control)) {
@@ -103,7 +118,7 @@ impl Engine {
             &self.inner.db,
             store::NewKeyRow {
                 id: &id,
-                tenant_id: &tenant,
+                tenant_id: tenant.as_deref(),
                 role: role.as_str(),
                 name,
                 prefix: &prefix,
@@ -112,7 +127,12 @@ impl Engine {
             },
         )
         .await?;
-        tracing::info!(tenant, key = %prefix, role = %role, "key created");
+        tracing::info!(
+            tenant = tenant.as_deref().unwrap_or("-"),
+            key = %prefix,
+            role = %role,
+            "key created"
+        );
         Ok(NewKey {
             id,
             tenant,
@@ -124,10 +144,11 @@ impl Engine {
         })
     }
 
-    /// `GET /v1/keys`: a tenant's keys, newest first (no secrets).
+    /// `GET /v1/keys`: a tenant's keys (the platform admin naming no tenant: the platform
+    /// keys), newest first (no secrets).
     pub async fn list_keys(&self, who: &Principal, tenant: Option<&str>) -> Result<Vec<KeyInfo>> {
         let tenant = self.key_tenant(who, tenant).await?;
-        let rows = store::list_keys(&self.inner.db, &tenant, MAX_KEYS_LISTED).await?;
+        let rows = store::list_keys(&self.inner.db, tenant.as_deref(), MAX_KEYS_LISTED).await?;
         Ok(rows
             .into_iter()
             .map(|k| KeyInfo {
@@ -146,13 +167,13 @@ impl Engine {
     }
 
     /// `DELETE /v1/keys/{id}`: revoke one of the tenant's keys. The platform admin may
-    /// revoke any tenant's key by naming the tenant.
+    /// revoke any tenant's key by naming the tenant, and the platform keys naming none.
     pub async fn revoke_key(&self, who: &Principal, id: &str, tenant: Option<&str>) -> Result<()> {
         let tenant = self.key_tenant(who, tenant).await?;
-        if !store::revoke_key(&self.inner.db, &tenant, id, self.now_ms()).await? {
+        if !store::revoke_key(&self.inner.db, tenant.as_deref(), id, self.now_ms()).await? {
             return Err(Error::not_found("key", id));
         }
-        tracing::info!(tenant, key_id = %id, "key revoked");
+        tracing::info!(tenant = tenant.as_deref().unwrap_or("-"), key_id = %id, "key revoked");
         Ok(())
     }
 }

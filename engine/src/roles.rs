@@ -66,13 +66,15 @@ impl Role {
         matches!(self, Role::TenantAdmin | Role::Uploader | Role::Viewer)
     }
 
-    /// Whether a caller holding `self` may create a key of role `granted`: up to its own
-    /// role, by admins only, and tenant-scoped keys only (there is no key above a tenant
-    /// admin's: ops and platform roles come from JWTs and the admin key).
+    /// Whether a caller holding `self` may create a key of role `granted`: admins only, up
+    /// to their own role; the platform admin also creates `ops` keys. No key is ever a
+    /// `platform_admin` (that is the admin key, or a JWT).
     pub fn may_grant(self, granted: Role) -> bool {
-        matches!(self, Role::PlatformAdmin | Role::TenantAdmin)
-            && granted.is_tenant_scoped()
-            && self.satisfies(granted)
+        match self {
+            Role::PlatformAdmin => granted != Role::PlatformAdmin,
+            Role::TenantAdmin => granted.is_tenant_scoped(),
+            _ => false,
+        }
     }
 }
 
@@ -113,6 +115,7 @@ mod tests {
         assert!(TenantAdmin.may_grant(Uploader));
         assert!(TenantAdmin.may_grant(TenantAdmin));
         assert!(PlatformAdmin.may_grant(TenantAdmin));
+        assert!(PlatformAdmin.may_grant(Ops));
         assert!(!TenantAdmin.may_grant(Ops));
         assert!(!TenantAdmin.may_grant(PlatformAdmin));
         assert!(!Viewer.may_grant(Uploader));

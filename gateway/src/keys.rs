@@ -50,7 +50,7 @@ pub async fn create(app: &App, req: Request<ReqBody>) -> ApiResult {
         .await?
         .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
     let role = Role::parse(&body.role).ok_or_else(|| {
-        ApiError::bad_request("role must be one of tenant_admin, uploader, viewer")
+        ApiError::bad_request("role must be one of tenant_admin, uploader, viewer, ops")
     })?;
     let k = app
         .engine

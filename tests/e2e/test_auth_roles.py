@@ -140,6 +140,39 @@ def test_ops_role_cannot_create_tenants(env):
         assert requests.get(f"{s.url}{path}", headers=h(ops), timeout=10).status_code == 403
 
 
+def test_ops_keys_from_the_platform_admin_only(env):
+    s, _, secrets = env
+    t = s.tenant("roles-ops-key")
+    secrets.append(t["api_key"])
+    # Allowed: the platform admin makes an ops key (no tenant); it does ops things.
+    ops = new_key(s.url, s.admin_key, "ops", name="on-call")
+    secrets.append(ops["key"])
+    assert ops["tenant"] is None and ops["role"] == "ops"
+    r = requests.get(f"{s.url}/v1/edge/admin", headers=h(ops["key"]), timeout=10)
+    assert r.status_code == 204, r.text
+    listed = requests.get(f"{s.url}/v1/keys", headers=h(s.admin_key), timeout=10).json()["keys"]
+    assert [k["role"] for k in listed if k["id"] == ops["id"]] == ["ops"]
+    assert all(k["tenant"] is None for k in listed)
+    # Refused: ops creating tenants or keys, reading a tenant's things; a tenant admin or a
+    # tenant-scoped ops key; then the revoked key.
+    r = requests.post(f"{s.url}/v1/tenants", json={"name": "x"}, headers=h(ops["key"]), timeout=10)
+    assert r.status_code == 403, r.text
+    for path in ("/v1/jobs", "/v1/keys", "/v1/audit"):
+        assert requests.get(f"{s.url}{path}", headers=h(ops["key"]), timeout=10).status_code == 403
+    r = requests.post(f"{s.url}/v1/keys", json={"role": "ops"}, headers=h(t["api_key"]), timeout=10)
+    assert r.status_code == 403, r.text
+    r = requests.post(f"{s.url}/v1/keys", json={"role": "ops", "tenant": t["id"]},
+                      headers=h(s.admin_key), timeout=10)
+    assert r.status_code == 400, r.text
+    r = requests.post(f"{s.url}/v1/keys", json={"role": "platform_admin"}, headers=h(s.admin_key),
+                      timeout=10)
+    assert r.status_code == 403, r.text
+    assert requests.delete(f"{s.url}/v1/keys/{ops['id']}", headers=h(s.admin_key),
+                           timeout=10).status_code == 204
+    r = requests.get(f"{s.url}/v1/edge/admin", headers=h(ops["key"]), timeout=10)
+    assert r.status_code == 401, r.text
+
+
 def test_tenant_admin_grants_up_to_its_own_role(env):
     s, _, secrets = env
     t = s.tenant("roles-grant")

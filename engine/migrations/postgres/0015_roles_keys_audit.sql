@@ -10,6 +10,8 @@ ALTER TABLE api_keys ADD COLUMN role TEXT;
 ALTER TABLE api_keys ADD COLUMN name TEXT;
 ALTER TABLE api_keys ADD COLUMN prefix TEXT;
 ALTER TABLE api_keys ADD COLUMN last_used_at BIGINT;
+-- A key of the `ops` role belongs to no tenant.
+ALTER TABLE api_keys ALTER COLUMN tenant_id DROP NOT NULL;
 UPDATE api_keys SET id = substr(key_hash, 1, 26) WHERE id IS NULL;
 UPDATE api_keys SET role = 'uploader' WHERE role IS NULL AND kind = 'device';
 UPDATE api_keys SET role = 'tenant_admin' WHERE role IS NULL;

@@ -5,14 +5,29 @@
 -- creation, or for older keys the first time they are used) and `last_used_at` (written at
 -- most once a minute per key). Older keys get an id derived from their hash and the role
 -- their kind always had.
-ALTER TABLE api_keys ADD COLUMN id TEXT;
-ALTER TABLE api_keys ADD COLUMN role TEXT;
-ALTER TABLE api_keys ADD COLUMN name TEXT;
-ALTER TABLE api_keys ADD COLUMN prefix TEXT;
-ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
-UPDATE api_keys SET id = substr(key_hash, 1, 26) WHERE id IS NULL;
-UPDATE api_keys SET role = 'uploader' WHERE role IS NULL AND kind = 'device';
-UPDATE api_keys SET role = 'tenant_admin' WHERE role IS NULL;
+--
+-- A key of the `ops` role belongs to no tenant: `tenant_id` becomes nullable (SQLite
+-- cannot drop NOT NULL in place, so the table is rebuilt with every row).
+CREATE TABLE api_keys_new (
+    key_hash     TEXT PRIMARY KEY,          -- sha256 hex of the key; the key itself is never stored
+    tenant_id    TEXT REFERENCES tenants(id), -- NULL: a platform key (role ops)
+    kind         TEXT NOT NULL,             -- 'tenant', 'device' or 'key'
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER,
+    device_id    TEXT,
+    id           TEXT,
+    role         TEXT,
+    name         TEXT,
+    prefix       TEXT,
+    last_used_at INTEGER
+);
+INSERT INTO api_keys_new (key_hash, tenant_id, kind, created_at, revoked_at, device_id, id, role)
+    SELECT key_hash, tenant_id, kind, created_at, revoked_at, device_id,
+           substr(key_hash, 1, 26),
+           CASE WHEN kind = 'device' THEN 'uploader' ELSE 'tenant_admin' END
+    FROM api_keys;
+DROP TABLE api_keys;
+ALTER TABLE api_keys_new RENAME TO api_keys;
 CREATE UNIQUE INDEX api_keys_id ON api_keys(id);
 CREATE INDEX api_keys_tenant ON api_keys(tenant_id, created_at);
 

@@ -22,7 +22,8 @@ macro_rules! key_role {
 
 /// What a live (unrevoked) key stands for.
 pub(crate) struct KeyOwner {
-    pub tenant_id: String,
+    /// `None`: a platform key (role `ops`).
+    pub tenant_id: Option<String>,
     pub role: String,
     pub prefix: Option<String>,
     pub device_id: Option<String>,
@@ -84,7 +85,7 @@ pub(crate) async fn touch_key(
 /// A new tenant-scoped key.
 pub(crate) struct NewKeyRow<'a> {
     pub id: &'a str,
-    pub tenant_id: &'a str,
+    pub tenant_id: Option<&'a str>,
     pub role: &'a str,
     pub name: Option<&'a str>,
     pub prefix: &'a str,
@@ -112,7 +113,7 @@ pub(crate) async fn insert_key(db: &AnyPool, k: NewKeyRow<'_>) -> Result<()> {
 /// A key as listed (no secret, no hash).
 pub(crate) struct KeyRow {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: Option<String>,
     pub role: String,
     pub kind: String,
     pub name: Option<String>,
@@ -123,21 +124,34 @@ pub(crate) struct KeyRow {
     pub revoked_at: Option<i64>,
 }
 
-/// A tenant's keys, newest first, at most `limit`.
-pub(crate) async fn list_keys(db: &AnyPool, tenant: &str, limit: i64) -> Result<Vec<KeyRow>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        key_id!(),
-        ", k.tenant_id, ",
-        key_role!(),
-        ", k.kind, k.name, k.prefix, k.device_id, \
-         k.created_at, k.last_used_at, k.revoked_at FROM api_keys k \
-         WHERE k.tenant_id = $1 ORDER BY k.created_at DESC LIMIT $2"
-    ))
-    .bind(tenant)
-    .bind(limit)
-    .fetch_all(db)
-    .await?;
+/// A tenant's keys (`None`: the platform keys), newest first, at most `limit`.
+pub(crate) async fn list_keys(
+    db: &AnyPool,
+    tenant: Option<&str>,
+    limit: i64,
+) -> Result<Vec<KeyRow>> {
+    let q = match tenant {
+        Some(t) => sqlx::query(concat!(
+            "SELECT ",
+            key_id!(),
+            ", k.tenant_id, ",
+            key_role!(),
+            ", k.kind, k.name, k.prefix, k.device_id, \
+             k.created_at, k.last_used_at, k.revoked_at FROM api_keys k \
+             WHERE k.tenant_id = $1 ORDER BY k.created_at DESC LIMIT $2"
+        ))
+        .bind(t),
+        None => sqlx::query(concat!(
+            "SELECT ",
+            key_id!(),
+            ", k.tenant_id, ",
+            key_role!(),
+            ", k.kind, k.name, k.prefix, k.device_id, \
+             k.created_at, k.last_used_at, k.revoked_at FROM api_keys k \
+             WHERE k.tenant_id IS NULL ORDER BY k.created_at DESC LIMIT $1"
+        )),
+    };
+    let rows = q.bind(limit).fetch_all(db).await?;
     rows.into_iter()
         .map(|r| {
             Ok(KeyRow {
@@ -156,32 +170,38 @@ pub(crate) async fn list_keys(db: &AnyPool, tenant: &str, limit: i64) -> Result<
         .collect()
 }
 
-/// Revoke one of the tenant's keys. `Ok(false)`: no such key in this tenant (or already
-/// revoked: revoking is idempotent, the answer tells whether the key was live).
-pub(crate) async fn revoke_key(db: &AnyPool, tenant: &str, id: &str, now: i64) -> Result<bool> {
-    let exists = sqlx::query(concat!(
-        "SELECT 1 FROM api_keys k WHERE k.tenant_id = $1 AND ",
-        key_id!(),
-        " = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(db)
-    .await?
-    .is_some();
-    if !exists {
-        return Ok(false);
-    }
-    sqlx::query(
-        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
-         WHERE tenant_id = $2 AND COALESCE(id, substr(key_hash, 1, 26)) = $3",
-    )
-    .bind(now)
-    .bind(tenant)
-    .bind(id)
-    .execute(db)
-    .await?;
-    Ok(true)
+/// Revoke one of the tenant's keys (`None`: a platform key). `Ok(false)`: no such key
+/// there (revoking is idempotent: a revoked key is still found).
+pub(crate) async fn revoke_key(
+    db: &AnyPool,
+    tenant: Option<&str>,
+    id: &str,
+    now: i64,
+) -> Result<bool> {
+    let n = match tenant {
+        Some(t) => {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+                 WHERE tenant_id = $2 AND COALESCE(id, substr(key_hash, 1, 26)) = $3",
+            )
+            .bind(now)
+            .bind(t)
+            .bind(id)
+            .execute(db)
+            .await?
+        }
+        None => {
+            sqlx::query(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+                 WHERE tenant_id IS NULL AND id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(db)
+            .await?
+        }
+    };
+    Ok(n.rows_affected() > 0)
 }
 
 /// Whether a tenant exists (a JWT's tenant claim must name one).
