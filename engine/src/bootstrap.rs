@@ -286,6 +286,10 @@ impl Engine {
             }
         };
 
+        let jwt = match config.auth.jwt.clone() {
+            Some(j) => Some(Arc::new(crate::jwt::JwtVerifier::new(j, clock.clone())?)),
+            None => None,
+        };
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -299,6 +303,7 @@ impl Engine {
                 work_dir,
                 clock,
                 live_locks: Default::default(),
+                jwt,
             }),
         };
         Ok((engine, report))

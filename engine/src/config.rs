@@ -30,6 +30,8 @@ pub struct Config {
     pub live: LiveConfig,
     pub webhooks: WebhooksConfig,
     pub cdn: CdnConfig,
+    /// `[auth]`: JWTs beside API keys (`[auth.jwt]`, docs/auth.md).
+    pub auth: crate::jwt::AuthConfig,
 }
 
 /// CDN integrations.
@@ -88,6 +90,7 @@ impl Default for Config {
             live: LiveConfig::default(),
             webhooks: WebhooksConfig::default(),
             cdn: CdnConfig::default(),
+            auth: Default::default(),
         }
     }
 }

@@ -9,7 +9,8 @@
 //! | file | concern |
 //! | --- | --- |
 //! | `bootstrap.rs` | opening databases, queue, hot store, secrets; readiness |
-//! | `auth.rs` | API keys: admin, tenant, device |
+//! | `auth.rs` | credentials: admin, tenant, device and role keys, JWTs |
+//! | `roles.rs`, `keys.rs`, `jwt/`, `audit.rs` | roles, keys per role, JWT key sets, the audit log |
 //! | `tenants.rs`, `devices.rs` | tenants, their devices and quotas |
 //! | `assets.rs` | assets and their source bytes |
 //! | `uploads.rs`, `uploads/`, `raw.rs` | tus and raw uploads |
@@ -21,6 +22,7 @@
 //! | `store/` | every SQL query, grouped by aggregate |
 
 mod assets;
+mod audit;
 mod auth;
 mod bootstrap;
 pub mod checksum;
@@ -29,11 +31,14 @@ pub mod config;
 mod devices;
 pub mod error;
 pub mod jobs;
+pub mod jwt;
+mod keys;
 pub mod live;
 pub mod model;
 mod playback;
 mod presets;
 mod raw;
+pub mod roles;
 mod secrets;
 pub mod sniff;
 mod store;
@@ -52,6 +57,8 @@ use sqlx::AnyPool;
 use bootstrap::QueuePool;
 pub(crate) use secrets::random_token;
 
+pub use audit::{AuditEntry, AuditRecord, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE};
+pub use auth::Identity;
 pub use bootstrap::OpenReport;
 pub use clock::{Clock, SystemClock};
 pub use config::Config;
@@ -60,10 +67,12 @@ pub use error::{Error, Result};
 pub use jobs::policy as queue;
 pub use jobs::policy::JobClass;
 pub use jobs::{JobReporter, JobSpec, TRANSCODE_QUEUE, TranscodeQueue};
+pub use keys::{KeyInfo, NewKey};
 pub use model::*;
 pub use playback::PlaybackOptions;
 pub use presets::PresetView;
 pub use raw::{IDEMPOTENCY_TTL_MS, RawUpload};
+pub use roles::Role;
 pub use sluice_media::preset::{self, PresetOverrides, TranscodePreset};
 pub use uploads::{MAX_CONCAT_PARTS, NewUploadSpec};
 
@@ -87,6 +96,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// This process's locks of live streams' state changes (see [`live`]).
     live_locks: live::StreamLocks,
+    /// Set when `[auth.jwt]` is configured.
+    jwt: Option<Arc<jwt::JwtVerifier>>,
 }
 
 /// A background task that lives exactly as long as this value (a heartbeat or a lease
@@ -132,16 +143,23 @@ impl Engine {
             .ok_or(Error::Forbidden("this endpoint needs a tenant key"))
     }
 
-    /// The tenant an upload is for: tenant and device keys.
+    /// The tenant an upload is for: tenant, device and uploader keys (not viewers).
     fn upload_tenant_of<'a>(&self, who: &'a Principal) -> Result<&'a str> {
+        if matches!(who, Principal::Viewer { .. }) {
+            return Err(Error::Forbidden("a viewer cannot upload"));
+        }
         who.tenant()
             .ok_or(Error::Forbidden("uploading needs a tenant or device key"))
     }
 
-    /// Admin (every tenant) or a tenant key; devices are refused.
+    /// Admin (every tenant) or a tenant key; devices are refused, and so is ops (which
+    /// holds no tenant yet is no admin).
     fn scope<'a>(&self, who: &'a Principal) -> Result<Option<&'a str>> {
         if who.is_device() {
             return Err(Error::DeviceNotAllowed);
+        }
+        if *who == Principal::Ops {
+            return Err(Error::Forbidden("the ops role reads no tenant's data"));
         }
         Ok(who.tenant())
     }

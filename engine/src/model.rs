@@ -14,24 +14,36 @@ pub enum Principal {
         tenant_id: String,
         device_id: String,
     },
+    /// The ops role (a JWT): ops routes only, no tenant's data.
+    Ops,
+    /// An uploader key or JWT not tied to a device: like a device, it only uploads.
+    Uploader {
+        tenant_id: String,
+    },
+    /// A viewer key or JWT: reads its tenant's things, changes nothing.
+    Viewer {
+        tenant_id: String,
+    },
 }
 
 impl Principal {
-    /// The tenant this principal belongs to; admin belongs to none. A device belongs to
-    /// its tenant but holds none of the tenant's rights beyond uploading: engine methods
-    /// check [`Principal::is_device`] (and the gateway refuses devices outside the upload
-    /// routes), so a forgotten check stays inside the tenant.
+    /// The tenant this principal belongs to; admin and ops belong to none. A device (or
+    /// uploader) belongs to its tenant but holds none of the tenant's rights beyond
+    /// uploading: engine methods check [`Principal::is_device`] (and the gateway refuses
+    /// each role outside its routes), so a forgotten check stays inside the tenant.
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Principal::Tenant { tenant_id } | Principal::Device { tenant_id, .. } => {
-                Some(tenant_id)
-            }
-            Principal::Admin => None,
+            Principal::Tenant { tenant_id }
+            | Principal::Device { tenant_id, .. }
+            | Principal::Uploader { tenant_id }
+            | Principal::Viewer { tenant_id } => Some(tenant_id),
+            Principal::Admin | Principal::Ops => None,
         }
     }
 
+    /// Whether this principal may only upload (a device key, or an uploader key or JWT).
     pub fn is_device(&self) -> bool {
-        matches!(self, Principal::Device { .. })
+        matches!(self, Principal::Device { .. } | Principal::Uploader { .. })
     }
 
     /// The device behind a device key.
@@ -39,6 +51,18 @@ impl Principal {
         match self {
             Principal::Device { device_id, .. } => Some(device_id),
             _ => None,
+        }
+    }
+
+    /// The role this principal holds ([`crate::Role`] decides what it may do).
+    pub fn role(&self) -> crate::Role {
+        use crate::Role;
+        match self {
+            Principal::Admin => Role::PlatformAdmin,
+            Principal::Ops => Role::Ops,
+            Principal::Tenant { .. } => Role::TenantAdmin,
+            Principal::Device { .. } | Principal::Uploader { .. } => Role::Uploader,
+            Principal::Viewer { .. } => Role::Viewer,
         }
     }
 }

@@ -21,8 +21,12 @@ use sha2::Sha256;
 use crate::model::Principal;
 use crate::{Engine, Error, Result, random_token, rfc3339_ms, store};
 
-/// Event types a webhook can subscribe to.
+/// Event types a webhook can subscribe to (and gets when it names none).
 pub const EVENTS: [&str; 3] = ["asset.ready", "asset.failed", "job.dead"];
+
+/// The tenant's audit log rows, delivered as they are written: only to webhooks that
+/// name it (docs/auth.md).
+pub const AUDIT_EVENT: &str = "audit.entry";
 
 /// Attempts per delivery before it is marked failed.
 const MAX_DELIVERY_ATTEMPTS: i64 = 10;
@@ -140,9 +144,12 @@ impl Engine {
         if events.is_empty() {
             return Err(Error::InvalidInput("events must not be empty".into()));
         }
-        if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        if let Some(e) = events
+            .iter()
+            .find(|e| !EVENTS.contains(&e.as_str()) && *e != AUDIT_EVENT)
+        {
             return Err(Error::InvalidInput(format!(
-                "unknown event {e:?}; use {}",
+                "unknown event {e:?}; use {}, {AUDIT_EVENT}",
                 EVENTS.join(", ")
             )));
         }

@@ -76,7 +76,10 @@ pub async fn create_tenant(app: &App, req: Request<ReqBody>) -> ApiResult {
         .engine
         .create_tenant_with(&who, &body.name, body.quotas)
         .await?;
-    Ok(json_response(StatusCode::CREATED, &t))
+    let mut res = json_response(StatusCode::CREATED, &t);
+    res.extensions_mut()
+        .insert(crate::access::AuditTarget(t.id.clone()));
+    Ok(res)
 }
 
 #[derive(Deserialize)]
@@ -92,7 +95,10 @@ pub async fn create_device(app: &App, req: Request<ReqBody>) -> ApiResult {
         .await?
         .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
     let d = app.engine.create_device(&who, &body.name).await?;
-    Ok(json_response(StatusCode::CREATED, &d))
+    let mut res = json_response(StatusCode::CREATED, &d);
+    res.extensions_mut()
+        .insert(crate::access::AuditTarget(d.id.clone()));
+    Ok(res)
 }
 
 pub async fn list_devices<B>(app: &App, req: &Request<B>) -> ApiResult {

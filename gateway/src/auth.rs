@@ -82,9 +82,11 @@ where
             match bearer(&req) {
                 None => {}
                 Some(Err(())) => return Ok(ApiError::unauthenticated().into_response()),
-                Some(Ok(key)) => match engine.authenticate(&key).await {
-                    Ok(p) => {
-                        req.extensions_mut().insert(Authenticated(p));
+                Some(Ok(key)) => match engine.identify(&key).await {
+                    Ok(id) => {
+                        tracing::Span::current().record("actor", id.actor.as_str());
+                        req.extensions_mut().insert(Authenticated(id.principal));
+                        req.extensions_mut().insert(crate::access::Actor(id.actor));
                     }
                     Err(e) => return Ok(ApiError::from(e).into_response()),
                 },

@@ -74,11 +74,11 @@ pub async fn verify<B>(app: &App, req: &Request<B>) -> ApiResult {
 
 fn require_admin<B>(req: &Request<B>) -> Result<(), ApiError> {
     match principal(req)? {
-        Principal::Admin => Ok(()),
+        Principal::Admin | Principal::Ops => Ok(()),
         _ => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "only the admin key may do this",
+            "only the admin key or the ops role may do this",
         )),
     }
 }

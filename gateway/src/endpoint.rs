@@ -12,6 +12,8 @@
 
 use http::Method;
 
+use sluice_engine::Role;
+
 use crate::paths::{self, IngestPath, PlayEntry, PlaybackPath};
 
 /// What a request asks for, with its path parameters (borrowed from the path, never
@@ -106,6 +108,16 @@ pub enum Endpoint<'a> {
         path: PlaybackPath<'a>,
         name: &'a str,
     },
+    /// `POST /v1/keys`: a tenant-scoped key of a role.
+    CreateKey,
+    /// `GET /v1/keys`
+    ListKeys,
+    /// `DELETE /v1/keys/{id}`
+    RevokeKey { id: &'a str },
+    /// `GET /v1/audit`
+    ListAudit,
+    /// `GET /v1/admin/jwks`: the cached JWT signing keys.
+    AdminJwks,
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
     NotFound(Route),
@@ -246,6 +258,14 @@ impl<'a> Endpoint<'a> {
                     _ => E::NotFound(Route::Edge),
                 }
             }
+            ["v1", "keys", rest @ ..] => match (method, rest) {
+                (&M::POST, []) => E::CreateKey,
+                (&M::GET, []) => E::ListKeys,
+                (&M::DELETE, &[id]) => E::RevokeKey { id },
+                _ => E::NotFound(Route::Keys),
+            },
+            ["v1", "audit"] => only(M::GET, E::ListAudit, Route::Audit),
+            ["v1", "admin", "jwks"] => only(M::GET, E::AdminJwks, Route::AdminJwks),
             ["v1", "preset"] => match *method {
                 M::GET => E::GetPreset,
                 M::PUT => E::PutPreset,
@@ -296,9 +316,100 @@ impl<'a> Endpoint<'a> {
             E::EdgeAdmin | E::EdgeObject { .. } => Route::Edge,
             E::WatchPage { .. } => Route::WatchPage,
             E::PlayerFile { .. } => Route::PlayerFile,
+            E::CreateKey | E::ListKeys | E::RevokeKey { .. } => Route::Keys,
+            E::ListAudit => Route::Audit,
+            E::AdminJwks => Route::AdminJwks,
             E::NotFound(r) => *r,
         }
     }
+
+    /// Who may make this request: the one declaration of each endpoint's role
+    /// (docs/roles.md is generated from it). [`Role::satisfies`] relates the roles.
+    pub fn access(&self) -> Access {
+        use Endpoint as E;
+        use Role as R;
+        match self {
+            E::Healthz
+            | E::Readyz
+            | E::LiveIngest(_)
+            | E::Play(_)
+            | E::EdgeVerify
+            | E::WatchPage { .. }
+            | E::PlayerFile { .. } => Access::Public,
+            E::Metrics => Access::PublicButNotUploaders,
+            E::CreateTenant | E::AdminJwks => Access::Role(R::PlatformAdmin),
+            E::EdgeAdmin | E::EdgeObject { .. } => Access::Role(R::Ops),
+            E::Tus { .. } | E::RawUpload => Access::Role(R::Uploader),
+            E::GetAsset { .. }
+            | E::GetSource { .. }
+            | E::CreatePlayback { .. }
+            | E::ListJobs
+            | E::GetJob { .. }
+            | E::ListLive
+            | E::GetLive { .. }
+            | E::LivePlayback { .. }
+            | E::GetPreset => Access::Role(R::Viewer),
+            E::RerunRendition { .. }
+            | E::CreateDevice
+            | E::ListDevices
+            | E::GetDevice { .. }
+            | E::DeleteDevice { .. }
+            | E::RevokeDevice { .. }
+            | E::CreateWebhook
+            | E::ListWebhooks
+            | E::DeleteWebhook { .. }
+            | E::CancelJob { .. }
+            | E::RetryJob { .. }
+            | E::CreateLive
+            | E::EndLive { .. }
+            | E::PutPreset
+            | E::DeletePreset
+            | E::CreateKey
+            | E::ListKeys
+            | E::RevokeKey { .. }
+            | E::ListAudit => Access::Role(R::TenantAdmin),
+            // No handler: whoever may reach the route's paths at all gets the 404.
+            E::NotFound(r) => match r.credentials() {
+                Credentials::None => Access::Public,
+                Credentials::NoneButNoDevice => Access::PublicButNotUploaders,
+                Credentials::Uploader => Access::Role(R::Uploader),
+                Credentials::Key => Access::Role(R::Viewer),
+            },
+        }
+    }
+
+    /// The audit log's name for this request and its target, for the admin and ops
+    /// actions that are audited (`None`: not audited).
+    pub fn audit(&self) -> Option<(&'static str, Option<&'a str>)> {
+        use Endpoint as E;
+        Some(match *self {
+            E::CreateTenant => ("create_tenant", None),
+            E::CreateKey => ("create_key", None),
+            E::RevokeKey { id } => ("revoke_key", Some(id)),
+            E::CreateDevice => ("create_device", None),
+            E::DeleteDevice { id } => ("delete_device", Some(id)),
+            E::RevokeDevice { id } => ("revoke_device", Some(id)),
+            E::CreateWebhook => ("create_webhook", None),
+            E::DeleteWebhook { id } => ("delete_webhook", Some(id)),
+            E::PutPreset => ("put_preset", None),
+            E::DeletePreset => ("delete_preset", None),
+            E::EdgeObject { asset, .. } => ("edge_refetch", Some(asset)),
+            _ => return None,
+        })
+    }
+}
+
+/// Who may make a request ([`Endpoint::access`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: public, or the path carries its own secret (a playback or ingest token).
+    /// A key sent anyway is accepted, whatever its role.
+    Public,
+    /// Anyone but an upload-only key (device or uploader): `/metrics`.
+    PublicButNotUploaders,
+    /// A caller whose role satisfies this one. Without credentials the handler answers
+    /// 401 itself (tus answers `OPTIONS` first; an unknown path is a 404 either way).
+    Role(Role),
 }
 
 /// The named group a request counts under: the unit of every per-route decision.
@@ -334,12 +445,18 @@ pub enum Route {
     PlayerFile,
     /// A path Sluice does not know.
     Other,
+    /// Tenant-scoped keys per role.
+    Keys,
+    /// The audit log.
+    Audit,
+    /// The JWT key cache.
+    AdminJwks,
 }
 
-/// What a route asks of the caller.
+/// What a route asks of the caller, coarsely (the role each endpoint needs is
+/// [`Endpoint::access`]; this decides the role of requests that reach no handler).
 ///
-/// The router enforces only the device rule from this (a device key uploads and does
-/// nothing else). A missing key is answered by the handlers, which ask for the principal
+/// A missing key is answered by the handlers, which ask for the principal
 /// themselves (401): tus answers `OPTIONS` and a wrong `Tus-Resumable` before that, and an
 /// unknown path is a 404 with or without a key; which error comes first is part of what
 /// clients see.
@@ -381,7 +498,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 25] = [
+    pub const ALL: [Route; 28] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -407,6 +524,9 @@ impl Route {
         Route::WatchPage,
         Route::PlayerFile,
         Route::Other,
+        Route::Keys,
+        Route::Audit,
+        Route::AdminJwks,
     ];
 
     /// The `route` label of the HTTP metrics: a fixed set (never a raw path, whose ids
@@ -438,6 +558,9 @@ impl Route {
             Route::WatchPage => "watch_page",
             Route::PlayerFile => "player_file",
             Route::Other => "other",
+            Route::Keys => "keys",
+            Route::Audit => "audit",
+            Route::AdminJwks => "admin_jwks",
         }
     }
 
@@ -482,7 +605,10 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
-            | Route::Other => Credentials::Key,
+            | Route::Other
+            | Route::Keys
+            | Route::Audit
+            | Route::AdminJwks => Credentials::Key,
         }
     }
 
@@ -510,10 +636,16 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
-            | Route::Other => RouteClass::Admin,
+            | Route::Other
+            | Route::Keys
+            | Route::Audit
+            | Route::AdminJwks => RouteClass::Admin,
         }
     }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod roles_doc;

@@ -8,6 +8,7 @@
 //! push) and the operational endpoints (health, readiness, metrics) here. URL paths handed
 //! to clients are written and read in [`paths`]; errors become responses only in [`error`].
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod body;
@@ -17,6 +18,7 @@ pub mod edge;
 pub mod endpoint;
 pub mod error;
 pub mod ingest;
+pub mod keys;
 pub mod live;
 pub mod paths;
 pub mod playback;
@@ -118,14 +120,13 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     let endpoint = Endpoint::parse(req.method(), uri.path());
     let route = endpoint.route();
     let label = route.label();
-    // A device key uploads and does nothing else: refused here for every other route,
-    // whatever the handler would check.
-    let device = req
-        .extensions()
-        .get::<Authenticated>()
-        .is_some_and(|a| a.0.is_device());
-    if device && !route.credentials().device_may() {
-        let res = ApiError::from(sluice_engine::Error::DeviceNotAllowed).into_response();
+    // Each endpoint's role (`Endpoint::access`), checked here for every route whatever the
+    // handler would check; audited actions are noted before the handler takes the request.
+    let audit = access::note(&endpoint, &req);
+    if let Some(refused) = access::refusal(&endpoint, &req) {
+        let res = refused.into_response();
+        let ended = access::ended(&res);
+        access::record(&app.engine, audit, ended).await;
         metrics::counter!("sluice_http_requests_total", "route" => label, "status" => "403")
             .increment(1);
         return res;
@@ -145,6 +146,8 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
         fut.await
     };
     let res = result.unwrap_or_else(ApiError::into_response);
+    let ended = access::ended(&res);
+    access::record(&app.engine, audit, ended).await;
     let status = status_label(res.status());
     metrics::counter!("sluice_http_requests_total", "route" => label, "status" => status)
         .increment(1);
@@ -214,6 +217,11 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
             playlist_stem,
         } => watch::serve_page(app, &path, playlist_stem, &req),
         E::PlayerFile { path, name } => watch::serve_file(app, &path, name, &req),
+        E::CreateKey => keys::create(app, req).await,
+        E::ListKeys => keys::list(app, &req).await,
+        E::RevokeKey { id } => keys::revoke(app, id, &req).await,
+        E::ListAudit => keys::audit(app, &req).await,
+        E::AdminJwks => keys::jwks(app, &req).await,
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),

@@ -5,6 +5,8 @@
 //! through `assets::set_asset_status`.
 //!
 //! - `tenants`: tenants, API keys and the storage quota;
+//! - `keys`: API keys: resolving, per-role keys, `last_used_at`, revoking;
+//! - `audit`: the append-only audit log;
 //! - `devices`: device keys and their uploads;
 //! - `assets`: reading assets and changing their fields;
 //! - `uploads`: upload sessions, multipart state, leases and expiry;
@@ -20,9 +22,11 @@ use sqlx::{AnyPool, Row};
 use crate::Result;
 
 mod assets;
+mod audit;
 mod devices;
 mod idempotency;
 mod jobs;
+mod keys;
 mod live;
 mod presets;
 mod tenants;
@@ -30,6 +34,7 @@ mod uploads;
 mod webhooks;
 
 pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
+pub(crate) use audit::{AuditRow, insert_audit, list_audit};
 pub(crate) use devices::{device_uploads, devices, insert_device, revoke_device, touch_device};
 pub(crate) use idempotency::{
     KeyClaim, claim_idempotency_key, finish_idempotency_key, lapse_idempotency_key,
@@ -41,6 +46,9 @@ pub(crate) use jobs::{
     job_reset, job_run_after, job_spec, job_started, job_succeeded, jobs_owed_a_push, list_jobs,
     rendition_succeeded, request_cancel,
 };
+pub(crate) use keys::{
+    NewKeyRow, insert_key, key_owner, list_keys, revoke_key, tenant_exists, touch_key,
+};
 pub(crate) use live::{
     LivePlaylistRow, LiveRow, LiveSegmentRow, NewLive, charge_live_bytes, count_live_by_state,
     get_live, insert_live, list_live, live_asset_recorded, live_begin_end, live_by_asset,
@@ -50,7 +58,7 @@ pub(crate) use live::{
     live_segment_received, live_set_master, live_to_finalize, live_touch_ending,
 };
 pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset};
-pub(crate) use tenants::{insert_tenant, key_owner, storage_usage};
+pub(crate) use tenants::{insert_tenant, storage_usage};
 pub(crate) use uploads::{
     MultipartRow, NewUpload, UploadJob, UploadPart, commit_raw_upload, commit_upload_parts,
     complete_empty_upload, complete_upload, consume_partials, delete_upload, expired_uploads,

@@ -1,37 +1,9 @@
-//! Tenants, their API keys, and their storage quota (checked under a lock on the tenant
+//! Tenants, their first API key, and their storage quota (checked under a lock on the tenant
 //! row by every reservation).
 
 use sqlx::{AnyPool, Row};
 
 use crate::Result;
-
-/// What a live (unrevoked) key stands for.
-pub(crate) struct KeyOwner {
-    pub tenant_id: String,
-    pub device_id: Option<String>,
-    pub last_seen_at: Option<i64>,
-}
-
-/// Resolve a key hash. A device key resolves only while its device is not revoked.
-pub(crate) async fn key_owner(db: &AnyPool, key_hash: &str) -> Result<Option<KeyOwner>> {
-    let row = sqlx::query(
-        "SELECT k.tenant_id, k.device_id, d.last_seen_at FROM api_keys k \
-         LEFT JOIN devices d ON d.id = k.device_id \
-         WHERE k.key_hash = $1 AND k.revoked_at IS NULL \
-         AND (k.device_id IS NULL OR (d.id IS NOT NULL AND d.revoked_at IS NULL))",
-    )
-    .bind(key_hash)
-    .fetch_optional(db)
-    .await?;
-    row.map(|r| {
-        Ok(KeyOwner {
-            tenant_id: r.try_get(0)?,
-            device_id: r.try_get(1)?,
-            last_seen_at: r.try_get(2)?,
-        })
-    })
-    .transpose()
-}
 
 pub(crate) async fn insert_tenant(
     db: &AnyPool,

@@ -460,6 +460,9 @@ fn labels_are_the_dashboards_names() {
             "watch_page",
             "player_file",
             "other",
+            "keys",
+            "audit",
+            "admin_jwks",
         ]
     );
 }
@@ -495,6 +498,9 @@ fn what_each_route_decides() {
         (Route::WatchPage, true, C::None, K::Playback),
         (Route::PlayerFile, true, C::None, K::Playback),
         (Route::Other, true, C::Key, K::Admin),
+        (Route::Keys, true, C::Key, K::Admin),
+        (Route::Audit, true, C::Key, K::Admin),
+        (Route::AdminJwks, true, C::Key, K::Admin),
     ];
     assert_eq!(table.map(|t| t.0), Route::ALL);
     for (route, deadline, credentials, class) in table {
