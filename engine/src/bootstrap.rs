@@ -286,6 +286,7 @@ impl Engine {
             }
         };
 
+        let usage = crate::quotas::UsageState::new(&config.quotas);
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -299,6 +300,7 @@ impl Engine {
                 work_dir,
                 clock,
                 live_locks: Default::default(),
+                usage,
             }),
         };
         Ok((engine, report))

@@ -38,6 +38,13 @@ pub enum Error {
         requested: u64,
         quota: u64,
     },
+    /// A tenant quota other than storage: `quota` is its contract name.
+    #[error("quota {quota} exceeded: {used} used, limit {limit}")]
+    QuotaLimit {
+        quota: &'static str,
+        used: u64,
+        limit: u64,
+    },
     #[error("this is not a video file (it looks like {0}); the upload was deleted")]
     UnsupportedMedia(&'static str),
     #[error(

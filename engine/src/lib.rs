@@ -11,6 +11,7 @@
 //! | `bootstrap.rs` | opening databases, queue, hot store, secrets; readiness |
 //! | `auth.rs` | API keys: admin, tenant, device |
 //! | `tenants.rs`, `devices.rs` | tenants, their devices and quotas |
+//! | `limits.rs`, `quotas.rs` | rate-limit settings; quota counters and `quota_usage` |
 //! | `assets.rs` | assets and their source bytes |
 //! | `uploads.rs`, `uploads/`, `raw.rs` | tus and raw uploads |
 //! | `playback.rs` | signed playback grants |
@@ -29,10 +30,12 @@ pub mod config;
 mod devices;
 pub mod error;
 pub mod jobs;
+pub mod limits;
 pub mod live;
 pub mod model;
 mod playback;
 mod presets;
+pub mod quotas;
 mod raw;
 mod secrets;
 pub mod sniff;
@@ -87,6 +90,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// This process's locks of live streams' state changes (see [`live`]).
     live_locks: live::StreamLocks,
+    /// Quota counters of this process (see [`quotas`]).
+    usage: quotas::UsageState,
 }
 
 /// A background task that lives exactly as long as this value (a heartbeat or a lease

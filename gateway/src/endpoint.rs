@@ -26,6 +26,10 @@ pub enum Endpoint<'a> {
     Metrics,
     /// `POST /v1/tenants`
     CreateTenant,
+    /// `PATCH /v1/tenants/{id}` (admin): quotas and rate limit.
+    PatchTenant { id: &'a str },
+    /// `GET /v1/usage`: the tenant's quotas, used and limit.
+    Usage,
     /// Any method on `/v1/uploads…`: tus routes its own methods (and answers its own 405s).
     Tus { op: TusOp, target: TusTarget<'a> },
     /// `POST /v1/assets`
@@ -174,6 +178,8 @@ impl<'a> Endpoint<'a> {
             ["readyz"] => only(M::GET, E::Readyz, Route::Readyz),
             ["metrics"] => only(M::GET, E::Metrics, Route::Metrics),
             ["v1", "tenants"] => only(M::POST, E::CreateTenant, Route::Tenants),
+            ["v1", "tenants", id] => only(M::PATCH, E::PatchTenant { id }, Route::Tenants),
+            ["v1", "usage"] => only(M::GET, E::Usage, Route::Usage),
             ["v1", "uploads", rest @ ..] => E::Tus {
                 op: match *method {
                     M::POST => TusOp::Create,
@@ -263,7 +269,8 @@ impl<'a> Endpoint<'a> {
             E::Healthz => Route::Healthz,
             E::Readyz => Route::Readyz,
             E::Metrics => Route::Metrics,
-            E::CreateTenant => Route::Tenants,
+            E::CreateTenant | E::PatchTenant { .. } => Route::Tenants,
+            E::Usage => Route::Usage,
             E::Tus { op, .. } => match op {
                 TusOp::Create => Route::TusCreate,
                 TusOp::Patch => Route::TusPatch,
@@ -334,6 +341,8 @@ pub enum Route {
     PlayerFile,
     /// A path Sluice does not know.
     Other,
+    /// A tenant's quota usage.
+    Usage,
 }
 
 /// What a route asks of the caller.
@@ -365,8 +374,8 @@ impl Credentials {
 }
 
 /// The coarse class of a route, for rate limits that treat a class alike (a viewer's
-/// segment requests and an admin's job listing should not drain one bucket). Nothing
-/// limits by class yet; it is decided here so that every route has one from the start.
+/// segment requests and an admin's job listing should not drain one bucket): the rate
+/// limiter ([`crate::ratelimit`]) keeps separate buckets and defaults per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteClass {
     /// Uploads (tus, raw) and live pushes: long bodies from devices and encoders.
@@ -381,7 +390,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 25] = [
+    pub const ALL: [Route; 26] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -407,6 +416,7 @@ impl Route {
         Route::WatchPage,
         Route::PlayerFile,
         Route::Other,
+        Route::Usage,
     ];
 
     /// The `route` label of the HTTP metrics: a fixed set (never a raw path, whose ids
@@ -438,6 +448,7 @@ impl Route {
             Route::WatchPage => "watch_page",
             Route::PlayerFile => "player_file",
             Route::Other => "other",
+            Route::Usage => "usage",
         }
     }
 
@@ -482,7 +493,8 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
-            | Route::Other => Credentials::Key,
+            | Route::Other
+            | Route::Usage => Credentials::Key,
         }
     }
 
@@ -510,7 +522,8 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
-            | Route::Other => RouteClass::Admin,
+            | Route::Other
+            | Route::Usage => RouteClass::Admin,
         }
     }
 }
