@@ -68,10 +68,11 @@ pub struct TenantLimitsView {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// One quota in `GET /v1/usage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// One quota in `GET /v1/usage`: `used` is an integer, except transcode minutes, which
+/// are exact to the millisecond (a fraction).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuotaUsage {
-    pub used: u64,
+    pub used: serde_json::Value,
     pub limit: Option<u64>,
 }
 
@@ -386,13 +387,13 @@ impl Engine {
 
     /// Refuse a new transcode when the tenant's monthly minutes are used up (checked at
     /// enqueue; the minutes are counted when the transcode succeeds).
-    pub(crate) async fn check_transcode_quota(&self, tenant: &str) -> Result<()> {
+    pub async fn check_transcode_quota(&self, tenant: &str) -> Result<()> {
         let limits = self.tenant_limits(tenant).await?;
         let Some(limit) = limits.quotas.transcode_minutes_per_month else {
             return Ok(());
         };
         let (_, ms) = self.month_totals(tenant, true).await?;
-        let used = ms / 60_000;
+        let used = ms.div_ceil(60_000);
         if ms >= limit.saturating_mul(60_000) {
             return Err(quota_error("transcode_minutes_per_month", used, limit));
         }
@@ -400,8 +401,7 @@ impl Engine {
     }
 
     /// Every quota of the caller's tenant: what is used and the limit (`None`: unlimited).
-    /// Monthly ones are this calendar month's (UTC); transcode minutes are rounded down;
-    /// concurrency ones are this process's.
+    /// Monthly ones are this calendar month's (UTC); concurrency ones are this process's.
     pub async fn quota_usage(&self, who: &Principal) -> Result<BTreeMap<&'static str, QuotaUsage>> {
         let tenant = self.tenant_of(who)?;
         let limits = self.tenant_limits(tenant).await?;
@@ -411,24 +411,28 @@ impl Engine {
         let (egress_db, transcode_ms) = self.month_totals(tenant, true).await?;
         let egress = egress_db.saturating_add(self.pending_egress(tenant, &month));
         let mut out = BTreeMap::new();
-        let mut put = |name, used, limit| {
+        let mut put = |name, used: serde_json::Value, limit| {
             out.insert(name, QuotaUsage { used, limit });
         };
-        put("storage_bytes", storage, q.storage_bytes);
-        put("egress_bytes_per_month", egress, q.egress_bytes_per_month);
+        put("storage_bytes", storage.into(), q.storage_bytes);
+        put(
+            "egress_bytes_per_month",
+            egress.into(),
+            q.egress_bytes_per_month,
+        );
         put(
             "concurrent_viewers",
-            self.permits_held(tenant, PermitKind::Viewer),
+            self.permits_held(tenant, PermitKind::Viewer).into(),
             q.concurrent_viewers,
         );
         put(
             "concurrent_uploads",
-            self.permits_held(tenant, PermitKind::Upload),
+            self.permits_held(tenant, PermitKind::Upload).into(),
             q.concurrent_uploads,
         );
         put(
             "transcode_minutes_per_month",
-            transcode_ms / 60_000,
+            (transcode_ms as f64 / 60_000.0).into(),
             q.transcode_minutes_per_month,
         );
         Ok(out)

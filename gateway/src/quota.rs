@@ -52,9 +52,14 @@ impl Metered {
     }
 
     /// Before the handler: the upload permit (held by the caller until the handler ends).
+    /// An upload is refused before its bytes when the month's transcode minutes are used
+    /// up (the transcode would be refused at enqueue).
     pub(crate) async fn before(&self, engine: &Engine) -> Result<Option<QuotaPermit>, ApiError> {
         match self {
-            Metered::Upload(t) => Ok(Some(engine.acquire_permit(t, PermitKind::Upload).await?)),
+            Metered::Upload(t) => {
+                engine.check_transcode_quota(t).await?;
+                Ok(Some(engine.acquire_permit(t, PermitKind::Upload).await?))
+            }
             _ => Ok(None),
         }
     }
@@ -88,6 +93,7 @@ impl Metered {
                 inner,
                 engine,
                 tenant,
+                rest: Bytes::new(),
                 _permit: permit,
             }
             .boxed_unsync()
@@ -95,12 +101,19 @@ impl Metered {
     }
 }
 
+/// Bytes handed to the connection at a time: a large frame (a cached object is one) is
+/// passed on in pieces, so what is counted follows what the connection takes, and a
+/// client that hangs up mid-body is not charged for the rest.
+const PIECE: usize = 64 * 1024;
+
 /// A response body that counts its bytes to a tenant's egress and holds a permit until
 /// it is dropped (finished, or abandoned when the client hangs up).
 struct CountingBody {
     inner: Body,
     engine: Engine,
     tenant: String,
+    /// The rest of a large frame, still to be handed on.
+    rest: Bytes,
     _permit: Option<QuotaPermit>,
 }
 
@@ -113,20 +126,37 @@ impl http_body::Body for CountingBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            this.engine.record_egress(&this.tenant, data.len() as u64);
+        let data = if this.rest.is_empty() {
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        } else {
+            std::mem::take(&mut this.rest)
+        };
+        let mut piece = data;
+        if piece.len() > PIECE {
+            this.rest = piece.split_off(PIECE);
         }
-        polled
+        this.engine.record_egress(&this.tenant, piece.len() as u64);
+        Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_empty() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        let inner = self.inner.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(rest));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(rest));
+        }
+        hint
     }
 }
