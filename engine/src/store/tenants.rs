@@ -115,11 +115,15 @@ pub(super) async fn check_quota_locked(
         .await?;
     let (quota, used) = storage_usage_in(tx, tenant).await?;
     match quota {
-        Some(quota) if used.saturating_add(extra) > quota => Err(crate::Error::QuotaExceeded {
-            used,
-            requested: extra,
-            quota,
-        }),
+        Some(quota) if used.saturating_add(extra) > quota => {
+            metrics::counter!("sluice_quota_exceeded_total", "quota" => "storage_bytes")
+                .increment(1);
+            Err(crate::Error::QuotaExceeded {
+                used,
+                requested: extra,
+                quota,
+            })
+        }
         _ => Ok(()),
     }
 }
