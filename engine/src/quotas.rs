@@ -385,14 +385,26 @@ impl Engine {
         map.get(&(tenant.to_string(), kind)).copied().unwrap_or(0)
     }
 
-    /// Refuse a new transcode when the tenant's monthly minutes are used up (checked at
-    /// enqueue; the minutes are counted when the transcode succeeds).
+    /// Refuse an upload when the tenant's monthly transcode minutes are used up (its
+    /// transcode would be refused): totals reused for `quotas.refresh_ms`, as an upload
+    /// sends many requests.
     pub async fn check_transcode_quota(&self, tenant: &str) -> Result<()> {
+        self.transcode_quota(tenant, false).await
+    }
+
+    /// Refuse a new transcode when the tenant's monthly minutes are used up, from the
+    /// database's current total (checked at enqueue; the minutes are counted when the
+    /// transcode succeeds).
+    pub(crate) async fn check_transcode_quota_now(&self, tenant: &str) -> Result<()> {
+        self.transcode_quota(tenant, true).await
+    }
+
+    async fn transcode_quota(&self, tenant: &str, fresh: bool) -> Result<()> {
         let limits = self.tenant_limits(tenant).await?;
         let Some(limit) = limits.quotas.transcode_minutes_per_month else {
             return Ok(());
         };
-        let (_, ms) = self.month_totals(tenant, true).await?;
+        let (_, ms) = self.month_totals(tenant, fresh).await?;
         let used = ms.div_ceil(60_000);
         if ms >= limit.saturating_mul(60_000) {
             return Err(quota_error("transcode_minutes_per_month", used, limit));

@@ -285,8 +285,9 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     res
 }
 
-/// Headers the browser may read from cross-origin responses (tus clients need these).
-const EXPOSED: [&str; 13] = [
+/// Headers the browser may read from cross-origin responses (tus clients need these; the
+/// rate-limit fields let a player back off).
+const EXPOSED: [&str; 16] = [
     "location",
     "upload-offset",
     "upload-length",
@@ -300,6 +301,9 @@ const EXPOSED: [&str; 13] = [
     "tus-extension",
     "content-range",
     "x-request-id",
+    "retry-after",
+    "ratelimit",
+    "ratelimit-policy",
 ];
 
 /// The whole service: the layer stack around the router.
