@@ -30,7 +30,7 @@ pub enum Error {
     #[error("{0}")]
     UnsupportedSegment(String),
     #[error(
-        "storage quota exceeded: {used} bytes used or reserved, {requested} more requested, \
+        "quota storage_bytes exceeded: {used} bytes used or reserved, {requested} more requested, \
          quota {quota} bytes"
     )]
     QuotaExceeded {
