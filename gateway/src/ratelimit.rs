@@ -232,10 +232,13 @@ impl Limiter {
             .route()
             .class();
         let principal = req.extensions().get::<Authenticated>().map(|a| a.0.clone());
+        // Only what a configured limit needs is computed (the playback path is hot).
+        let limits = self.class_limits(class).1;
         let subject = match principal {
-            None => crate::client_ip::client_ip(req, &self.trusted_proxies)
+            None if limits.ip.is_some() => crate::client_ip::client_ip(req, &self.trusted_proxies)
                 .map_or_else(|| "unknown".to_string(), |ip| ip.to_string()),
-            Some(_) => key_digest(req),
+            Some(_) if limits.key.is_some() => key_digest(req),
+            _ => String::new(),
         };
         Caller {
             class,
