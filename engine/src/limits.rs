@@ -77,8 +77,9 @@ pub struct ClassLimits {
 }
 
 /// `[rate_limit]`: per-class defaults and the backend. With nothing set nothing is
-/// limited, except tenants given a `rate_limit` through the API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// limited, except tenants given a `rate_limit` through the API. `Debug` hides the Redis
+/// URL (it may carry a password).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// `memory` (default) or `redis`.
@@ -115,6 +116,22 @@ impl Default for RateLimitConfig {
             admin: ClassLimits::default(),
             ops: ClassLimits::default(),
         }
+    }
+}
+
+impl std::fmt::Debug for RateLimitConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitConfig")
+            .field("backend", &self.backend)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<set>"))
+            .field("on_backend_error", &self.on_backend_error)
+            .field("backend_timeout_ms", &self.backend_timeout_ms)
+            .field("max_keys", &self.max_keys)
+            .field("ingest", &self.ingest)
+            .field("playback", &self.playback)
+            .field("admin", &self.admin)
+            .field("ops", &self.ops)
+            .finish()
     }
 }
 
@@ -219,6 +236,10 @@ mod tests {
         assert_eq!(c.on_backend_error, FailMode::Closed);
         assert_eq!(c.admin.key.unwrap().burst, 10);
         assert!(c.validate().is_ok());
+        assert!(
+            !format!("{c:?}").contains("127.0.0.1:6379"),
+            "Debug hides the URL"
+        );
         let bad: RateLimitConfig = toml::from_str("backend = \"redis\"").unwrap();
         assert!(bad.validate().is_err());
         assert!(toml::from_str::<RateLimitConfig>("[admin]\nuser = {}").is_err());
