@@ -228,6 +228,10 @@ def shared_boundary(a, b, n):
 def test_two_gateways_share_one_limit_on_redis(redis_pair):
     _, a, b = redis_pair
     shared_boundary(a, b, 6)
+    # Refill is shared too: one interval later one request passes on one gateway, and the
+    # other gateway's next request is refused again.
+    wait_for(lambda: requests.get(f"{b.url}/healthz", timeout=10).status_code == 200, 5, "a refilled cell")
+    assert requests.get(f"{a.url}/healthz", timeout=10).status_code == 429
 
 
 def test_redis_down_fails_open_or_closed_within_budget_and_recovers(redis_pair):
