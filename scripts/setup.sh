@@ -28,6 +28,8 @@ if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
   # nginx for the caching-edge tests (the configuration `sluice edge nginx` writes,
   # which the watch page is tested through too).
   APT_PACKAGES+=(chromium nginx)
+  # Redis for the shared (distributed) rate-limit tests (scripts/redis.sh).
+  APT_PACKAGES+=(redis-server)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -290,6 +290,7 @@ impl Engine {
             Some(j) => Some(Arc::new(crate::jwt::JwtVerifier::new(j, clock.clone())?)),
             None => None,
         };
+        let usage = crate::quotas::UsageState::new(&config.quotas);
         let engine = Engine {
             inner: Arc::new(Inner {
                 config,
@@ -304,6 +305,7 @@ impl Engine {
                 clock,
                 live_locks: Default::default(),
                 jwt,
+                usage,
             }),
         };
         Ok((engine, report))

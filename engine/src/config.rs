@@ -32,6 +32,10 @@ pub struct Config {
     pub cdn: CdnConfig,
     /// `[auth]`: JWTs beside API keys (`[auth.jwt]`, docs/auth.md).
     pub auth: crate::jwt::AuthConfig,
+    /// Rate limits per route class (docs/limits.md).
+    pub rate_limit: crate::limits::RateLimitConfig,
+    /// How quota usage is counted (docs/limits.md).
+    pub quotas: crate::limits::QuotaConfig,
 }
 
 /// CDN integrations.
@@ -91,6 +95,8 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             cdn: CdnConfig::default(),
             auth: Default::default(),
+            rate_limit: Default::default(),
+            quotas: Default::default(),
         }
     }
 }
@@ -441,6 +447,8 @@ impl Config {
     /// Check values that parse but make no sense.
     pub fn validate(&self) -> Result<(), crate::Error> {
         let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
+        self.rate_limit.validate().map_err(crate::Error::Config)?;
+        self.quotas.validate().map_err(crate::Error::Config)?;
         if let Some(url) = &self.database_url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {

@@ -30,13 +30,20 @@ pub enum Error {
     #[error("{0}")]
     UnsupportedSegment(String),
     #[error(
-        "storage quota exceeded: {used} bytes used or reserved, {requested} more requested, \
+        "quota storage_bytes exceeded: {used} bytes used or reserved, {requested} more requested, \
          quota {quota} bytes"
     )]
     QuotaExceeded {
         used: u64,
         requested: u64,
         quota: u64,
+    },
+    /// A tenant quota other than storage: `quota` is its contract name.
+    #[error("quota {quota} exceeded: {used} used, limit {limit}")]
+    QuotaLimit {
+        quota: &'static str,
+        used: u64,
+        limit: u64,
     },
     #[error("this is not a video file (it looks like {0}); the upload was deleted")]
     UnsupportedMedia(&'static str),

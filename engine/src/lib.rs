@@ -12,6 +12,7 @@
 //! | `auth.rs` | credentials: admin, tenant, device and role keys, JWTs |
 //! | `roles.rs`, `keys.rs`, `jwt/`, `audit.rs` | roles, keys per role, JWT key sets, the audit log |
 //! | `tenants.rs`, `devices.rs` | tenants, their devices and quotas |
+//! | `limits.rs`, `quotas.rs` | rate-limit settings; quota counters and `quota_usage` |
 //! | `assets.rs` | assets and their source bytes |
 //! | `uploads.rs`, `uploads/`, `raw.rs` | tus and raw uploads |
 //! | `playback.rs` | signed playback grants |
@@ -33,10 +34,12 @@ pub mod error;
 pub mod jobs;
 pub mod jwt;
 mod keys;
+pub mod limits;
 pub mod live;
 pub mod model;
 mod playback;
 mod presets;
+pub mod quotas;
 mod raw;
 pub mod roles;
 mod secrets;
@@ -98,6 +101,8 @@ struct Inner {
     live_locks: live::StreamLocks,
     /// Set when `[auth.jwt]` is configured.
     jwt: Option<Arc<jwt::JwtVerifier>>,
+    /// Quota counters of this process (see [`quotas`]).
+    usage: quotas::UsageState,
 }
 
 /// A background task that lives exactly as long as this value (a heartbeat or a lease

@@ -175,14 +175,29 @@ pub struct NewTenant {
     pub name: String,
     pub api_key: String,
     pub quotas: TenantQuotas,
+    /// The tenant's own rate limit (every route class); `None`: the configured defaults.
+    pub rate_limit: Option<crate::limits::RateLimit>,
 }
 
-/// Limits of a tenant; `None` is unlimited.
+/// Limits of a tenant; `None` is unlimited. The quotas added after `storage_bytes` are
+/// left out of the JSON when unset, so earlier answers keep their shape.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantQuotas {
     /// Bytes of stored sources plus the declared length of uploads in progress.
     pub storage_bytes: Option<u64>,
+    /// Bytes sent to clients (playback and source downloads) per calendar month (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_bytes_per_month: Option<u64>,
+    /// Playback responses being sent at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_viewers: Option<u64>,
+    /// Upload requests (tus creation and PATCH, raw uploads) running at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_uploads: Option<u64>,
+    /// Minutes of transcoded output per calendar month (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcode_minutes_per_month: Option<u64>,
 }
 
 /// A device as returned on creation: its key is shown once.

@@ -1,5 +1,6 @@
 //! Tenants (created by the platform admin) and their storage usage.
 
+use crate::limits::RateLimit;
 use crate::secrets::hash_key;
 use crate::{Engine, Error, NewTenant, Principal, Result, TenantQuotas, random_token, store};
 
@@ -10,12 +11,23 @@ impl Engine {
             .await
     }
 
-    /// Create a tenant with quotas and its first API key (admin only).
+    /// Create a tenant with quotas (admin only).
     pub async fn create_tenant_with(
         &self,
         who: &Principal,
         name: &str,
         quotas: TenantQuotas,
+    ) -> Result<NewTenant> {
+        self.create_tenant_limited(who, name, quotas, None).await
+    }
+
+    /// Create a tenant with quotas, its own rate limit, and its first API key (admin only).
+    pub async fn create_tenant_limited(
+        &self,
+        who: &Principal,
+        name: &str,
+        quotas: TenantQuotas,
+        rate_limit: Option<RateLimit>,
     ) -> Result<NewTenant> {
         if *who != Principal::Admin {
             return Err(Error::Forbidden("creating tenants needs the admin key"));
@@ -26,11 +38,7 @@ impl Engine {
                 "tenant name must be 1 to 200 characters".into(),
             ));
         }
-        if quotas.storage_bytes.is_some_and(|q| q > i64::MAX as u64) {
-            return Err(Error::InvalidInput(
-                "quotas.storage_bytes is too large".into(),
-            ));
-        }
+        crate::quotas::validate_limits(&quotas, rate_limit.as_ref())?;
         let id = ulid::Ulid::new().to_string();
         let api_key = format!("sk_{}", random_token(24));
         store::insert_tenant(
@@ -38,7 +46,10 @@ impl Engine {
             &id,
             name,
             &hex::encode(hash_key(&api_key)),
-            quotas.storage_bytes,
+            &store::LimitsRow {
+                quotas: quotas.clone(),
+                rate_limit,
+            },
             self.now_ms(),
         )
         .await?;
@@ -48,6 +59,7 @@ impl Engine {
             name: name.to_string(),
             api_key,
             quotas,
+            rate_limit,
         })
     }
 

@@ -1022,6 +1022,7 @@ async fn storage_quota_counts_sources_and_reservations(backend: Backend) {
             "small",
             sluice_engine::TenantQuotas {
                 storage_bytes: Some(10_000),
+                ..Default::default()
             },
         )
         .await
@@ -1086,7 +1087,8 @@ async fn storage_quota_counts_sources_and_reservations(backend: Backend) {
             &Principal::Admin,
             "x",
             sluice_engine::TenantQuotas {
-                storage_bytes: Some(u64::MAX)
+                storage_bytes: Some(u64::MAX),
+                ..Default::default()
             }
         )
         .await,

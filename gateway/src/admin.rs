@@ -65,6 +65,8 @@ struct NewTenantReq {
     name: String,
     #[serde(default)]
     quotas: sluice_engine::TenantQuotas,
+    #[serde(default)]
+    rate_limit: Option<sluice_engine::limits::RateLimit>,
 }
 
 pub async fn create_tenant(app: &App, req: Request<ReqBody>) -> ApiResult {
@@ -74,12 +76,31 @@ pub async fn create_tenant(app: &App, req: Request<ReqBody>) -> ApiResult {
         .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
     let t = app
         .engine
-        .create_tenant_with(&who, &body.name, body.quotas)
+        .create_tenant_limited(&who, &body.name, body.quotas, body.rate_limit)
         .await?;
     let mut res = json_response(StatusCode::CREATED, &t);
     res.extensions_mut()
         .insert(crate::access::AuditTarget(t.id.clone()));
     Ok(res)
+}
+
+/// `PATCH /v1/tenants/{id}` (admin): change quotas and the rate limit.
+pub async fn patch_tenant(app: &App, id: &str, req: Request<ReqBody>) -> ApiResult {
+    let who = principal(&req)?.clone();
+    let patch: sluice_engine::quotas::TenantPatch = read_json(req, false)
+        .await?
+        .ok_or_else(|| ApiError::bad_request("a JSON body is required"))?;
+    let t = app.engine.patch_tenant(&who, id, patch).await?;
+    Ok(json_response(StatusCode::OK, &t))
+}
+
+/// `GET /v1/usage`: each quota's usage and limit.
+pub async fn usage<B>(app: &App, req: &Request<B>) -> ApiResult {
+    let quotas = app.engine.quota_usage(principal(req)?).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "quotas": quotas }),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -28,6 +28,10 @@ pub enum Endpoint<'a> {
     Metrics,
     /// `POST /v1/tenants`
     CreateTenant,
+    /// `PATCH /v1/tenants/{id}` (admin): quotas and rate limit.
+    PatchTenant { id: &'a str },
+    /// `GET /v1/usage`: the tenant's quotas, used and limit.
+    Usage,
     /// Any method on `/v1/uploads…`: tus routes its own methods (and answers its own 405s).
     Tus { op: TusOp, target: TusTarget<'a> },
     /// `POST /v1/assets`
@@ -186,6 +190,8 @@ impl<'a> Endpoint<'a> {
             ["readyz"] => only(M::GET, E::Readyz, Route::Readyz),
             ["metrics"] => only(M::GET, E::Metrics, Route::Metrics),
             ["v1", "tenants"] => only(M::POST, E::CreateTenant, Route::Tenants),
+            ["v1", "tenants", id] => only(M::PATCH, E::PatchTenant { id }, Route::Tenants),
+            ["v1", "usage"] => only(M::GET, E::Usage, Route::Usage),
             ["v1", "uploads", rest @ ..] => E::Tus {
                 op: match *method {
                     M::POST => TusOp::Create,
@@ -283,7 +289,8 @@ impl<'a> Endpoint<'a> {
             E::Healthz => Route::Healthz,
             E::Readyz => Route::Readyz,
             E::Metrics => Route::Metrics,
-            E::CreateTenant => Route::Tenants,
+            E::CreateTenant | E::PatchTenant { .. } => Route::Tenants,
+            E::Usage => Route::Usage,
             E::Tus { op, .. } => match op {
                 TusOp::Create => Route::TusCreate,
                 TusOp::Patch => Route::TusPatch,
@@ -337,7 +344,9 @@ impl<'a> Endpoint<'a> {
             | E::WatchPage { .. }
             | E::PlayerFile { .. } => Access::Public,
             E::Metrics => Access::PublicButNotUploaders,
-            E::CreateTenant | E::AdminJwks => Access::Role(R::PlatformAdmin),
+            E::CreateTenant | E::PatchTenant { .. } | E::AdminJwks => {
+                Access::Role(R::PlatformAdmin)
+            }
             E::EdgeAdmin | E::EdgeObject { .. } => Access::Role(R::Ops),
             E::Tus { .. } | E::RawUpload => Access::Role(R::Uploader),
             E::GetAsset { .. }
@@ -367,7 +376,8 @@ impl<'a> Endpoint<'a> {
             | E::CreateKey
             | E::ListKeys
             | E::RevokeKey { .. }
-            | E::ListAudit => Access::Role(R::TenantAdmin),
+            | E::ListAudit
+            | E::Usage => Access::Role(R::TenantAdmin),
             // No handler: whoever may reach the route's paths at all gets the 404.
             E::NotFound(r) => match r.credentials() {
                 Credentials::None => Access::Public,
@@ -384,6 +394,7 @@ impl<'a> Endpoint<'a> {
         use Endpoint as E;
         Some(match *self {
             E::CreateTenant => ("create_tenant", None),
+            E::PatchTenant { id } => ("patch_tenant", Some(id)),
             E::CreateKey => ("create_key", None),
             E::RevokeKey { id } => ("revoke_key", Some(id)),
             E::CreateDevice => ("create_device", None),
@@ -451,6 +462,8 @@ pub enum Route {
     Audit,
     /// The JWT key cache.
     AdminJwks,
+    /// A tenant's quota usage.
+    Usage,
 }
 
 /// What a route asks of the caller, coarsely (the role each endpoint needs is
@@ -482,8 +495,8 @@ impl Credentials {
 }
 
 /// The coarse class of a route, for rate limits that treat a class alike (a viewer's
-/// segment requests and an admin's job listing should not drain one bucket). Nothing
-/// limits by class yet; it is decided here so that every route has one from the start.
+/// segment requests and an admin's job listing should not drain one bucket): the rate
+/// limiter ([`crate::ratelimit`]) keeps separate buckets and defaults per class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RouteClass {
     /// Uploads (tus, raw) and live pushes: long bodies from devices and encoders.
@@ -498,7 +511,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 28] = [
+    pub const ALL: [Route; 29] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -527,6 +540,7 @@ impl Route {
         Route::Keys,
         Route::Audit,
         Route::AdminJwks,
+        Route::Usage,
     ];
 
     /// The `route` label of the HTTP metrics: a fixed set (never a raw path, whose ids
@@ -561,6 +575,7 @@ impl Route {
             Route::Keys => "keys",
             Route::Audit => "audit",
             Route::AdminJwks => "admin_jwks",
+            Route::Usage => "usage",
         }
     }
 
@@ -608,7 +623,8 @@ impl Route {
             | Route::Other
             | Route::Keys
             | Route::Audit
-            | Route::AdminJwks => Credentials::Key,
+            | Route::AdminJwks
+            | Route::Usage => Credentials::Key,
         }
     }
 
@@ -639,7 +655,8 @@ impl Route {
             | Route::Other
             | Route::Keys
             | Route::Audit
-            | Route::AdminJwks => RouteClass::Admin,
+            | Route::AdminJwks
+            | Route::Usage => RouteClass::Admin,
         }
     }
 }

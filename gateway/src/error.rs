@@ -104,6 +104,15 @@ impl From<EngineError> for ApiError {
             EngineError::QuotaExceeded { .. } => {
                 Self::new(StatusCode::FORBIDDEN, "quota_exceeded", msg)
             }
+            // A concurrency quota frees up by itself: 429 with a retry hint. A monthly
+            // one does not until the month ends: 403.
+            EngineError::QuotaLimit { quota, .. } if quota.starts_with("concurrent_") => Self {
+                retry_after: Some(1),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", msg)
+            },
+            EngineError::QuotaLimit { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "quota_exceeded", msg)
+            }
             EngineError::UnsupportedMedia(_) | EngineError::UnsupportedSegment(_) => {
                 Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media", msg)
             }

@@ -1,7 +1,7 @@
 //! The HTTP surface of Sluice on hyper 1 and one tower `ServiceBuilder` stack.
 //!
 //! Read the stack in [`service`] top to bottom: request id → trace → panic guard → CORS →
-//! auth → router. The router parses each request once into an [`endpoint::Endpoint`] (the
+//! auth → rate limit ([`ratelimit`]) → router (quotas: [`quota`]). The router parses each request once into an [`endpoint::Endpoint`] (the
 //! one table of routes, with each route's label, deadline, credentials and class) and
 //! dispatches on it. Handlers are grouped by surface: [`ingest`] (tus uploads),
 //! [`playback`] (HLS for viewers) and [`watch`] (the watch page), [`admin`] (tenants, assets, jobs), [`live`] (live
@@ -22,6 +22,9 @@ pub mod keys;
 pub mod live;
 pub mod paths;
 pub mod playback;
+pub mod quota;
+pub mod ratelimit;
+pub mod ratelimit_redis;
 mod tus;
 pub mod watch;
 
@@ -131,6 +134,13 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
             .increment(1);
         return res;
     }
+    // Quotas: an upload's permit lives until its handler ends; a playback body's until
+    // the body does (quota.rs).
+    let metered = quota::Metered::of(&endpoint, &req);
+    let _upload_permit = match metered.before(&app.engine).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     let fut = dispatch(&app, endpoint, req);
     let result = if route.has_deadline() {
         let d = Duration::from_secs(app.engine.config().gateway.request_timeout_s);
@@ -145,7 +155,13 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     } else {
         fut.await
     };
-    let res = result.unwrap_or_else(ApiError::into_response);
+    let res = match result {
+        Ok(res) => metered
+            .after(&app.engine, res)
+            .await
+            .unwrap_or_else(ApiError::into_response),
+        Err(e) => e.into_response(),
+    };
     let ended = access::ended(&res);
     access::record(&app.engine, audit, ended).await;
     let status = status_label(res.status());
@@ -177,6 +193,8 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
             Ok(res)
         }
         E::CreateTenant => admin::create_tenant(app, req).await,
+        E::PatchTenant { id } => admin::patch_tenant(app, id, req).await,
+        E::Usage => admin::usage(app, &req).await,
         E::Tus { target, .. } => ingest::tus(app, target, req).await,
         E::RawUpload => ingest::raw_upload(app, req).await,
         E::GetAsset { id } => admin::get_asset(app, id, &req).await,
@@ -275,8 +293,9 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     res
 }
 
-/// Headers the browser may read from cross-origin responses (tus clients need these).
-const EXPOSED: [&str; 13] = [
+/// Headers the browser may read from cross-origin responses (tus clients need these; the
+/// rate-limit fields let a player back off).
+const EXPOSED: [&str; 16] = [
     "location",
     "upload-offset",
     "upload-length",
@@ -290,6 +309,9 @@ const EXPOSED: [&str; 13] = [
     "tus-extension",
     "content-range",
     "x-request-id",
+    "retry-after",
+    "ratelimit",
+    "ratelimit-policy",
 ];
 
 /// The whole service: the layer stack around the router.
@@ -318,7 +340,8 @@ pub fn service(
         .expose_headers(EXPOSED.map(http::HeaderName::from_static))
         .max_age(Duration::from_secs(86400));
     let plain = ServiceBuilder::new()
-        .layer(AuthLayer::new(engine))
+        .layer(AuthLayer::new(engine.clone()))
+        .layer(ratelimit::RateLimitLayer::new(engine))
         .service_fn(move |req| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(route(app, req).await) }
@@ -388,6 +411,9 @@ pub async fn serve(
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(cfg.tcp_keepalive_s))
         .with_interval(Duration::from_secs(10));
+    // Egress counted in memory reaches the database every flush interval and at the end.
+    let flusher = app.engine.spawn_usage_flusher();
+    let engine = app.engine.clone();
     let svc = service(app);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Encoders pushing live HLS (ffmpeg `-method PUT`) send the last chunk of a body and
@@ -454,6 +480,10 @@ pub async fn serve(
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing open connections"),
+    }
+    flusher.abort();
+    if let Err(e) = engine.flush_usage().await {
+        tracing::error!("could not write usage counters at shutdown: {e}");
     }
     Ok(())
 }

@@ -111,6 +111,7 @@ impl Engine {
         let (tenant, asset, _, priority) = store::job_head(&self.inner.db, id)
             .await?
             .ok_or_else(|| Error::not_found("job", id))?;
+        self.check_transcode_quota_now(&tenant).await?;
         if !store::job_reset(&self.inner.db, &tenant, id, &asset, self.now_ms()).await? {
             return Err(Error::Conflict(format!(
                 "job {id} is {}; only failed, dead or cancelled jobs can be re-run",

@@ -179,6 +179,7 @@ impl Engine {
         class: JobClass,
         preset: &TranscodePreset,
     ) -> Result<(String, i64, String)> {
+        self.check_transcode_quota_now(tenant).await?;
         let waiting = store::count_waiting(&self.inner.db, tenant).await?;
         let priority = super::policy::priority(class, waiting) as i64;
         let preset_json = serde_json::to_string(preset)

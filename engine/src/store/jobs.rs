@@ -500,6 +500,17 @@ pub(crate) async fn job_succeeded(
         now,
     )
     .await?;
+    // Transcode minutes are counted from the output's real duration, in the same
+    // transaction as the success: once per job, whatever crashes around it.
+    let ms = (duration_s.max(0.0) * 1000.0).round() as u64;
+    super::add_usage(
+        &mut *tx,
+        &job.tenant_id,
+        &crate::quotas::month_of(now),
+        0,
+        ms,
+    )
+    .await?;
     tx.commit().await?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! - `tenants`: tenants, API keys and the storage quota;
 //! - `keys`: API keys: resolving, per-role keys, `last_used_at`, revoking;
 //! - `audit`: the append-only audit log;
+//! - `usage`: tenants' rate limits and quotas, monthly usage counters;
 //! - `devices`: device keys and their uploads;
 //! - `assets`: reading assets and changing their fields;
 //! - `uploads`: upload sessions, multipart state, leases and expiry;
@@ -31,6 +32,7 @@ mod live;
 mod presets;
 mod tenants;
 mod uploads;
+mod usage;
 mod webhooks;
 
 pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
@@ -65,6 +67,7 @@ pub(crate) use uploads::{
     get_upload, insert_upload, lease_upload, release_upload, set_upload_length,
     set_upload_multipart, set_upload_offset, upload_multipart, upload_session_exists,
 };
+pub(crate) use usage::{LimitsRow, add_usage, month_usage, set_tenant_limits, tenant_limits};
 pub(crate) use webhooks::{
     ClaimedDelivery, claim_deliveries, delete_webhook, delivery_attempted, insert_delivery,
     insert_webhook, list_webhooks, webhook_subscriptions,

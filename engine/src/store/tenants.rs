@@ -10,17 +10,28 @@ pub(crate) async fn insert_tenant(
     id: &str,
     name: &str,
     key_hash: &str,
-    quota_storage_bytes: Option<u64>,
+    limits: &super::usage::LimitsRow,
     now: i64,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
+    let q = &limits.quotas;
+    let big = |v: Option<u64>| v.map(|v| v.min(i64::MAX as u64) as i64);
     sqlx::query(
-        "INSERT INTO tenants (id, name, created_at, quota_storage_bytes) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO tenants (id, name, created_at, quota_storage_bytes, \
+         quota_egress_bytes_per_month, quota_concurrent_viewers, quota_concurrent_uploads, \
+         quota_transcode_minutes_per_month, rate_limit_rps, rate_limit_burst) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(id)
     .bind(name)
     .bind(now)
-    .bind(quota_storage_bytes.map(|q| q.min(i64::MAX as u64) as i64))
+    .bind(big(q.storage_bytes))
+    .bind(big(q.egress_bytes_per_month))
+    .bind(big(q.concurrent_viewers))
+    .bind(big(q.concurrent_uploads))
+    .bind(big(q.transcode_minutes_per_month))
+    .bind(limits.rate_limit.map(|l| i64::from(l.requests_per_s)))
+    .bind(limits.rate_limit.map(|l| i64::from(l.burst)))
     .execute(&mut *tx)
     .await?;
     sqlx::query(
@@ -76,11 +87,15 @@ pub(super) async fn check_quota_locked(
         .await?;
     let (quota, used) = storage_usage_in(tx, tenant).await?;
     match quota {
-        Some(quota) if used.saturating_add(extra) > quota => Err(crate::Error::QuotaExceeded {
-            used,
-            requested: extra,
-            quota,
-        }),
+        Some(quota) if used.saturating_add(extra) > quota => {
+            metrics::counter!("sluice_quota_exceeded_total", "quota" => "storage_bytes")
+                .increment(1);
+            Err(crate::Error::QuotaExceeded {
+                used,
+                requested: extra,
+                quota,
+            })
+        }
         _ => Ok(()),
     }
 }

@@ -10,6 +10,8 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("GET", "/readyz", "/readyz"),
     ("GET", "/metrics", "/metrics"),
     ("POST", "/v1/tenants", "/v1/tenants"),
+    ("PATCH", "/v1/tenants/{id}", "/v1/tenants/T"),
+    ("GET", "/v1/usage", "/v1/usage"),
     ("POST", "/v1/keys", "/v1/keys"),
     ("GET", "/v1/keys", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}", "/v1/keys/K"),
@@ -83,6 +85,8 @@ fn variant(e: &Endpoint<'_>) -> &'static str {
         E::Readyz => "Readyz",
         E::Metrics => "Metrics",
         E::CreateTenant => "CreateTenant",
+        E::PatchTenant { .. } => "PatchTenant",
+        E::Usage => "Usage",
         E::Tus { .. } => "Tus",
         E::RawUpload => "RawUpload",
         E::GetAsset { .. } => "GetAsset",
@@ -126,7 +130,7 @@ fn variant(e: &Endpoint<'_>) -> &'static str {
 }
 
 /// How many variants [`variant`] names, `NotFound` included.
-const VARIANTS: usize = 43;
+const VARIANTS: usize = 45;
 
 fn who(access: Access) -> String {
     match access {

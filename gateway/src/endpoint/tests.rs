@@ -38,6 +38,20 @@ fn every_route() {
         ("GET", "/healthz", E::Healthz, "healthz"),
         ("GET", "/readyz", E::Readyz, "readyz"),
         ("GET", "/metrics", E::Metrics, "metrics"),
+        (
+            "PATCH",
+            "/v1/tenants/T",
+            E::PatchTenant { id: "T" },
+            "tenants",
+        ),
+        (
+            "GET",
+            "/v1/tenants/T",
+            E::NotFound(Route::Tenants),
+            "tenants",
+        ),
+        ("GET", "/v1/usage", E::Usage, "usage"),
+        ("POST", "/v1/usage", E::NotFound(Route::Usage), "usage"),
         ("POST", "/v1/tenants", E::CreateTenant, "tenants"),
         (
             "POST",
@@ -387,7 +401,7 @@ fn requests_no_handler_answers_keep_their_route() {
         ("GET", "/v2/jobs", E::NotFound(R::Other), "other"),
         ("GET", "/v1/playlists", E::NotFound(R::Other), "other"),
         ("GET", "/healthzz", E::NotFound(R::Other), "other"),
-        ("POST", "/v1/tenants/x", E::NotFound(R::Other), "other"),
+        ("POST", "/v1/tenants/x", E::NotFound(R::Tenants), "tenants"),
         ("GET", "/v1/preset/x", E::NotFound(R::Other), "other"),
         ("GET", "/v1/edge/verify", E::EdgeVerify, "edge_verify"),
         (
@@ -463,6 +477,7 @@ fn labels_are_the_dashboards_names() {
             "keys",
             "audit",
             "admin_jwks",
+            "usage",
         ]
     );
 }
@@ -501,6 +516,7 @@ fn what_each_route_decides() {
         (Route::Keys, true, C::Key, K::Admin),
         (Route::Audit, true, C::Key, K::Admin),
         (Route::AdminJwks, true, C::Key, K::Admin),
+        (Route::Usage, true, C::Key, K::Admin),
     ];
     assert_eq!(table.map(|t| t.0), Route::ALL);
     for (route, deadline, credentials, class) in table {
