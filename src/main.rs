@@ -231,7 +231,16 @@ fn sweepers(engine: &Engine, shutdown: &watch::Receiver<bool>) -> Vec<tokio::tas
             }
         }
     });
-    vec![upload_sweep, live_sweep]
+    let e = engine.clone();
+    let tiers_sweep = periodic(uploads, shutdown.clone(), move || {
+        let e = e.clone();
+        async move {
+            if let Err(err) = e.sweep_tiers().await {
+                tracing::warn!("tier sweep failed: {err}");
+            }
+        }
+    });
+    vec![upload_sweep, live_sweep, tiers_sweep]
 }
 
 /// Run `pass` every `every` (first after one period) until `shutdown` turns true; a pass

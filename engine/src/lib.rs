@@ -18,6 +18,7 @@
 //! | `presets.rs` | per-tenant transcode presets |
 //! | `live/` | live HLS ingest, playlists, recording to VOD |
 //! | `webhooks.rs` | the webhook outbox |
+//! | `tiers/` | named stores, tiers, asset copies, read resolution |
 //! | `store/` | every SQL query, grouped by aggregate |
 
 mod assets;
@@ -38,6 +39,7 @@ mod secrets;
 pub mod sniff;
 mod store;
 mod tenants;
+pub mod tiers;
 mod uploads;
 pub mod webhooks;
 
@@ -77,7 +79,12 @@ struct Inner {
     config: Config,
     db: AnyPool,
     queue_pool: QueuePool,
+    /// The hot tier's store (`stores.hot()`).
     storage: Storage,
+    /// Every named store and the tier map.
+    stores: tiers::Stores,
+    /// Resolved readable copies, briefly.
+    readable: tiers::resolve::ReadableCache,
     signer: PlaybackSigner,
     /// Set when `[cdn.cloudfront]` is configured.
     cloudfront: Option<sluice_cdn::cloudfront::CloudFrontSigner>,

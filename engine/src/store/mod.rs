@@ -7,6 +7,7 @@
 //! - `tenants`: tenants, API keys and the storage quota;
 //! - `devices`: device keys and their uploads;
 //! - `assets`: reading assets and changing their fields;
+//! - `copies`: asset copies per tier and store, and the per-tier counters;
 //! - `uploads`: upload sessions, multipart state, leases and expiry;
 //! - `idempotency`: `Idempotency-Key` claims of raw uploads;
 //! - `jobs`: job rows and their lifecycle;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Row};
 use crate::Result;
 
 mod assets;
+mod copies;
 mod devices;
 mod idempotency;
 mod jobs;
@@ -30,6 +32,11 @@ mod uploads;
 mod webhooks;
 
 pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
+pub use copies::{CopyKey, CopyRow};
+pub(crate) use copies::{
+    asset_copies, delete_copy, extend_restored, insert_copy, record_measured, switch_copy,
+    tier_usage, unmeasured_copies,
+};
 pub(crate) use devices::{device_uploads, devices, insert_device, revoke_device, touch_device};
 pub(crate) use idempotency::{
     KeyClaim, claim_idempotency_key, finish_idempotency_key, lapse_idempotency_key,
