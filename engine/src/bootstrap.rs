@@ -295,6 +295,7 @@ impl Engine {
                 storage,
                 stores,
                 readable,
+                views: crate::lifecycle::view_stamps(),
                 signer,
                 cloudfront,
                 admin_key_hash: hash_key(&admin_key),

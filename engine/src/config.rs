@@ -30,6 +30,28 @@ pub struct Config {
     pub live: LiveConfig,
     pub webhooks: WebhooksConfig,
     pub cdn: CdnConfig,
+    pub lifecycle: LifecycleConfig,
+}
+
+/// `[lifecycle]`: the default lifecycle rules (for tenants that set none with
+/// `PUT /v1/lifecycle`) and how often they are evaluated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// `[[lifecycle.rules]]`: `after = "30d"`, `since = "upload"|"last_view"`, `tag`,
+    /// `action = "warm"|"cold"|"expire"`. Default: none.
+    pub rules: Vec<crate::lifecycle::Rule>,
+    /// How often every tenant's rules are evaluated, seconds. Default 3600.
+    pub interval_s: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            interval_s: 3600,
+        }
+    }
 }
 
 /// CDN integrations.
@@ -88,6 +110,7 @@ impl Default for Config {
             live: LiveConfig::default(),
             webhooks: WebhooksConfig::default(),
             cdn: CdnConfig::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -510,6 +533,14 @@ impl Config {
             }
         }
         self.storage.validate_stores()?;
+        crate::lifecycle::Rules {
+            rules: self.lifecycle.rules.clone(),
+        }
+        .validate()
+        .map_err(|e| crate::Error::Config(format!("lifecycle.rules: {e}")))?;
+        if self.lifecycle.interval_s == 0 {
+            return bad("lifecycle.interval_s must be at least 1");
+        }
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {
             return bad("transcode.segment_duration_s must be between 0.5 and 30");

@@ -19,6 +19,7 @@
 //! | `live/` | live HLS ingest, playlists, recording to VOD |
 //! | `webhooks.rs` | the webhook outbox |
 //! | `tiers/` | named stores, tiers, asset copies, read resolution |
+//! | `lifecycle/` | lifecycle rules (pure in `rules.rs`), their evaluation and actions |
 //! | `store/` | every SQL query, grouped by aggregate |
 
 mod assets;
@@ -30,6 +31,7 @@ pub mod config;
 mod devices;
 pub mod error;
 pub mod jobs;
+pub mod lifecycle;
 pub mod live;
 pub mod model;
 mod playback;
@@ -85,6 +87,8 @@ struct Inner {
     stores: tiers::Stores,
     /// Resolved readable copies, briefly.
     readable: tiers::resolve::ReadableCache,
+    /// Recent last-view writes of this process (lifecycle `since = "last_view"`).
+    views: lifecycle::ViewStamps,
     signer: PlaybackSigner,
     /// Set when `[cdn.cloudfront]` is configured.
     cloudfront: Option<sluice_cdn::cloudfront::CloudFrontSigner>,

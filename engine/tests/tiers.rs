@@ -35,10 +35,14 @@ async fn fresh_pg_database() -> String {
 async fn engine(pg: bool, dir: &std::path::Path) -> (Engine, Arc<FakeClock>) {
     let clock = Arc::new(FakeClock(AtomicI64::new(1_700_000_000_000)));
     let warm = dir.join("warm-store");
+    let cold = dir.join("cold-store");
     let mut config = Config::from_toml(&format!(
         "[gateway]\ncache_ttl_ms = 1\n\
-         [storage.stores.warm]\nurl = \"file://{}\"\n[storage.tiers]\nwarm = \"warm\"\n",
-        warm.display()
+         [storage.stores.warm]\nurl = \"file://{}\"\n\
+         [storage.stores.glacier]\nurl = \"file://{}\"\n\
+         [storage.tiers]\nwarm = \"warm\"\ncold = \"glacier\"\n",
+        warm.display(),
+        cold.display()
     ))
     .unwrap();
     config.data_dir = dir.to_path_buf();
@@ -236,4 +240,224 @@ async fn copies_and_counters_sqlite() {
 #[tokio::test]
 async fn copies_and_counters_postgres() {
     copies_and_counters_replay_to_the_same_state(true).await
+}
+
+/// Run every due tier job; returns how many ran.
+async fn run_jobs(e: &Engine) -> usize {
+    let mut n = 0;
+    while e.run_next_tier_job("test-worker").await.unwrap() {
+        n += 1;
+    }
+    n
+}
+
+async fn job(e: &Engine, who: &Principal, id: &str) -> serde_json::Value {
+    serde_json::to_value(e.get_job(who, id).await.unwrap()).unwrap()
+}
+
+/// Files under a local store's directory for one asset, and their total size.
+fn listed(root: &std::path::Path, tenant: &str, asset: &str) -> (u64, u64) {
+    let dir = root.join("tenants").join(tenant).join("assets").join(asset);
+    let mut stack = vec![dir];
+    let (mut n, mut bytes) = (0, 0);
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                n += 1;
+                bytes += m.len();
+            }
+        }
+    }
+    (bytes, n)
+}
+
+async fn tier_jobs_archive_restore_and_expire(pg: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, clock) = engine(pg, dir.path()).await;
+    let t = e.create_tenant(&Principal::Admin, "cams").await.unwrap();
+    let other = e.create_tenant(&Principal::Admin, "other").await.unwrap();
+    let who = Principal::Tenant {
+        tenant_id: t.id.clone(),
+    };
+    let stranger = Principal::Tenant {
+        tenant_id: other.id.clone(),
+    };
+    let tenant = t.id.as_str();
+    let asset = upload(&e, &who, 20_000).await;
+    // A raw upload is not ready: it does not move.
+    assert!(matches!(
+        e.request_tier(&who, &asset, "warm").await,
+        Err(Error::Conflict(_))
+    ));
+    // A worker publishes it: ready, and its hot copy recorded with the counters.
+    let main = sluice_engine::TranscodeJob {
+        job_id: e.get_asset(&who, &asset).await.unwrap().job_id.unwrap(),
+        tenant_id: t.id.clone(),
+        asset_id: asset.clone(),
+    };
+    let jobs = e.job_reporter();
+    jobs.job_started(&main, "w1").await.unwrap().unwrap();
+    jobs.job_succeeded(&main, &[], 1.0).await.unwrap();
+    let u = e.tier_usage(tenant).await.unwrap();
+    assert_eq!(usage(&u, Tier::Hot), (20_000, 1));
+    let (hot_dir, warm_dir, cold_dir) = (
+        dir.path().join("hot"),
+        dir.path().join("warm-store"),
+        dir.path().join("cold-store"),
+    );
+
+    // Other tenants and bad input.
+    assert!(matches!(
+        e.request_tier(&stranger, &asset, "warm").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        e.request_tier(&who, &asset, "lukewarm").await,
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        e.request_tier(&who, &asset, "hot").await,
+        Err(Error::Conflict(_))
+    ));
+
+    // Archive straight to cold.
+    let j = e.request_tier(&who, &asset, "cold").await.unwrap();
+    assert_eq!(j.status, "queued");
+    assert!(
+        matches!(
+            e.request_tier(&who, &asset, "warm").await,
+            Err(Error::Conflict(_))
+        ),
+        "one tier job per asset at a time"
+    );
+    assert_eq!(run_jobs(&e).await, 1);
+    let done = job(&e, &who, &j.id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"]["objects_copied"], 1);
+    assert_eq!(done["result"]["bytes_copied"], 20_000);
+    assert_eq!(done["result"]["objects_deleted"], 1);
+    assert_eq!(done["result"]["failed"], serde_json::json!([]));
+    assert!(e.get_job(&stranger, &j.id).await.is_err());
+    assert_eq!(listed(&hot_dir, tenant, &asset), (0, 0));
+    assert_eq!(listed(&cold_dir, tenant, &asset), (20_000, 1));
+    let u = e.tier_usage(tenant).await.unwrap();
+    assert_eq!(
+        (usage(&u, Tier::Hot), usage(&u, Tier::Cold)),
+        ((0, 0), (20_000, 1))
+    );
+    assert!(matches!(
+        e.readable(tenant, &asset).await,
+        Err(Error::Archived(_))
+    ));
+
+    // Restore: bounded days, then a hot copy that expires.
+    for bad in [0, 366] {
+        assert!(matches!(
+            e.request_restore(&who, &asset, bad).await,
+            Err(Error::InvalidInput(_))
+        ));
+    }
+    let r = e.request_restore(&who, &asset, 2).await.unwrap();
+    assert_eq!(run_jobs(&e).await, 1);
+    assert_eq!(job(&e, &who, &r.id).await["status"], "succeeded");
+    assert_eq!(e.readable(tenant, &asset).await.unwrap().tier, Tier::Hot);
+    assert_eq!(listed(&hot_dir, tenant, &asset), (20_000, 1));
+    // Restoring again extends (a copy-less job).
+    clock.0.fetch_add(86_400_000, Ordering::SeqCst);
+    let r2 = e.request_restore(&who, &asset, 2).await.unwrap();
+    assert_eq!(run_jobs(&e).await, 1);
+    let r2 = job(&e, &who, &r2.id).await;
+    assert_eq!(r2["result"]["objects_copied"], 0, "{r2}");
+    // Two days after the first restore it still plays (extended to day 3).
+    clock.0.fetch_add(86_400_000 + 1000, Ordering::SeqCst);
+    e.sweep_tiers().await.unwrap();
+    assert_eq!(e.readable(tenant, &asset).await.unwrap().tier, Tier::Hot);
+    // Past the extension: the sweep removes the objects and the row, counters too.
+    clock.0.fetch_add(86_400_000, Ordering::SeqCst);
+    e.sweep_tiers().await.unwrap();
+    assert!(matches!(
+        e.readable(tenant, &asset).await,
+        Err(Error::Archived(_))
+    ));
+    assert_eq!(listed(&hot_dir, tenant, &asset), (0, 0));
+    let u = e.tier_usage(tenant).await.unwrap();
+    assert_eq!(
+        (usage(&u, Tier::Hot), usage(&u, Tier::Cold)),
+        ((0, 0), (20_000, 1))
+    );
+    // A second sweep finds nothing.
+    e.sweep_tiers().await.unwrap();
+
+    // Back to warm for good: copied from cold, cold drained.
+    let w = e.request_tier(&who, &asset, "warm").await.unwrap();
+    assert_eq!(run_jobs(&e).await, 1);
+    assert_eq!(job(&e, &who, &w.id).await["status"], "succeeded");
+    assert_eq!(listed(&warm_dir, tenant, &asset), (20_000, 1));
+    assert_eq!(listed(&cold_dir, tenant, &asset), (0, 0));
+    let u = e.tier_usage(tenant).await.unwrap();
+    assert_eq!(
+        (usage(&u, Tier::Warm), usage(&u, Tier::Cold)),
+        ((20_000, 1), (0, 0))
+    );
+    let r = e.readable(tenant, &asset).await.unwrap();
+    assert_eq!((r.tier, r.storage.name()), (Tier::Warm, "warm"));
+    // Not archived: no restore.
+    assert!(matches!(
+        e.request_restore(&who, &asset, 1).await,
+        Err(Error::Conflict(_))
+    ));
+
+    // Lifecycle: expire beats the warm→cold rule; a dry run changes nothing.
+    e.put_lifecycle(
+        &who,
+        serde_json::from_str(
+            r#"{"rules": [{"after": "1d", "action": "cold"},
+                          {"after": "1d", "tag": "temp", "action": "expire"}]}"#,
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let plan = e.run_lifecycle(&Principal::Admin, true).await.unwrap();
+    assert_eq!(plan.len(), 1);
+    assert_eq!(
+        (plan[0].to, plan[0].bytes),
+        (sluice_engine::lifecycle::Action::Cold, 20_000)
+    );
+    assert_eq!(run_jobs(&e).await, 0);
+    e.set_tags(&who, &asset, vec!["temp".into()]).await.unwrap();
+    let x = e.explain_lifecycle(&who, &asset).await.unwrap();
+    assert_eq!(x["decision"]["action"], "expire", "{x}");
+    assert_eq!(x["decision"]["rule"], 1);
+    assert!(matches!(
+        e.run_lifecycle(&who, false).await,
+        Err(Error::Forbidden(_))
+    ));
+    let plan = e.run_lifecycle(&Principal::Admin, false).await.unwrap();
+    assert_eq!(plan.len(), 1);
+    assert!(plan[0].job.is_some());
+    assert_eq!(run_jobs(&e).await, 1);
+    assert!(matches!(
+        e.get_asset(&who, &asset).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(listed(&warm_dir, tenant, &asset), (0, 0));
+    let u = e.tier_usage(tenant).await.unwrap();
+    assert!(u.iter().all(|r| r.1 == 0 && r.2 == 0), "{u:?}");
+}
+
+#[tokio::test]
+async fn tier_jobs_sqlite() {
+    tier_jobs_archive_restore_and_expire(false).await
+}
+
+#[tokio::test]
+async fn tier_jobs_postgres() {
+    tier_jobs_archive_restore_and_expire(true).await
 }

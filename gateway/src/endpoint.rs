@@ -106,6 +106,22 @@ pub enum Endpoint<'a> {
         path: PlaybackPath<'a>,
         name: &'a str,
     },
+    /// `POST /v1/assets/{id}/tier`
+    AssetTier { id: &'a str },
+    /// `POST /v1/assets/{id}/restore`
+    AssetRestore { id: &'a str },
+    /// `PUT /v1/assets/{id}/tags`
+    AssetTags { id: &'a str },
+    /// `GET /v1/assets/{id}/lifecycle`
+    AssetLifecycle { id: &'a str },
+    /// `GET /v1/usage`
+    GetUsage,
+    /// `GET /v1/lifecycle`
+    GetLifecycle,
+    /// `PUT /v1/lifecycle`
+    PutLifecycle,
+    /// `POST /v1/ops/lifecycle/run` (admin)
+    RunLifecycle,
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
     NotFound(Route),
@@ -193,6 +209,11 @@ impl<'a> Endpoint<'a> {
                 (&M::GET, &[id, "source"]) => E::GetSource { id },
                 (&M::POST, &[id, "playback"]) => E::CreatePlayback { id },
                 (&M::POST, &[id, "renditions", name, "rerun"]) => E::RerunRendition { id, name },
+                (&M::POST, &[id, "tier"]) => E::AssetTier { id },
+                (&M::POST, &[id, "restore"]) => E::AssetRestore { id },
+                (&M::PUT, &[id, "tags"]) => E::AssetTags { id },
+                (&M::GET, &[id, "lifecycle"]) => E::AssetLifecycle { id },
+                (_, [_, "tier" | "restore" | "tags" | "lifecycle"]) => E::NotFound(Route::Tiers),
                 (_, [_, "source"]) => E::NotFound(Route::AssetSource),
                 (_, [_, "playback"]) => E::NotFound(Route::AssetPlayback),
                 _ => E::NotFound(Route::Assets),
@@ -246,6 +267,15 @@ impl<'a> Endpoint<'a> {
                     _ => E::NotFound(Route::Edge),
                 }
             }
+            ["v1", "usage"] => only(M::GET, E::GetUsage, Route::Usage),
+            ["v1", "lifecycle"] => match *method {
+                M::GET => E::GetLifecycle,
+                M::PUT => E::PutLifecycle,
+                _ => E::NotFound(Route::Lifecycle),
+            },
+            ["v1", "ops", "lifecycle", "run"] => {
+                only(M::POST, E::RunLifecycle, Route::OpsLifecycle)
+            }
             ["v1", "preset"] => match *method {
                 M::GET => E::GetPreset,
                 M::PUT => E::PutPreset,
@@ -296,6 +326,13 @@ impl<'a> Endpoint<'a> {
             E::EdgeAdmin | E::EdgeObject { .. } => Route::Edge,
             E::WatchPage { .. } => Route::WatchPage,
             E::PlayerFile { .. } => Route::PlayerFile,
+            E::AssetTier { .. }
+            | E::AssetRestore { .. }
+            | E::AssetTags { .. }
+            | E::AssetLifecycle { .. } => Route::Tiers,
+            E::GetUsage => Route::Usage,
+            E::GetLifecycle | E::PutLifecycle => Route::Lifecycle,
+            E::RunLifecycle => Route::OpsLifecycle,
             E::NotFound(r) => *r,
         }
     }
@@ -332,6 +369,14 @@ pub enum Route {
     WatchPage,
     /// The watch page's scripts and style sheet.
     PlayerFile,
+    /// Tier moves, restores, tags and lifecycle explanations of one asset.
+    Tiers,
+    /// A tenant's usage per tier and quotas.
+    Usage,
+    /// A tenant's lifecycle rules.
+    Lifecycle,
+    /// An admin's lifecycle run.
+    OpsLifecycle,
     /// A path Sluice does not know.
     Other,
 }
@@ -381,7 +426,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 25] = [
+    pub const ALL: [Route; 29] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -406,6 +451,10 @@ impl Route {
         Route::Edge,
         Route::WatchPage,
         Route::PlayerFile,
+        Route::Tiers,
+        Route::Usage,
+        Route::Lifecycle,
+        Route::OpsLifecycle,
         Route::Other,
     ];
 
@@ -437,6 +486,10 @@ impl Route {
             Route::Edge => "edge",
             Route::WatchPage => "watch_page",
             Route::PlayerFile => "player_file",
+            Route::Tiers => "tiers",
+            Route::Usage => "usage",
+            Route::Lifecycle => "lifecycle",
+            Route::OpsLifecycle => "ops_lifecycle",
             Route::Other => "other",
         }
     }
@@ -482,6 +535,10 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
+            | Route::Tiers
+            | Route::Usage
+            | Route::Lifecycle
+            | Route::OpsLifecycle
             | Route::Other => Credentials::Key,
         }
     }
@@ -510,6 +567,10 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
+            | Route::Tiers
+            | Route::Usage
+            | Route::Lifecycle
+            | Route::OpsLifecycle
             | Route::Other => RouteClass::Admin,
         }
     }

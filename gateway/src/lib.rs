@@ -20,6 +20,7 @@ pub mod ingest;
 pub mod live;
 pub mod paths;
 pub mod playback;
+pub mod tiers;
 mod tus;
 pub mod watch;
 
@@ -214,6 +215,14 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
             playlist_stem,
         } => watch::serve_page(app, &path, playlist_stem, &req),
         E::PlayerFile { path, name } => watch::serve_file(app, &path, name, &req),
+        E::AssetTier { id } => tiers::tier(app, id, req).await,
+        E::AssetRestore { id } => tiers::restore(app, id, req).await,
+        E::AssetTags { id } => tiers::put_tags(app, id, req).await,
+        E::AssetLifecycle { id } => tiers::explain(app, id, &req).await,
+        E::GetUsage => tiers::usage(app, &req).await,
+        E::GetLifecycle => tiers::get_lifecycle(app, &req).await,
+        E::PutLifecycle => tiers::put_lifecycle(app, req).await,
+        E::RunLifecycle => tiers::run_lifecycle(app, req).await,
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),

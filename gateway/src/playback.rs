@@ -230,6 +230,10 @@ pub async fn serve<B>(
     let key = app
         .engine
         .resolve_playback(tenant, asset, token, rel, client)?;
+    if rel.ends_with(".m3u8") {
+        // Lifecycle's "since last view": at most one write per asset per minute.
+        app.engine.note_view(tenant, asset);
+    }
     serve_object(app, tenant, asset, &key, rel, req).await
 }
 

@@ -27,7 +27,7 @@ impl Engine {
     }
 
     pub async fn get_job(&self, who: &Principal, id: &str) -> Result<Job> {
-        store::get_job(
+        if let Some(job) = store::get_job(
             &self.inner.db,
             self.scope(who)?,
             id,
@@ -35,7 +35,13 @@ impl Engine {
             self.max_attempts(),
         )
         .await?
-        .ok_or_else(|| Error::not_found("job", id))
+        {
+            return Ok(job);
+        }
+        // Tier jobs (tier moves, archive, restore, expiry) live in their own table.
+        self.get_tier_job(who, id)
+            .await?
+            .ok_or_else(|| Error::not_found("job", id))
     }
 
     /// The caller's jobs (every tenant's for admin), newest first, optionally by status.

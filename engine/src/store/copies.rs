@@ -317,3 +317,46 @@ pub(crate) async fn tier_usage(db: &AnyPool, tenant: &str) -> Result<Vec<(Tier, 
     }
     Ok(out)
 }
+
+/// Restored copies whose expiry has passed (any tenant: the sweep's work list).
+pub(crate) async fn expired_restores(db: &AnyPool, now: i64, limit: i64) -> Result<Vec<CopyRow>> {
+    let rows = sqlx::query(select_copy!(
+        "WHERE state = 'restored' AND expires_at <= $1 ORDER BY expires_at LIMIT $2"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(copy_from_row).collect()
+}
+
+/// Switch a restored copy to draining if it is still expired at `now` (a restore that
+/// extended it meanwhile wins). Returns whether it switched.
+pub(crate) async fn expire_restored(db: &AnyPool, key: CopyKey<'_>, now: i64) -> Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE asset_copies SET state = 'draining', updated_at = $1 WHERE tenant_id = $2 \
+         AND asset_id = $3 AND tier = $4 AND store = $5 AND state = 'restored' \
+         AND expires_at <= $6",
+    )
+    .bind(now)
+    .bind(key.tenant)
+    .bind(key.asset)
+    .bind(key.tier.as_str())
+    .bind(key.store)
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// Hide an expired asset of the tenant: it is not found from then on.
+pub(crate) async fn hide_asset(db: &AnyPool, tenant: &str, asset: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE assets SET hidden = 1, updated_at = $1 WHERE id = $2 AND tenant_id = $3")
+        .bind(now)
+        .bind(asset)
+        .bind(tenant)
+        .execute(db)
+        .await?;
+    Ok(())
+}

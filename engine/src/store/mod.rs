@@ -11,6 +11,8 @@
 //! - `uploads`: upload sessions, multipart state, leases and expiry;
 //! - `idempotency`: `Idempotency-Key` claims of raw uploads;
 //! - `jobs`: job rows and their lifecycle;
+//! - `tier_jobs`: tier moves, archive, restore and expiry jobs (their own queue table);
+//! - `lifecycle`: lifecycle rules, last views, tags and the lifecycle action record;
 //! - `live`: live streams, playlists and segments;
 //! - `presets`: tenants' preset overrides;
 //! - `webhooks`: webhooks and their deliveries;
@@ -25,17 +27,19 @@ mod copies;
 mod devices;
 mod idempotency;
 mod jobs;
+mod lifecycle;
 mod live;
 mod presets;
 mod tenants;
+mod tier_jobs;
 mod uploads;
 mod webhooks;
 
 pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
 pub use copies::{CopyKey, CopyRow};
 pub(crate) use copies::{
-    asset_copies, delete_copy, extend_restored, insert_copy, record_measured, switch_copy,
-    tier_usage, unmeasured_copies,
+    asset_copies, delete_copy, expire_restored, expired_restores, extend_restored, hide_asset,
+    insert_copy, record_measured, switch_copy, tier_usage, unmeasured_copies,
 };
 pub(crate) use devices::{device_uploads, devices, insert_device, revoke_device, touch_device};
 pub(crate) use idempotency::{
@@ -48,6 +52,10 @@ pub(crate) use jobs::{
     job_reset, job_run_after, job_spec, job_started, job_succeeded, jobs_owed_a_push, list_jobs,
     rendition_succeeded, request_cancel,
 };
+pub(crate) use lifecycle::{
+    NewAction, asset_facts, insert_lifecycle_action, lifecycle_candidates, lifecycle_rules,
+    put_lifecycle_rules, record_view, set_asset_tags, tenant_ids,
+};
 pub(crate) use live::{
     LivePlaylistRow, LiveRow, LiveSegmentRow, NewLive, charge_live_bytes, count_live_by_state,
     get_live, insert_live, list_live, live_asset_recorded, live_begin_end, live_by_asset,
@@ -58,6 +66,10 @@ pub(crate) use live::{
 };
 pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset};
 pub(crate) use tenants::{insert_tenant, key_owner, storage_usage};
+pub(crate) use tier_jobs::{
+    NewTierJob, TierJobRow, active_tier_job, claim_tier_job, get_tier_job, insert_tier_job,
+    tier_job_end, tier_job_progress,
+};
 pub(crate) use uploads::{
     MultipartRow, NewUpload, UploadJob, UploadPart, commit_raw_upload, commit_upload_parts,
     complete_empty_upload, complete_upload, consume_partials, delete_upload, expired_uploads,

@@ -8,7 +8,10 @@
 //! archived and not served (409 `archived`), on any backend.
 
 mod copies;
+mod copy;
+mod jobs;
 pub(crate) mod resolve;
+mod usage;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +25,8 @@ use crate::{Error, Result};
 
 pub use crate::store::{CopyKey, CopyRow};
 pub use copies::CopyChange;
+pub use copy::{FailedObject, TierJobResult};
+pub use jobs::{EXPIRE_KIND, MAX_RESTORE_DAYS, RESTORE_KIND, TIER_KIND};
 pub use resolve::Readable;
 
 /// The name of the store that `hot_dir` / `[storage.s3]` (or the default data-dir store)

@@ -141,7 +141,8 @@ impl Engine {
         )))
     }
 
-    /// The periodic tier pass: measure backfilled copies (once each).
+    /// The periodic tier pass: measure backfilled copies (once each), remove expired
+    /// restored copies.
     pub async fn sweep_tiers(&self) -> Result<()> {
         let n = self.measure_backfilled().await?;
         if n > 0 {
@@ -149,6 +150,20 @@ impl Engine {
                 copies = n,
                 "measured the objects of backfilled asset copies"
             );
+        }
+        let n = self.sweep_expired_restores().await?;
+        if n > 0 {
+            tracing::info!(copies = n, "removed expired restored copies");
+        }
+        Ok(())
+    }
+
+    /// The periodic lifecycle pass (every `lifecycle.interval_s`).
+    pub async fn sweep_lifecycle(&self) -> Result<()> {
+        let plan = self.lifecycle_pass(false).await?;
+        let n = plan.iter().filter(|p| p.job.is_some()).count();
+        if n > 0 {
+            tracing::info!(jobs = n, "lifecycle rules started jobs");
         }
         Ok(())
     }
