@@ -165,6 +165,8 @@ impl Engine {
                 "asset {asset_id} already has a job queued or running"
             )));
         }
+        // A re-run reads the source from, and publishes into, the hot store.
+        self.ensure_hot(tenant, asset_id).await?;
         let spec = match &asset.job_id {
             Some(j) => store::job_spec(&self.inner.db, j).await?,
             None => None,

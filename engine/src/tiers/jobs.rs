@@ -71,6 +71,11 @@ impl Engine {
                 asset.status.as_str()
             )));
         }
+        if store::active_jobs_for_asset(&self.inner.db, id).await? > 0 {
+            return Err(Error::Conflict(format!(
+                "asset {id} has a transcode queued or running; move it when that ends"
+            )));
+        }
         if self.stores().store_name(target).is_none() {
             return Err(Error::Conflict(format!(
                 "this deployment has no {tier} tier ([storage.tiers] {tier} is not set)"
@@ -105,6 +110,25 @@ impl Engine {
         }
         self.enqueue_tier_job(&tenant, id, RESTORE_KIND, Some("hot"), Some(days))
             .await
+    }
+
+    /// 409 unless the asset's home is the hot tier with no tier job under way (what a
+    /// rendition re-run needs: it reads the source from the hot store and publishes there).
+    pub(crate) async fn ensure_hot(&self, tenant: &str, asset: &str) -> Result<()> {
+        if let Some(job) = store::active_tier_job(&self.inner.db, tenant, asset).await? {
+            return Err(Error::Conflict(format!(
+                "asset {asset} has a tier job under way ({job}); wait for it to end"
+            )));
+        }
+        let copies = self.asset_copies(tenant, asset).await?;
+        match home(&copies) {
+            Some(c) if c.tier != Tier::Hot => Err(Error::Conflict(format!(
+                "asset {asset} is in the {} tier: move it to hot first \
+                 (POST /v1/assets/{asset}/tier)",
+                c.tier.as_str()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Record a tier job (one at a time per asset) and return its JSON.
