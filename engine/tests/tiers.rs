@@ -394,6 +394,29 @@ async fn tier_jobs_archive_restore_and_expire(pg: bool) {
     // A second sweep finds nothing.
     e.sweep_tiers().await.unwrap();
 
+    // A sweep that died between its switch and its deletes: the next one finishes it.
+    e.request_restore(&who, &asset, 1).await.unwrap();
+    assert_eq!(run_jobs(&e).await, 1);
+    assert_eq!(listed(&hot_dir, tenant, &asset), (20_000, 1));
+    let hot = CopyKey {
+        tenant,
+        asset: &asset,
+        tier: Tier::Hot,
+        store: "hot",
+    };
+    let died = [CopyChange::Switch {
+        key: hot,
+        from: CopyState::Restored,
+        to: CopyState::Draining,
+        expires_at: None,
+    }];
+    assert_eq!(e.change_copies(&died).await.unwrap(), [true]);
+    e.sweep_tiers().await.unwrap();
+    assert_eq!(listed(&hot_dir, tenant, &asset), (0, 0));
+    assert_eq!(e.asset_copies(tenant, &asset).await.unwrap().len(), 1);
+    let u = e.tier_usage(tenant).await.unwrap();
+    assert_eq!(usage(&u, Tier::Hot), (0, 0));
+
     // Back to warm for good: copied from cold, cold drained.
     let w = e.request_tier(&who, &asset, "warm").await.unwrap();
     assert_eq!(run_jobs(&e).await, 1);

@@ -39,7 +39,7 @@ pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
 pub use copies::{CopyKey, CopyRow};
 pub(crate) use copies::{
     asset_copies, delete_copy, expire_restored, expired_restores, extend_restored, hide_asset,
-    insert_copy, record_measured, switch_copy, tier_usage, unmeasured_copies,
+    insert_copy, orphaned_draining, record_measured, switch_copy, tier_usage, unmeasured_copies,
 };
 pub(crate) use devices::{device_uploads, devices, insert_device, revoke_device, touch_device};
 pub(crate) use idempotency::{

@@ -554,6 +554,15 @@ impl Engine {
         let now = self.now_ms();
         let expired = store::expired_restores(&self.inner.db, now, 100).await?;
         let mut n = 0;
+        // Copies an interrupted sweep (or expiry) switched to draining but did not finish.
+        for c in store::orphaned_draining(&self.inner.db, 100).await? {
+            let mut r = TierJobResult::default();
+            if let Err(Fail::Permanent(m) | Fail::Transient(m)) =
+                self.drain(&c.tenant_id, &c.asset_id, &mut r).await
+            {
+                tracing::warn!(asset = %c.asset_id, "could not finish draining a copy: {m}");
+            }
+        }
         for c in expired {
             let key = CopyKey {
                 tenant: &c.tenant_id,
