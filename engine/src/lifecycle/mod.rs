@@ -17,8 +17,10 @@ pub use rules::{Action, Decision, Rule, Rules, Since};
 use crate::tiers::{CopyState, EXPIRE_KIND, TIER_KIND, Tier};
 use crate::{Engine, Error, Principal, Result, store};
 
-/// Candidates read per tenant per pass (the oldest first); the rest wait for the next.
-const CANDIDATES_PER_PASS: i64 = 1000;
+/// Candidates read per query (the oldest first, paged by upload time and id).
+const CANDIDATES_PER_PAGE: i64 = 500;
+/// Candidates looked at per tenant and pass at most; the rest wait for the next pass.
+const CANDIDATES_PER_PASS: usize = 100_000;
 
 /// How long one asset's last view is believed before it is written again.
 pub(crate) const VIEW_STAMP_TTL: Duration = Duration::from_secs(60);
@@ -186,42 +188,70 @@ impl Engine {
                 continue;
             };
             let cutoff = now.saturating_sub(i64::try_from(min_after).unwrap_or(i64::MAX));
-            let candidates =
-                store::lifecycle_candidates(&self.inner.db, &tenant, cutoff, CANDIDATES_PER_PASS)
-                    .await?;
-            for c in candidates {
-                let (tier, bytes) = self.home_of(&tenant, &c.id).await?;
-                let facts = rules::Facts {
-                    created_at_ms: c.created_at,
-                    last_viewed_at_ms: c.last_viewed_at,
-                    tags: &c.tags,
-                    tier,
-                };
-                let Some(d) = rules::decide(&rules, &facts, now) else {
-                    continue;
-                };
-                // A transition to a tier this deployment lacks is not planned.
-                if let Some(t) = d.action.tier()
-                    && self.stores().store_name(t).is_none()
-                {
-                    continue;
+            let mut seen = 0usize;
+            let mut after: Option<(i64, String)> = None;
+            loop {
+                let page = store::lifecycle_candidates(
+                    &self.inner.db,
+                    &tenant,
+                    cutoff,
+                    after.as_ref().map(|(t, id)| (*t, id.as_str())),
+                    CANDIDATES_PER_PAGE,
+                )
+                .await?;
+                let Some(last) = page.last() else { break };
+                after = Some((last.created_at, last.id.clone()));
+                seen += page.len();
+                for c in page {
+                    if let Some(item) = self.plan_one(&tenant, &rules, &c, now).await? {
+                        let mut item = item;
+                        if !dry_run {
+                            item.job = self.act(&item).await?;
+                        }
+                        plan.push(item);
+                    }
                 }
-                let mut item = PlanItem {
-                    tenant: tenant.clone(),
-                    asset: c.id.clone(),
-                    from: tier,
-                    to: d.action,
-                    bytes,
-                    rule: d.rule,
-                    job: None,
-                };
-                if !dry_run {
-                    item.job = self.act(&item).await?;
+                if seen >= CANDIDATES_PER_PASS {
+                    break;
                 }
-                plan.push(item);
             }
         }
         Ok(plan)
+    }
+
+    /// The action the rules take on one candidate now, if any.
+    async fn plan_one(
+        &self,
+        tenant: &str,
+        rules: &Rules,
+        c: &store::AssetFacts,
+        now: i64,
+    ) -> Result<Option<PlanItem>> {
+        let (tier, bytes) = self.home_of(tenant, &c.id).await?;
+        let facts = rules::Facts {
+            created_at_ms: c.created_at,
+            last_viewed_at_ms: c.last_viewed_at,
+            tags: &c.tags,
+            tier,
+        };
+        let Some(d) = rules::decide(rules, &facts, now) else {
+            return Ok(None);
+        };
+        // A transition to a tier this deployment lacks is not planned.
+        if let Some(t) = d.action.tier()
+            && self.stores().store_name(t).is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(PlanItem {
+            tenant: tenant.to_string(),
+            asset: c.id.clone(),
+            from: tier,
+            to: d.action,
+            bytes,
+            rule: d.rule,
+            job: None,
+        }))
     }
 
     /// Start the job of one planned action and record it; `None` when the asset already

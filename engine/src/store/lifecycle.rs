@@ -71,15 +71,20 @@ pub(crate) async fn lifecycle_candidates(
     db: &AnyPool,
     tenant: &str,
     created_before: i64,
+    after: Option<(i64, &str)>,
     limit: i64,
 ) -> Result<Vec<AssetFacts>> {
+    let (after_t, after_id) = after.unwrap_or((i64::MIN, ""));
     let rows = sqlx::query(
         "SELECT id, created_at, last_viewed_at, tags FROM assets WHERE tenant_id = $1 \
-         AND created_at <= $2 AND status = 'ready' AND hidden = 0 \
-         ORDER BY created_at, id LIMIT $3",
+         AND created_at <= $2 AND (created_at > $3 OR (created_at = $4 AND id > $5)) \
+         AND status = 'ready' AND hidden = 0 ORDER BY created_at, id LIMIT $6",
     )
     .bind(tenant)
     .bind(created_before)
+    .bind(after_t)
+    .bind(after_t)
+    .bind(after_id)
     .bind(limit)
     .fetch_all(db)
     .await?;

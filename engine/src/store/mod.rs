@@ -53,8 +53,8 @@ pub(crate) use jobs::{
     rendition_succeeded, request_cancel,
 };
 pub(crate) use lifecycle::{
-    NewAction, asset_facts, insert_lifecycle_action, lifecycle_candidates, lifecycle_rules,
-    put_lifecycle_rules, record_view, set_asset_tags, tenant_ids,
+    AssetFacts, NewAction, asset_facts, insert_lifecycle_action, lifecycle_candidates,
+    lifecycle_rules, put_lifecycle_rules, record_view, set_asset_tags, tenant_ids,
 };
 pub(crate) use live::{
     LivePlaylistRow, LiveRow, LiveSegmentRow, NewLive, charge_live_bytes, count_live_by_state,
