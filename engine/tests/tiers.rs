@@ -344,6 +344,15 @@ async fn tier_jobs_archive_restore_and_expire(pg: bool) {
     assert_eq!(done["result"]["objects_deleted"], 1);
     assert_eq!(done["result"]["failed"], serde_json::json!([]));
     assert!(e.get_job(&stranger, &j.id).await.is_err());
+    // Listed with the tenant's other jobs (the transcode), newest first; not to others.
+    let listed_jobs = e.list_jobs(&who, None, None).await.unwrap();
+    assert_eq!(listed_jobs[0].id, j.id);
+    assert_eq!(listed_jobs.len(), 2);
+    assert!(e.list_jobs(&stranger, None, None).await.unwrap().is_empty());
+    assert_eq!(
+        e.list_jobs(&who, Some("succeeded"), Some(1)).await.unwrap()[0].id,
+        j.id
+    );
     assert_eq!(listed(&hot_dir, tenant, &asset), (0, 0));
     assert_eq!(listed(&cold_dir, tenant, &asset), (20_000, 1));
     let u = e.tier_usage(tenant).await.unwrap();

@@ -60,15 +60,23 @@ impl Engine {
             )));
         }
         let limit = i64::from(limit.unwrap_or(100).clamp(1, 1000));
-        store::list_jobs(
+        let scope = self.scope(who)?;
+        let mut jobs = store::list_jobs(
             &self.inner.db,
-            self.scope(who)?,
+            scope,
             status,
             limit,
             self.now_ms(),
             self.max_attempts(),
         )
-        .await
+        .await?;
+        // Tier jobs (their own table) merged in, newest first, within the same limit.
+        let tier = store::list_tier_jobs(&self.inner.db, scope, status, limit).await?;
+        jobs.extend(tier.iter().map(|r| r.to_job(self.max_attempts())));
+        // Job ids are ULIDs: their order is their creation order.
+        jobs.sort_by(|a, b| b.id.cmp(&a.id));
+        jobs.truncate(limit as usize);
+        Ok(jobs)
     }
 
     /// `POST /v1/jobs/{id}/cancel`: a queued job ends at once; a running one is flagged and

@@ -68,7 +68,7 @@ pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset}
 pub(crate) use tenants::{insert_tenant, key_owner, storage_usage};
 pub(crate) use tier_jobs::{
     NewTierJob, TierJobRow, active_tier_job, claim_tier_job, get_tier_job, insert_tier_job,
-    tier_job_end, tier_job_progress,
+    list_tier_jobs, tier_job_end, tier_job_progress,
 };
 pub(crate) use uploads::{
     MultipartRow, NewUpload, UploadJob, UploadPart, commit_raw_upload, commit_upload_parts,

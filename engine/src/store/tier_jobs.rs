@@ -247,3 +247,23 @@ pub(crate) async fn tier_job_end(
     .rows_affected()
         == 1)
 }
+
+/// Tier jobs of a tenant (all tenants for `None`), newest first, optionally by status.
+pub(crate) async fn list_tier_jobs(
+    db: &AnyPool,
+    tenant: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TierJobRow>> {
+    let sql = format!(
+        "SELECT {COLS} FROM tier_jobs WHERE ($1 IS NULL OR tenant_id = $1) \
+         AND ($2 IS NULL OR status = $2) ORDER BY created_at DESC, id DESC LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(from_row).collect()
+}
