@@ -56,7 +56,7 @@ async fn sha256_file(path: &Path) -> Result<[u8; 32], String> {
 }
 
 /// A store error as a reason a user may read (its kind, not the backend's text).
-fn reason(e: &sluice_storage::Error) -> String {
+pub(crate) fn reason(e: &sluice_storage::Error) -> String {
     match e {
         sluice_storage::Error::NotFound { .. } => "the object disappeared from the source".into(),
         sluice_storage::Error::Io { source, .. } => format!("local i/o error ({})", source.kind()),

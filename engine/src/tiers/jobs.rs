@@ -35,11 +35,19 @@ enum Fail {
 }
 
 impl From<Error> for Fail {
+    /// The job's `error` is shown to the tenant: store and database failures are
+    /// summarised (no keys, endpoints or SQL).
     fn from(e: Error) -> Self {
+        let msg = match &e {
+            Error::Storage(s) => format!("object store: {}", super::copy::reason(s)),
+            Error::Db(_) | Error::Migrate(_) => "the metadata database did not answer".into(),
+            Error::Io { source, .. } => format!("local i/o error ({})", source.kind()),
+            other => other.to_string(),
+        };
         if e.is_retryable() {
-            Fail::Transient(e.to_string())
+            Fail::Transient(msg)
         } else {
-            Fail::Permanent(e.to_string())
+            Fail::Permanent(msg)
         }
     }
 }
