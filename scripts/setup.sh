@@ -31,6 +31,10 @@ if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
   # Redis for the shared (distributed) rate-limit tests (scripts/redis.sh).
   APT_PACKAGES+=(redis-server)
 fi
+if [ -n "${SLUICE_SETUP_TEST_CLIENTS:-}" ]; then
+  # rclone lists the tier tests' S3 stores (usage must equal what is really stored).
+  APT_PACKAGES+=(rclone)
+fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -170,6 +170,11 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let sweepers = sweepers(&engine, &shutdown);
+    // Tier moves, archive, restore and lifecycle expiry run beside the transcodes.
+    let tier_jobs = in_process.then(|| {
+        let (engine, rx) = (engine.clone(), shutdown.clone());
+        tokio::spawn(async move { engine.run_tier_jobs(rx).await })
+    });
     let workers = in_process.then(|| {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -194,6 +199,9 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     sluice_gateway::serve(app, listener, shutdown).await?;
     if let Some(w) = workers {
         let _ = w.await;
+    }
+    if let Some(t) = tier_jobs {
+        let _ = t.await;
     }
     for sweeper in sweepers {
         let _ = sweeper.await;
@@ -231,7 +239,26 @@ fn sweepers(engine: &Engine, shutdown: &watch::Receiver<bool>) -> Vec<tokio::tas
             }
         }
     });
-    vec![upload_sweep, live_sweep]
+    let e = engine.clone();
+    let tiers_sweep = periodic(uploads, shutdown.clone(), move || {
+        let e = e.clone();
+        async move {
+            if let Err(err) = e.sweep_tiers().await {
+                tracing::warn!("tier sweep failed: {err}");
+            }
+        }
+    });
+    let e = engine.clone();
+    let every = Duration::from_secs(engine.config().lifecycle.interval_s.max(1));
+    let lifecycle = periodic(every, shutdown.clone(), move || {
+        let e = e.clone();
+        async move {
+            if let Err(err) = e.sweep_lifecycle().await {
+                tracing::warn!("lifecycle pass failed: {err}");
+            }
+        }
+    });
+    vec![upload_sweep, live_sweep, tiers_sweep, lifecycle]
 }
 
 /// Run `pass` every `every` (first after one period) until `shutdown` turns true; a pass
@@ -264,9 +291,14 @@ async fn worker(common: Common) -> anyhow::Result<()> {
         engine.webhook_outbox(),
         shutdown.clone(),
     ));
+    let tier_jobs = {
+        let (engine, rx) = (engine.clone(), shutdown.clone());
+        tokio::spawn(async move { engine.run_tier_jobs(rx).await })
+    };
     sluice_workers::run(engine.job_reporter(), engine.storage().clone(), shutdown)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
+    let _ = tier_jobs.await;
     let _ = dispatcher.await;
     Ok(())
 }

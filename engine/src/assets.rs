@@ -30,8 +30,8 @@ impl Engine {
                 "the upload of this asset is not complete".into(),
             ));
         }
-        let (info, stream) = self
-            .inner
+        let readable = self.readable(&asset.tenant_id, &asset.id).await?;
+        let (info, stream) = readable
             .storage
             .get_stream(&keys::source(&asset.tenant_id, &asset.id), None)
             .await?;

@@ -252,10 +252,11 @@ impl Engine {
             }
         };
 
-        let storage = match &config.storage.s3 {
-            Some(s3) => Storage::s3(s3)?,
-            None => Storage::local(&hot_dir)?,
-        };
+        let stores = crate::tiers::Stores::open(&config.storage, &hot_dir)?;
+        let storage = stores.hot().clone();
+        let readable = crate::tiers::resolve::readable_cache(Duration::from_millis(
+            config.gateway.cache_ttl_ms,
+        ));
         // Unless configured, playback secrets live in the database: every gateway signs
         // and verifies with the same ones.
         let now_s = (clock.now_ms() / 1000).max(0) as u64;
@@ -297,6 +298,9 @@ impl Engine {
                 db,
                 queue_pool,
                 storage,
+                stores,
+                readable,
+                views: crate::lifecycle::view_stamps(),
                 signer,
                 cloudfront,
                 admin_key_hash: hash_key(&admin_key),

@@ -36,6 +36,28 @@ pub struct Config {
     pub rate_limit: crate::limits::RateLimitConfig,
     /// How quota usage is counted (docs/limits.md).
     pub quotas: crate::limits::QuotaConfig,
+    pub lifecycle: LifecycleConfig,
+}
+
+/// `[lifecycle]`: the default lifecycle rules (for tenants that set none with
+/// `PUT /v1/lifecycle`) and how often they are evaluated.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LifecycleConfig {
+    /// `[[lifecycle.rules]]`: `after = "30d"`, `since = "upload"|"last_view"`, `tag`,
+    /// `action = "warm"|"cold"|"expire"`. Default: none.
+    pub rules: Vec<crate::lifecycle::Rule>,
+    /// How often every tenant's rules are evaluated, seconds. Default 3600.
+    pub interval_s: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            interval_s: 3600,
+        }
+    }
 }
 
 /// CDN integrations.
@@ -97,6 +119,7 @@ impl Default for Config {
             auth: Default::default(),
             rate_limit: Default::default(),
             quotas: Default::default(),
+            lifecycle: LifecycleConfig::default(),
         }
     }
 }
@@ -209,6 +232,59 @@ pub struct StorageConfig {
     /// lives in the bucket, and tus uploads stream into it as multipart parts, so any gateway
     /// can continue any upload. Default: unset (the local hot tier).
     pub s3: Option<sluice_storage::S3Config>,
+    /// Named object stores (`[storage.stores.NAME]`), see docs/storage-tiers.md. The hot
+    /// store of `hot_dir` / `[storage.s3]` is the store named `hot`. Default: none.
+    pub stores: std::collections::BTreeMap<String, sluice_storage::StoreConfig>,
+    /// Which store holds each tier. Default: hot = `hot`, no warm or cold tier.
+    pub tiers: TiersConfig,
+}
+
+/// `[storage.tiers]`: tier → store name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TiersConfig {
+    /// The hot tier's store. Default `hot` (the store of `hot_dir` / `[storage.s3]`).
+    pub hot: Option<String>,
+    /// The warm tier's store. Default: none (assets cannot move to warm).
+    pub warm: Option<String>,
+    /// The cold (archive) tier's store. Default: none (assets cannot be archived).
+    pub cold: Option<String>,
+}
+
+impl StorageConfig {
+    /// Check the named stores and the tier map: valid names and URLs, every tier naming a
+    /// defined store, and no second definition of the store `hot`.
+    pub fn validate_stores(&self) -> Result<(), crate::Error> {
+        let err = |m: String| Err(crate::Error::Config(m));
+        for (name, store) in &self.stores {
+            store
+                .validate(name)
+                .map_err(|e| crate::Error::Config(e.to_string()))?;
+        }
+        if self.stores.contains_key(crate::tiers::LEGACY_HOT)
+            && (self.hot_dir.is_some() || self.s3.is_some())
+        {
+            return err(
+                "storage.stores.hot is defined twice: by [storage.stores.hot] and by                  storage.hot_dir / [storage.s3]; keep one"
+                    .into(),
+            );
+        }
+        for (tier, name) in [
+            ("hot", &self.tiers.hot),
+            ("warm", &self.tiers.warm),
+            ("cold", &self.tiers.cold),
+        ] {
+            if let Some(n) = name
+                && n != crate::tiers::LEGACY_HOT
+                && !self.stores.contains_key(n)
+            {
+                return err(format!(
+                    "storage.tiers.{tier} names the store {n:?}, which no [storage.stores.{n}]                      defines"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -467,6 +543,15 @@ impl Config {
                 )));
             }
         }
+        self.storage.validate_stores()?;
+        crate::lifecycle::Rules {
+            rules: self.lifecycle.rules.clone(),
+        }
+        .validate()
+        .map_err(|e| crate::Error::Config(format!("lifecycle.rules: {e}")))?;
+        if self.lifecycle.interval_s == 0 {
+            return bad("lifecycle.interval_s must be at least 1");
+        }
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {
             return bad("transcode.segment_duration_s must be between 0.5 and 30");
@@ -633,6 +718,46 @@ mod tests {
                 "[storage.s3]\nbucket = \"b\"\naccess_key_id = \"k\"\nsecret = \"x\"\n"
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn named_stores_and_tiers_are_validated() {
+        let c = Config::from_toml(
+            "[storage.stores.warm]\nurl = \"file:///srv/warm\"\n\
+             [storage.stores.glacier]\nurl = \"s3://archive/sluice\"\nregion = \"eu-west-1\"\n\
+             storage_class = \"DEEP_ARCHIVE\"\n\
+             [storage.tiers]\nwarm = \"warm\"\ncold = \"glacier\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.storage.tiers.cold.as_deref(), Some("glacier"));
+        let bad = |toml: &str, want: &str| {
+            let e = Config::from_toml(toml)
+                .and_then(|c| c.validate())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{toml}: {e}");
+        };
+        bad(
+            "[storage.tiers]\ncold = \"nowhere\"\n",
+            "storage.tiers.cold names the store \"nowhere\", which no [storage.stores.nowhere]",
+        );
+        bad(
+            "[storage.stores.w]\nurl = \"file://rel\"\n",
+            "storage.stores.w.url: \"file://rel\" is not an absolute path",
+        );
+        bad(
+            "[storage.stores.w]\nurl = \"ftp://x\"\n",
+            "must start with file:/// or s3://",
+        );
+        bad(
+            "[storage]\nhot_dir = \"/x\"\n[storage.stores.hot]\nurl = \"file:///y\"\n",
+            "defined twice",
+        );
+        bad(
+            "[storage.stores.w]\nurl = \"file:///y\"\ncolour = 1\n",
+            "unknown field",
         );
     }
 

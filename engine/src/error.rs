@@ -21,6 +21,12 @@ pub enum Error {
     UploadLocked(String),
     #[error("{0}")]
     Conflict(String),
+    /// The asset's only copy is in the cold tier and not restored.
+    #[error(
+        "asset {0} is archived (cold tier) and is not served until restored: \
+         POST /v1/assets/{0}/restore with {{\"days\": N}}, then play it when the restore job succeeds"
+    )]
+    Archived(String),
     #[error("upload {0} expired and was abandoned; start a new upload")]
     Expired(String),
     #[error("the body does not match its Upload-Checksum; nothing of it was stored")]

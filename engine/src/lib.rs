@@ -20,6 +20,8 @@
 //! | `presets.rs` | per-tenant transcode presets |
 //! | `live/` | live HLS ingest, playlists, recording to VOD |
 //! | `webhooks.rs` | the webhook outbox |
+//! | `tiers/` | named stores, tiers, asset copies, read resolution |
+//! | `lifecycle/` | lifecycle rules (pure in `rules.rs`), their evaluation and actions |
 //! | `store/` | every SQL query, grouped by aggregate |
 
 mod assets;
@@ -34,6 +36,7 @@ pub mod error;
 pub mod jobs;
 pub mod jwt;
 mod keys;
+pub mod lifecycle;
 pub mod limits;
 pub mod live;
 pub mod model;
@@ -46,6 +49,7 @@ mod secrets;
 pub mod sniff;
 mod store;
 mod tenants;
+pub mod tiers;
 mod uploads;
 pub mod webhooks;
 
@@ -89,7 +93,14 @@ struct Inner {
     config: Config,
     db: AnyPool,
     queue_pool: QueuePool,
+    /// The hot tier's store (`stores.hot()`).
     storage: Storage,
+    /// Every named store and the tier map.
+    stores: tiers::Stores,
+    /// Resolved readable copies, briefly.
+    readable: tiers::resolve::ReadableCache,
+    /// Recent last-view writes of this process (lifecycle `since = "last_view"`).
+    views: lifecycle::ViewStamps,
     signer: PlaybackSigner,
     /// Set when `[cdn.cloudfront]` is configured.
     cloudfront: Option<sluice_cdn::cloudfront::CloudFrontSigner>,

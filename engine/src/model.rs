@@ -166,6 +166,10 @@ pub struct Job {
     pub finished_at: Option<String>,
     /// The one rendition this job re-runs; `None` for a whole-ladder transcode.
     pub rendition: Option<String>,
+    /// What a tier job did (`objects_copied`, `objects_skipped`, `bytes_copied`,
+    /// `failed`); absent on transcodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
 }
 
 /// A tenant, as returned on creation (the API key is shown once).

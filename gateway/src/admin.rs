@@ -94,15 +94,6 @@ pub async fn patch_tenant(app: &App, id: &str, req: Request<ReqBody>) -> ApiResu
     Ok(json_response(StatusCode::OK, &t))
 }
 
-/// `GET /v1/usage`: each quota's usage and limit.
-pub async fn usage<B>(app: &App, req: &Request<B>) -> ApiResult {
-    let quotas = app.engine.quota_usage(principal(req)?).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &serde_json::json!({ "quotas": quotas }),
-    ))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NewDeviceReq {

@@ -105,5 +105,5 @@ pub async fn object<B>(
     require_admin(req)?;
     let key = app.engine.playback_object(tenant, asset, entry)?;
     app.cache.invalidate(&key).await;
-    crate::playback::serve_object(app, &key, entry, req).await
+    crate::playback::serve_object(app, tenant, asset, &key, entry, req).await
 }

@@ -30,8 +30,6 @@ pub enum Endpoint<'a> {
     CreateTenant,
     /// `PATCH /v1/tenants/{id}` (admin): quotas and rate limit.
     PatchTenant { id: &'a str },
-    /// `GET /v1/usage`: the tenant's quotas, used and limit.
-    Usage,
     /// Any method on `/v1/uploads…`: tus routes its own methods (and answers its own 405s).
     Tus { op: TusOp, target: TusTarget<'a> },
     /// `POST /v1/assets`
@@ -122,6 +120,22 @@ pub enum Endpoint<'a> {
     ListAudit,
     /// `GET /v1/admin/jwks`: the cached JWT signing keys.
     AdminJwks,
+    /// `POST /v1/assets/{id}/tier`
+    AssetTier { id: &'a str },
+    /// `POST /v1/assets/{id}/restore`
+    AssetRestore { id: &'a str },
+    /// `PUT /v1/assets/{id}/tags`
+    AssetTags { id: &'a str },
+    /// `GET /v1/assets/{id}/lifecycle`
+    AssetLifecycle { id: &'a str },
+    /// `GET /v1/usage`
+    GetUsage,
+    /// `GET /v1/lifecycle`
+    GetLifecycle,
+    /// `PUT /v1/lifecycle`
+    PutLifecycle,
+    /// `POST /v1/ops/lifecycle/run` (admin)
+    RunLifecycle,
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
     NotFound(Route),
@@ -191,7 +205,6 @@ impl<'a> Endpoint<'a> {
             ["metrics"] => only(M::GET, E::Metrics, Route::Metrics),
             ["v1", "tenants"] => only(M::POST, E::CreateTenant, Route::Tenants),
             ["v1", "tenants", id] => only(M::PATCH, E::PatchTenant { id }, Route::Tenants),
-            ["v1", "usage"] => only(M::GET, E::Usage, Route::Usage),
             ["v1", "uploads", rest @ ..] => E::Tus {
                 op: match *method {
                     M::POST => TusOp::Create,
@@ -211,6 +224,11 @@ impl<'a> Endpoint<'a> {
                 (&M::GET, &[id, "source"]) => E::GetSource { id },
                 (&M::POST, &[id, "playback"]) => E::CreatePlayback { id },
                 (&M::POST, &[id, "renditions", name, "rerun"]) => E::RerunRendition { id, name },
+                (&M::POST, &[id, "tier"]) => E::AssetTier { id },
+                (&M::POST, &[id, "restore"]) => E::AssetRestore { id },
+                (&M::PUT, &[id, "tags"]) => E::AssetTags { id },
+                (&M::GET, &[id, "lifecycle"]) => E::AssetLifecycle { id },
+                (_, [_, "tier" | "restore" | "tags" | "lifecycle"]) => E::NotFound(Route::Tiers),
                 (_, [_, "source"]) => E::NotFound(Route::AssetSource),
                 (_, [_, "playback"]) => E::NotFound(Route::AssetPlayback),
                 _ => E::NotFound(Route::Assets),
@@ -272,6 +290,15 @@ impl<'a> Endpoint<'a> {
             },
             ["v1", "audit"] => only(M::GET, E::ListAudit, Route::Audit),
             ["v1", "admin", "jwks"] => only(M::GET, E::AdminJwks, Route::AdminJwks),
+            ["v1", "usage"] => only(M::GET, E::GetUsage, Route::Usage),
+            ["v1", "lifecycle"] => match *method {
+                M::GET => E::GetLifecycle,
+                M::PUT => E::PutLifecycle,
+                _ => E::NotFound(Route::Lifecycle),
+            },
+            ["v1", "ops", "lifecycle", "run"] => {
+                only(M::POST, E::RunLifecycle, Route::OpsLifecycle)
+            }
             ["v1", "preset"] => match *method {
                 M::GET => E::GetPreset,
                 M::PUT => E::PutPreset,
@@ -290,7 +317,6 @@ impl<'a> Endpoint<'a> {
             E::Readyz => Route::Readyz,
             E::Metrics => Route::Metrics,
             E::CreateTenant | E::PatchTenant { .. } => Route::Tenants,
-            E::Usage => Route::Usage,
             E::Tus { op, .. } => match op {
                 TusOp::Create => Route::TusCreate,
                 TusOp::Patch => Route::TusPatch,
@@ -326,6 +352,13 @@ impl<'a> Endpoint<'a> {
             E::CreateKey | E::ListKeys | E::RevokeKey { .. } => Route::Keys,
             E::ListAudit => Route::Audit,
             E::AdminJwks => Route::AdminJwks,
+            E::AssetTier { .. }
+            | E::AssetRestore { .. }
+            | E::AssetTags { .. }
+            | E::AssetLifecycle { .. } => Route::Tiers,
+            E::GetUsage => Route::Usage,
+            E::GetLifecycle | E::PutLifecycle => Route::Lifecycle,
+            E::RunLifecycle => Route::OpsLifecycle,
             E::NotFound(r) => *r,
         }
     }
@@ -377,7 +410,13 @@ impl<'a> Endpoint<'a> {
             | E::ListKeys
             | E::RevokeKey { .. }
             | E::ListAudit
-            | E::Usage => Access::Role(R::TenantAdmin),
+            | E::GetUsage
+            | E::AssetTier { .. }
+            | E::AssetRestore { .. }
+            | E::AssetTags { .. }
+            | E::PutLifecycle => Access::Role(R::TenantAdmin),
+            E::AssetLifecycle { .. } | E::GetLifecycle => Access::Role(R::Viewer),
+            E::RunLifecycle => Access::Role(R::Ops),
             // No handler: whoever may reach the route's paths at all gets the 404.
             E::NotFound(r) => match r.credentials() {
                 Credentials::None => Access::Public,
@@ -395,6 +434,10 @@ impl<'a> Endpoint<'a> {
         Some(match *self {
             E::CreateTenant => ("create_tenant", None),
             E::PatchTenant { id } => ("patch_tenant", Some(id)),
+            E::AssetTier { id } => ("tier_asset", Some(id)),
+            E::AssetRestore { id } => ("restore_asset", Some(id)),
+            E::PutLifecycle => ("put_lifecycle", None),
+            E::RunLifecycle => ("ops_lifecycle_run", None),
             E::CreateKey => ("create_key", None),
             E::RevokeKey { id } => ("revoke_key", Some(id)),
             E::CreateDevice => ("create_device", None),
@@ -454,6 +497,14 @@ pub enum Route {
     WatchPage,
     /// The watch page's scripts and style sheet.
     PlayerFile,
+    /// Tier moves, restores, tags and lifecycle explanations of one asset.
+    Tiers,
+    /// A tenant's usage per tier and quotas.
+    Usage,
+    /// A tenant's lifecycle rules.
+    Lifecycle,
+    /// An admin's lifecycle run.
+    OpsLifecycle,
     /// A path Sluice does not know.
     Other,
     /// Tenant-scoped keys per role.
@@ -462,8 +513,6 @@ pub enum Route {
     Audit,
     /// The JWT key cache.
     AdminJwks,
-    /// A tenant's quota usage.
-    Usage,
 }
 
 /// What a route asks of the caller, coarsely (the role each endpoint needs is
@@ -511,7 +560,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 29] = [
+    pub const ALL: [Route; 32] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -536,11 +585,14 @@ impl Route {
         Route::Edge,
         Route::WatchPage,
         Route::PlayerFile,
+        Route::Tiers,
+        Route::Usage,
+        Route::Lifecycle,
+        Route::OpsLifecycle,
         Route::Other,
         Route::Keys,
         Route::Audit,
         Route::AdminJwks,
-        Route::Usage,
     ];
 
     /// The `route` label of the HTTP metrics: a fixed set (never a raw path, whose ids
@@ -571,11 +623,14 @@ impl Route {
             Route::Edge => "edge",
             Route::WatchPage => "watch_page",
             Route::PlayerFile => "player_file",
+            Route::Tiers => "tiers",
+            Route::Usage => "usage",
+            Route::Lifecycle => "lifecycle",
+            Route::OpsLifecycle => "ops_lifecycle",
             Route::Other => "other",
             Route::Keys => "keys",
             Route::Audit => "audit",
             Route::AdminJwks => "admin_jwks",
-            Route::Usage => "usage",
         }
     }
 
@@ -624,7 +679,10 @@ impl Route {
             | Route::Keys
             | Route::Audit
             | Route::AdminJwks
-            | Route::Usage => Credentials::Key,
+            | Route::Usage
+            | Route::Tiers
+            | Route::Lifecycle
+            | Route::OpsLifecycle => Credentials::Key,
         }
     }
 
@@ -656,7 +714,10 @@ impl Route {
             | Route::Keys
             | Route::Audit
             | Route::AdminJwks
-            | Route::Usage => RouteClass::Admin,
+            | Route::Usage
+            | Route::Tiers
+            | Route::Lifecycle
+            | Route::OpsLifecycle => RouteClass::Admin,
         }
     }
 }

@@ -91,6 +91,7 @@ impl From<EngineError> for ApiError {
             }
             EngineError::UploadLocked(_) => Self::new(StatusCode::LOCKED, "upload_locked", msg),
             EngineError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", msg),
+            EngineError::Archived(_) => Self::new(StatusCode::CONFLICT, "archived", msg),
             EngineError::Expired(_) => Self::new(StatusCode::GONE, "upload_expired", msg),
             // tus checksum extension: 460 Checksum Mismatch.
             EngineError::ChecksumMismatch => Self::new(

@@ -25,6 +25,7 @@ pub mod playback;
 pub mod quota;
 pub mod ratelimit;
 pub mod ratelimit_redis;
+pub mod tiers;
 mod tus;
 pub mod watch;
 
@@ -194,7 +195,6 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
         }
         E::CreateTenant => admin::create_tenant(app, req).await,
         E::PatchTenant { id } => admin::patch_tenant(app, id, req).await,
-        E::Usage => admin::usage(app, &req).await,
         E::Tus { target, .. } => ingest::tus(app, target, req).await,
         E::RawUpload => ingest::raw_upload(app, req).await,
         E::GetAsset { id } => admin::get_asset(app, id, &req).await,
@@ -240,6 +240,14 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
         E::RevokeKey { id } => keys::revoke(app, id, &req).await,
         E::ListAudit => keys::audit(app, &req).await,
         E::AdminJwks => keys::jwks(app, &req).await,
+        E::AssetTier { id } => tiers::tier(app, id, req).await,
+        E::AssetRestore { id } => tiers::restore(app, id, req).await,
+        E::AssetTags { id } => tiers::put_tags(app, id, req).await,
+        E::AssetLifecycle { id } => tiers::explain(app, id, &req).await,
+        E::GetUsage => tiers::usage(app, &req).await,
+        E::GetLifecycle => tiers::get_lifecycle(app, &req).await,
+        E::PutLifecycle => tiers::put_lifecycle(app, req).await,
+        E::RunLifecycle => tiers::run_lifecycle(app, req).await,
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),

@@ -230,15 +230,30 @@ pub async fn serve<B>(
     let key = app
         .engine
         .resolve_playback(tenant, asset, token, rel, client)?;
-    serve_object(app, &key, rel, req).await
+    if rel.ends_with(".m3u8") {
+        // Lifecycle's "since last view": at most one write per asset per minute.
+        app.engine.note_view(tenant, asset);
+    }
+    serve_object(app, tenant, asset, &key, rel, req).await
 }
 
-/// Serve the playback object at storage `key`, whose entry name is `rel`.
-pub async fn serve_object<B>(app: &App, key: &str, rel: &str, req: &Request<B>) -> ApiResult {
+/// Serve the playback object at storage `key` of the tenant's asset, whose entry name is
+/// `rel`, from the asset's readable copy (restored → active → draining; an archived asset
+/// answers 409 `archived`). Copies are byte-identical, so the cache is keyed by `key`.
+pub async fn serve_object<B>(
+    app: &App,
+    tenant: &str,
+    asset: &str,
+    key: &str,
+    rel: &str,
+    req: &Request<B>,
+) -> ApiResult {
+    let readable = app.engine.readable(tenant, asset).await?;
+    let storage = &readable.storage;
     let policy = CachePolicy::for_playback_path(rel);
-    match app.cache.get(&app.storage, key, policy).await? {
+    match app.cache.get(storage, key, policy).await? {
         Found::Memory(obj) => Ok(from_memory(&obj, rel, req)),
-        Found::Stream(info) => from_store(app, key, rel, &info, policy, req).await,
+        Found::Stream(info) => from_store(app, storage, key, rel, &info, policy, req).await,
     }
 }
 
@@ -323,13 +338,13 @@ fn content_range(res: &mut Response<Body>, start: u64, end: u64, size: u64) {
 /// Answer an object too large to keep in memory by streaming it from the store.
 async fn from_store<B>(
     app: &App,
+    storage: &sluice_storage::Storage,
     key: &str,
     rel: &str,
     known: &ObjectInfo,
     policy: CachePolicy,
     req: &Request<B>,
 ) -> ApiResult {
-    let storage = &app.storage;
     let headers = req.headers();
     let head = req.method() == Method::HEAD;
     let known_etag = known

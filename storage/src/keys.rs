@@ -24,6 +24,11 @@ fn asset_root(tenant: &str, asset: &str) -> String {
     format!("tenants/{tenant}/assets/{asset}")
 }
 
+/// Prefix of every object of an asset (ends with `/`): what a tier move copies.
+pub fn asset_prefix(tenant: &str, asset: &str) -> String {
+    format!("{}/", asset_root(tenant, asset))
+}
+
 /// Where an asset's original upload lives.
 pub fn source(tenant: &str, asset: &str) -> String {
     format!("{}/source", asset_root(tenant, asset))

@@ -15,10 +15,12 @@
 //! request from the offset the caller committed, reporting the [`Checkpoint`]s it must record.
 
 pub mod keys;
+mod named;
 mod publish;
 mod resumable;
 mod s3;
 
+pub use named::{MAX_STORE_NAME, StoreConfig, StoreUrl, is_valid_store_name, store_env_var};
 pub use publish::{PUBLISH_CONCURRENCY, Source};
 pub use resumable::{Checkpoint, FileWrite, MultipartState, MultipartWrite, Part, ResumableWrite};
 pub use s3::{MIN_PART_SIZE, S3Config};
@@ -104,8 +106,8 @@ pub enum Whole {
 
 /// `sluice_storage_reads_total`: objects (or ranges of one) read from a store, by tier.
 /// Every read path counts, so a dashboard shows what caches in front of the store save.
-fn count_read() {
-    metrics::counter!("sluice_storage_reads_total", "tier" => "hot").increment(1);
+fn count_read(tier: &'static str) {
+    metrics::counter!("sluice_storage_reads_total", "tier" => tier).increment(1);
 }
 
 /// A byte stream read from storage.
@@ -135,6 +137,12 @@ pub struct Storage {
     /// Keys [`Storage::publish`] has just (re)written, for caches of this process that
     /// must drop their copies (a rendition re-run rewrites objects under the same names).
     published: tokio::sync::broadcast::Sender<Arc<[String]>>,
+    /// The store's name (`[storage.stores.NAME]`; `hot` for the hot tier of old configs).
+    name: Arc<str>,
+    /// The tier label of `sluice_storage_reads_total` (the tier this store serves).
+    tier: &'static str,
+    /// Attributes of every write: the S3 storage class, when configured.
+    attributes: object_store::Attributes,
 }
 
 /// How many batches of published keys a slow subscriber may fall behind before it is
@@ -146,6 +154,7 @@ impl std::fmt::Debug for Storage {
         f.debug_struct("Storage")
             .field("hot", &self.hot.to_string())
             .field("prefix", &self.prefix)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -172,6 +181,9 @@ impl Storage {
             prefix: None,
             part_size: DEFAULT_PART_SIZE,
             published: tokio::sync::broadcast::channel(PUBLISHED_BACKLOG).0,
+            name: Arc::from("hot"),
+            tier: "hot",
+            attributes: object_store::Attributes::new(),
         })
     }
 
@@ -187,6 +199,9 @@ impl Storage {
             prefix,
             part_size: config.part_size as usize,
             published: tokio::sync::broadcast::channel(PUBLISHED_BACKLOG).0,
+            name: Arc::from("hot"),
+            tier: "hot",
+            attributes: object_store::Attributes::new(),
         })
     }
 
@@ -199,7 +214,40 @@ impl Storage {
             prefix: None,
             part_size: DEFAULT_PART_SIZE,
             published: tokio::sync::broadcast::channel(PUBLISHED_BACKLOG).0,
+            name: Arc::from("hot"),
+            tier: "hot",
+            attributes: object_store::Attributes::new(),
         }
+    }
+
+    /// This handle under the store name `name`.
+    pub fn named(mut self, name: &str) -> Self {
+        self.name = Arc::from(name);
+        self
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Count reads of this store under `tier` in `sluice_storage_reads_total`.
+    pub fn with_tier_label(mut self, tier: &'static str) -> Self {
+        self.tier = tier;
+        self
+    }
+
+    /// Write every object (whole or multipart through [`Storage::put`] and
+    /// [`Storage::put_file`]) with this S3 storage class. Resumable uploads
+    /// ([`Storage::create_multipart`]) only ever write to the hot store and keep the
+    /// bucket's default class.
+    pub fn with_storage_class(mut self, class: Option<String>) -> Self {
+        let mut attributes = object_store::Attributes::new();
+        if let Some(c) = class {
+            attributes.insert(object_store::Attribute::StorageClass, c.into());
+        }
+        self.attributes = attributes;
+        self
     }
 
     /// The keys every later [`Storage::publish`] on this handle (or a clone of it) writes,
@@ -319,8 +367,12 @@ impl Storage {
     /// Store a small object in one request.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key)?;
+        let opts = object_store::PutOptions {
+            attributes: self.attributes.clone(),
+            ..Default::default()
+        };
         self.hot
-            .put(&path, data.into())
+            .put_opts(&path, data.into(), opts)
             .await
             .map_err(|e| Error::backend(key, e))?;
         Ok(())
@@ -344,9 +396,13 @@ impl Storage {
             self.put(key, Bytes::from(buf)).await?;
             return Ok(n);
         }
+        let opts = object_store::PutMultipartOptions {
+            attributes: self.attributes.clone(),
+            ..Default::default()
+        };
         let upload = self
             .hot
-            .put_multipart(&path)
+            .put_multipart_opts(&path, opts)
             .await
             .map_err(|e| Error::backend(key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_CHUNK);
@@ -397,7 +453,7 @@ impl Storage {
             .get(&path)
             .await
             .map_err(|e| Error::backend(key, e))?;
-        count_read();
+        count_read(self.tier);
         res.bytes().await.map_err(|e| Error::backend(key, e))
     }
 
@@ -441,7 +497,7 @@ impl Storage {
             .get_opts(&path, opts)
             .await
             .map_err(|e| Error::backend(key, e))?;
-        count_read();
+        count_read(self.tier);
         let info = ObjectInfo {
             key: key.to_string(),
             size: res.meta.size,
@@ -459,7 +515,7 @@ impl Storage {
             .get_range(&path, range)
             .await
             .map_err(|e| Error::backend(key, e))?;
-        count_read();
+        count_read(self.tier);
         Ok(bytes)
     }
 

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use futures::TryStreamExt;
 use sluice_storage::{
-    Checkpoint, Error, FileWrite, MultipartState, Part, ResumableWrite, S3Config, Storage, Whole,
-    keys,
+    Checkpoint, Error, FileWrite, MultipartState, Part, ResumableWrite, S3Config, Storage,
+    StoreConfig, Whole, keys, store_env_var,
 };
 
 async fn suite(s: &Storage, scratch: &std::path::Path) {
@@ -405,6 +405,66 @@ async fn s3_multipart_resumes_across_clients_and_aborts() {
     );
     assert!(matches!(one.head(key2).await, Err(Error::NotFound { .. })));
     one.delete_prefix("tenants/").await.unwrap();
+}
+
+/// A named `file://` store (`[storage.stores.NAME]`) passes the same suite.
+#[tokio::test]
+async fn named_local_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        url: format!("file://{}", dir.path().join("warm").display()),
+        endpoint: None,
+        region: None,
+        access_key_id: None,
+        secret_access_key: None,
+        allow_http: false,
+        storage_class: None,
+        part_size: None,
+    };
+    let s = cfg.open("warm").unwrap();
+    assert_eq!(s.name(), "warm");
+    suite(&s, dir.path()).await;
+    assert!(dir.path().join("warm").is_dir());
+}
+
+/// A named `s3://bucket/prefix` store on Garage, credentials from the environment and a
+/// storage class (Garage accepts and ignores it), passes the same suite.
+#[tokio::test]
+async fn named_garage_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = garage_config("named");
+    let name = format!("cold{}", std::process::id());
+    // SAFETY: set before any other thread of this test reads this store's variable (the
+    // variable name is unique to this test).
+    unsafe {
+        std::env::set_var(
+            store_env_var(&name, "SECRET_ACCESS_KEY"),
+            g.secret_access_key.clone().unwrap(),
+        );
+    }
+    let cfg = StoreConfig {
+        url: format!("s3://{}/{}", g.bucket, g.prefix.clone().unwrap()),
+        endpoint: g.endpoint.clone(),
+        region: Some(g.region.clone()),
+        access_key_id: Some(g.access_key_id.clone()),
+        secret_access_key: None,
+        allow_http: true,
+        storage_class: Some("STANDARD_IA".into()),
+        part_size: Some(5 << 20),
+    };
+    let s = cfg.open(&name).unwrap();
+    assert_eq!(s.name(), name);
+    suite(&s, dir.path()).await;
+    // The prefix of the URL is the store's: a plain client of the bucket sees it.
+    let mut plain = g.clone();
+    plain.prefix = None;
+    let raw = Storage::s3(&plain).unwrap();
+    s.put("tenants/t/assets/p/source", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let key = format!("{}/tenants/t/assets/p/source", g.prefix.clone().unwrap());
+    assert_eq!(raw.get_bytes(&key).await.unwrap().as_ref(), b"x");
+    s.delete_prefix("tenants/").await.unwrap();
 }
 
 #[test]

@@ -27,7 +27,7 @@ impl Engine {
     }
 
     pub async fn get_job(&self, who: &Principal, id: &str) -> Result<Job> {
-        store::get_job(
+        if let Some(job) = store::get_job(
             &self.inner.db,
             self.scope(who)?,
             id,
@@ -35,7 +35,13 @@ impl Engine {
             self.max_attempts(),
         )
         .await?
-        .ok_or_else(|| Error::not_found("job", id))
+        {
+            return Ok(job);
+        }
+        // Tier jobs (tier moves, archive, restore, expiry) live in their own table.
+        self.get_tier_job(who, id)
+            .await?
+            .ok_or_else(|| Error::not_found("job", id))
     }
 
     /// The caller's jobs (every tenant's for admin), newest first, optionally by status.
@@ -54,15 +60,23 @@ impl Engine {
             )));
         }
         let limit = i64::from(limit.unwrap_or(100).clamp(1, 1000));
-        store::list_jobs(
+        let scope = self.scope(who)?;
+        let mut jobs = store::list_jobs(
             &self.inner.db,
-            self.scope(who)?,
+            scope,
             status,
             limit,
             self.now_ms(),
             self.max_attempts(),
         )
-        .await
+        .await?;
+        // Tier jobs (their own table) merged in, newest first, within the same limit.
+        let tier = store::list_tier_jobs(&self.inner.db, scope, status, limit).await?;
+        jobs.extend(tier.iter().map(|r| r.to_job(self.max_attempts())));
+        // Job ids are ULIDs: their order is their creation order.
+        jobs.sort_by(|a, b| b.id.cmp(&a.id));
+        jobs.truncate(limit as usize);
+        Ok(jobs)
     }
 
     /// `POST /v1/jobs/{id}/cancel`: a queued job ends at once; a running one is flagged and
@@ -160,6 +174,8 @@ impl Engine {
                 "asset {asset_id} already has a job queued or running"
             )));
         }
+        // A re-run reads the source from, and publishes into, the hot store.
+        self.ensure_hot(tenant, asset_id).await?;
         let spec = match &asset.job_id {
             Some(j) => store::job_spec(&self.inner.db, j).await?,
             None => None,

@@ -139,6 +139,19 @@ impl JobReporter {
         .await
     }
 
+    /// The asset's hot copy row and the tier counters follow what was just published. A
+    /// failure is logged, not the job's: the asset is published either way, and the next
+    /// publication (or `sluice ops usage --check`) re-measures it.
+    async fn record_published(&self, job: &TranscodeJob) {
+        if let Err(e) = self
+            .engine
+            .record_hot_copy(&job.tenant_id, &job.asset_id)
+            .await
+        {
+            tracing::warn!(asset = %job.asset_id, "could not record the asset's hot copy: {e}");
+        }
+    }
+
     /// The job's output is published: the asset is ready.
     pub async fn job_succeeded(
         &self,
@@ -155,6 +168,7 @@ impl JobReporter {
         )
         .await?;
         self.engine.count_outcome("succeeded");
+        self.record_published(job).await;
         self.engine
             .emit_asset(&job.tenant_id, &job.asset_id, "asset.ready")
             .await;
@@ -229,6 +243,7 @@ impl JobReporter {
         store::rendition_succeeded(&self.engine.inner.db, job, rendition, self.engine.now_ms())
             .await?;
         self.engine.count_outcome("succeeded");
+        self.record_published(job).await;
         Ok(())
     }
 

@@ -132,6 +132,7 @@ fn job_from_row(r: &sqlx::any::AnyRow, now: i64, max_attempts: i64) -> Result<Jo
         finished_at: r.try_get::<Option<i64>, _>("finished_at")?.map(rfc3339_ms),
         rendition: r.try_get("rendition")?,
         status,
+        result: None,
     })
 }
 

@@ -10,9 +10,12 @@
 //! - `usage`: tenants' rate limits and quotas, monthly usage counters;
 //! - `devices`: device keys and their uploads;
 //! - `assets`: reading assets and changing their fields;
+//! - `copies`: asset copies per tier and store, and the per-tier counters;
 //! - `uploads`: upload sessions, multipart state, leases and expiry;
 //! - `idempotency`: `Idempotency-Key` claims of raw uploads;
 //! - `jobs`: job rows and their lifecycle;
+//! - `tier_jobs`: tier moves, archive, restore and expiry jobs (their own queue table);
+//! - `lifecycle`: lifecycle rules, last views, tags and the lifecycle action record;
 //! - `live`: live streams, playlists and segments;
 //! - `presets`: tenants' preset overrides;
 //! - `webhooks`: webhooks and their deliveries;
@@ -24,19 +27,27 @@ use crate::Result;
 
 mod assets;
 mod audit;
+mod copies;
 mod devices;
 mod idempotency;
 mod jobs;
 mod keys;
+mod lifecycle;
 mod live;
 mod presets;
 mod tenants;
+mod tier_jobs;
 mod uploads;
 mod usage;
 mod webhooks;
 
 pub(crate) use assets::{asset_device, asset_probed, fail_asset, get_asset};
 pub(crate) use audit::{AuditRow, insert_audit, list_audit};
+pub use copies::{CopyKey, CopyRow};
+pub(crate) use copies::{
+    asset_copies, delete_copy, expire_restored, expired_restores, extend_restored, hide_asset,
+    insert_copy, orphaned_draining, record_measured, switch_copy, tier_usage, unmeasured_copies,
+};
 pub(crate) use devices::{device_uploads, devices, insert_device, revoke_device, touch_device};
 pub(crate) use idempotency::{
     KeyClaim, claim_idempotency_key, finish_idempotency_key, lapse_idempotency_key,
@@ -51,6 +62,10 @@ pub(crate) use jobs::{
 pub(crate) use keys::{
     NewKeyRow, insert_key, key_owner, list_keys, revoke_key, tenant_exists, touch_key,
 };
+pub(crate) use lifecycle::{
+    AssetFacts, NewAction, asset_facts, insert_lifecycle_action, lifecycle_candidates,
+    lifecycle_rules, put_lifecycle_rules, record_view, set_asset_tags, tenant_ids,
+};
 pub(crate) use live::{
     LivePlaylistRow, LiveRow, LiveSegmentRow, NewLive, charge_live_bytes, count_live_by_state,
     get_live, insert_live, list_live, live_asset_recorded, live_begin_end, live_by_asset,
@@ -61,6 +76,10 @@ pub(crate) use live::{
 };
 pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset};
 pub(crate) use tenants::{insert_tenant, storage_usage};
+pub(crate) use tier_jobs::{
+    NewTierJob, TierJobRow, active_tier_job, claim_tier_job, get_tier_job, insert_tier_job,
+    list_tier_jobs, tier_job_end, tier_job_progress,
+};
 pub(crate) use uploads::{
     MultipartRow, NewUpload, UploadJob, UploadPart, commit_raw_upload, commit_upload_parts,
     complete_empty_upload, complete_upload, consume_partials, delete_upload, expired_uploads,

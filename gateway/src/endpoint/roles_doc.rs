@@ -12,6 +12,13 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("POST", "/v1/tenants", "/v1/tenants"),
     ("PATCH", "/v1/tenants/{id}", "/v1/tenants/T"),
     ("GET", "/v1/usage", "/v1/usage"),
+    ("POST", "/v1/assets/{id}/tier", "/v1/assets/A/tier"),
+    ("POST", "/v1/assets/{id}/restore", "/v1/assets/A/restore"),
+    ("PUT", "/v1/assets/{id}/tags", "/v1/assets/A/tags"),
+    ("GET", "/v1/assets/{id}/lifecycle", "/v1/assets/A/lifecycle"),
+    ("GET", "/v1/lifecycle", "/v1/lifecycle"),
+    ("PUT", "/v1/lifecycle", "/v1/lifecycle"),
+    ("POST", "/v1/ops/lifecycle/run", "/v1/ops/lifecycle/run"),
     ("POST", "/v1/keys", "/v1/keys"),
     ("GET", "/v1/keys", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}", "/v1/keys/K"),
@@ -86,7 +93,14 @@ fn variant(e: &Endpoint<'_>) -> &'static str {
         E::Metrics => "Metrics",
         E::CreateTenant => "CreateTenant",
         E::PatchTenant { .. } => "PatchTenant",
-        E::Usage => "Usage",
+        E::GetUsage => "GetUsage",
+        E::AssetTier { .. } => "AssetTier",
+        E::AssetRestore { .. } => "AssetRestore",
+        E::AssetTags { .. } => "AssetTags",
+        E::AssetLifecycle { .. } => "AssetLifecycle",
+        E::GetLifecycle => "GetLifecycle",
+        E::PutLifecycle => "PutLifecycle",
+        E::RunLifecycle => "RunLifecycle",
         E::Tus { .. } => "Tus",
         E::RawUpload => "RawUpload",
         E::GetAsset { .. } => "GetAsset",
@@ -130,7 +144,7 @@ fn variant(e: &Endpoint<'_>) -> &'static str {
 }
 
 /// How many variants [`variant`] names, `NotFound` included.
-const VARIANTS: usize = 45;
+const VARIANTS: usize = 52;
 
 fn who(access: Access) -> String {
     match access {

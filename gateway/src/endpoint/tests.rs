@@ -50,7 +50,7 @@ fn every_route() {
             E::NotFound(Route::Tenants),
             "tenants",
         ),
-        ("GET", "/v1/usage", E::Usage, "usage"),
+        ("GET", "/v1/usage", E::GetUsage, "usage"),
         ("POST", "/v1/usage", E::NotFound(Route::Usage), "usage"),
         ("POST", "/v1/tenants", E::CreateTenant, "tenants"),
         (
@@ -473,11 +473,14 @@ fn labels_are_the_dashboards_names() {
             "edge",
             "watch_page",
             "player_file",
+            "tiers",
+            "usage",
+            "lifecycle",
+            "ops_lifecycle",
             "other",
             "keys",
             "audit",
             "admin_jwks",
-            "usage",
         ]
     );
 }
@@ -512,11 +515,14 @@ fn what_each_route_decides() {
         (Route::Edge, true, C::Key, K::Admin),
         (Route::WatchPage, true, C::None, K::Playback),
         (Route::PlayerFile, true, C::None, K::Playback),
+        (Route::Tiers, true, C::Key, K::Admin),
+        (Route::Usage, true, C::Key, K::Admin),
+        (Route::Lifecycle, true, C::Key, K::Admin),
+        (Route::OpsLifecycle, true, C::Key, K::Admin),
         (Route::Other, true, C::Key, K::Admin),
         (Route::Keys, true, C::Key, K::Admin),
         (Route::Audit, true, C::Key, K::Admin),
         (Route::AdminJwks, true, C::Key, K::Admin),
-        (Route::Usage, true, C::Key, K::Admin),
     ];
     assert_eq!(table.map(|t| t.0), Route::ALL);
     for (route, deadline, credentials, class) in table {
@@ -548,4 +554,44 @@ fn what_each_route_decides() {
             "player_file",
         ]
     );
+}
+
+#[test]
+fn tier_and_lifecycle_routes() {
+    use Endpoint as E;
+    let p = |m: Method, path: &'static str| Endpoint::parse(&m, path);
+    assert_eq!(
+        p(Method::POST, "/v1/assets/A/tier"),
+        E::AssetTier { id: "A" }
+    );
+    assert_eq!(
+        p(Method::POST, "/v1/assets/A/restore"),
+        E::AssetRestore { id: "A" }
+    );
+    assert_eq!(
+        p(Method::PUT, "/v1/assets/A/tags"),
+        E::AssetTags { id: "A" }
+    );
+    assert_eq!(
+        p(Method::GET, "/v1/assets/A/lifecycle"),
+        E::AssetLifecycle { id: "A" }
+    );
+    assert_eq!(
+        p(Method::GET, "/v1/assets/A/tier"),
+        E::NotFound(Route::Tiers)
+    );
+    assert_eq!(p(Method::GET, "/v1/usage"), E::GetUsage);
+    assert_eq!(p(Method::POST, "/v1/usage"), E::NotFound(Route::Usage));
+    assert_eq!(p(Method::GET, "/v1/lifecycle"), E::GetLifecycle);
+    assert_eq!(p(Method::PUT, "/v1/lifecycle"), E::PutLifecycle);
+    assert_eq!(
+        p(Method::DELETE, "/v1/lifecycle"),
+        E::NotFound(Route::Lifecycle)
+    );
+    assert_eq!(p(Method::POST, "/v1/ops/lifecycle/run"), E::RunLifecycle);
+    assert_eq!(
+        p(Method::GET, "/v1/ops/lifecycle/run"),
+        E::NotFound(Route::OpsLifecycle)
+    );
+    assert_eq!(E::AssetRestore { id: "A" }.route(), Route::Tiers);
 }
