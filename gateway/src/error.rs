@@ -50,10 +50,18 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> http::Response<Body> {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, "{}", self.message);
-        }
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        // A 5xx never carries the text it was made with (backend messages, paths, SQL):
+        // that goes to the log, in the request's span (with its request id), and the client
+        // gets the one message that asks it to quote the request id.
+        let message = if self.status.is_server_error() {
+            if self.message != SERVER_SIDE {
+                tracing::error!(code = self.code, "{}", self.message);
+            }
+            SERVER_SIDE
+        } else {
+            self.message.as_str()
+        };
+        let body = serde_json::json!({"error": {"code": self.code, "message": message}});
         let mut res = http::Response::new(full(body.to_string()));
         *res.status_mut() = self.status;
         let h = res.headers_mut();
@@ -249,6 +257,17 @@ mod tests {
         let e: ApiError = EngineError::Config("db at /srv/secret/path".into()).into();
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.message.contains("/srv"), "{}", e.message);
+        // Whatever a 5xx was made with stays out of its body.
+        let res = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "db at /srv/x")
+            .into_response();
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(res.into_body()))
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("/srv") && text.contains("not_ready"),
+            "{text}"
+        );
         let res = ApiError::bad_request("nope").into_response();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");

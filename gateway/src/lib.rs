@@ -16,10 +16,15 @@ pub mod client_ip;
 pub mod edge;
 pub mod endpoint;
 pub mod error;
+pub mod headers;
 pub mod ingest;
+pub mod limits;
 pub mod live;
+pub mod observe;
 pub mod paths;
 pub mod playback;
+pub mod server;
+pub mod tls;
 mod tus;
 pub mod watch;
 
@@ -29,9 +34,6 @@ use std::time::{Duration, Instant};
 
 use crate::body::ReqBody;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_engine::{Engine, Principal};
 use tokio::net::TcpListener;
@@ -41,7 +43,6 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthLayer, Authenticated};
 use crate::body::{Body, empty, full};
@@ -110,7 +111,7 @@ pub(crate) fn base_url<B>(app: &App, req: &Request<B>) -> String {
     format!("http://{host}")
 }
 
-async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
+async fn route(app: Arc<App>, mut req: Request<ReqBody>) -> Response<Body> {
     let started = Instant::now();
     // The endpoint borrows its parameters from the path; a clone of the URI (which shares
     // its bytes rather than copying them) lets the handler take the request.
@@ -118,6 +119,23 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     let endpoint = Endpoint::parse(req.method(), uri.path());
     let route = endpoint.route();
     let label = route.label();
+    let info = observe::RouteInfo {
+        label,
+        class: route.class(),
+        tenant: req
+            .extensions()
+            .get::<Authenticated>()
+            .and_then(|a| a.0.tenant().map(str::to_owned)),
+    };
+    req.body_mut()
+        .set_class(observe::class_label(route.class()));
+    if let Err(e) = limits::check_body(app.engine.config(), route.class(), req.headers()) {
+        let mut res = e.into_response();
+        metrics::counter!("sluice_http_requests_total", "route" => label, "status" => status_label(res.status()))
+            .increment(1);
+        res.extensions_mut().insert(info);
+        return res;
+    }
     // A device key uploads and does nothing else: refused here for every other route,
     // whatever the handler would check.
     let device = req
@@ -125,9 +143,10 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
         .get::<Authenticated>()
         .is_some_and(|a| a.0.is_device());
     if device && !route.credentials().device_may() {
-        let res = ApiError::from(sluice_engine::Error::DeviceNotAllowed).into_response();
+        let mut res = ApiError::from(sluice_engine::Error::DeviceNotAllowed).into_response();
         metrics::counter!("sluice_http_requests_total", "route" => label, "status" => "403")
             .increment(1);
+        res.extensions_mut().insert(info);
         return res;
     }
     let fut = dispatch(&app, endpoint, req);
@@ -144,7 +163,8 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     } else {
         fut.await
     };
-    let res = result.unwrap_or_else(ApiError::into_response);
+    let mut res = result.unwrap_or_else(ApiError::into_response);
+    res.extensions_mut().insert(info);
     let status = status_label(res.status());
     metrics::counter!("sluice_http_requests_total", "route" => label, "status" => status)
         .increment(1);
@@ -295,6 +315,7 @@ pub fn service(
 > + Clone
 + Send {
     let engine = app.engine.clone();
+    let observe = observe::ObserveLayer::new(app.engine.config().gateway.hsts_max_age_s);
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -318,7 +339,7 @@ pub fn service(
     let with_cors = ServiceBuilder::new().layer(cors).service(plain.clone());
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeUlid))
-        .layer(TraceLayer::new_for_http())
+        .layer(observe)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -367,87 +388,14 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accept connections until `shutdown` turns true, then drain in-flight requests for up to
-/// the configured grace period.
+/// Accept plain HTTP connections (HTTP/1.1 and h2c) until `shutdown` turns true, then
+/// drain in-flight requests for up to the configured grace period ([`server::serve`]).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let cfg = app.engine.config().gateway.clone();
-    let grace = Duration::from_secs(cfg.shutdown_grace_s);
-    let idle = Duration::from_secs(cfg.body_idle_timeout_s);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(cfg.tcp_keepalive_s))
-        .with_interval(Duration::from_secs(10));
-    let svc = service(app);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Encoders pushing live HLS (ffmpeg `-method PUT`) send the last chunk of a body and
-    // close their socket without waiting for the answer. Without half-close hyper would
-    // take that EOF as a cancelled request and drop the handler mid-way. hyper's header
-    // read timeout only runs with a timer: without one it is silently off.
-    builder
-        .http1()
-        .half_close(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_s));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(cfg.tcp_keepalive_s));
-    // One permit per open connection: at the cap, accepting pauses (clients wait in the
-    // kernel's backlog) instead of the process running out of sockets or memory.
-    let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = shutdown.changed() => break,
-        };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
-                    tracing::debug!("could not enable TCP keepalive: {e}");
-                }
-                // Every request body gets the idle deadline; every request knows its peer.
-                let with_idle = ServiceBuilder::new()
-                    .map_request(move |req: Request<hyper::body::Incoming>| {
-                        let mut req = req.map(|b| body::IdleBody::new(b, idle));
-                        req.extensions_mut().insert(client_ip::PeerAddr(peer));
-                        req
-                    })
-                    .service(svc.clone());
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(with_idle),
-                );
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection ended: {e}");
-                    }
-                    drop(permit);
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing open connections"),
-    }
-    Ok(())
+    server::serve(app, listener, None, shutdown).await
 }
 
 /// An empty response with a status.
