@@ -33,6 +33,9 @@ enum Command {
     /// Configuration for a caching edge in front of Sluice.
     #[command(subcommand)]
     Edge(EdgeCommand),
+    /// Print the gateway's route table: one line per route, its metric label and class
+    /// (what dashboards and the security suite walk).
+    Routes,
 }
 
 #[derive(Subcommand)]
@@ -345,6 +348,18 @@ fn main() -> anyhow::Result<()> {
     if let Command::Edge(EdgeCommand::Nginx(a)) = cli.command {
         return edge_nginx(a);
     }
+    if let Command::Routes = cli.command {
+        let mut out = std::io::stdout().lock();
+        for r in sluice_gateway::endpoint::Route::ALL {
+            writeln!(
+                out,
+                "{}\t{}",
+                r.label(),
+                sluice_gateway::observe::class_label(r.class())
+            )?;
+        }
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -353,7 +368,9 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(c) => serve(c).await,
             Command::Worker(c) => worker(c).await,
             Command::Upload(a) => Ok(upload::run(a).await?),
-            Command::Edge(_) => unreachable!("answered before the runtime starts"),
+            Command::Edge(_) | Command::Routes => {
+                unreachable!("answered before the runtime starts")
+            }
         }
     })
 }

@@ -137,7 +137,9 @@ where
             let status = res.status();
             let info = res.extensions().get::<RouteInfo>();
             let (label, class) =
-                info.map_or(("preflight", "admin"), |i| (i.label, class_label(i.class)));
+                // No route info: answered before the router (a CORS preflight, a key the
+                // auth layer refused, a panic).
+                info.map_or(("unrouted", "unrouted"), |i| (i.label, class_label(i.class)));
             let tenant = info.and_then(|i| i.tenant.clone());
             let elapsed = started.elapsed();
             let sc = status_class(status);
