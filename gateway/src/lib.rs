@@ -23,6 +23,8 @@ pub mod live;
 pub mod observe;
 pub mod paths;
 pub mod playback;
+#[cfg(test)]
+mod prop_tests;
 pub mod server;
 pub mod tls;
 mod tus;
