@@ -283,7 +283,16 @@ fn sweepers(engine: &Engine, shutdown: &watch::Receiver<bool>) -> Vec<tokio::tas
             }
         }
     });
-    vec![upload_sweep, live_sweep]
+    let e = engine.clone();
+    let queue_gauge = periodic(Duration::from_secs(5), shutdown.clone(), move || {
+        let e = e.clone();
+        async move {
+            if let Err(err) = e.publish_queue_depth().await {
+                tracing::debug!("queue depth not measured: {err}");
+            }
+        }
+    });
+    vec![upload_sweep, live_sweep, queue_gauge]
 }
 
 /// Run `pass` every `every` (first after one period) until `shutdown` turns true; a pass

@@ -33,6 +33,7 @@ pub mod live;
 pub mod model;
 mod playback;
 mod presets;
+mod queue_metrics;
 mod raw;
 mod secrets;
 pub mod sniff;

@@ -490,6 +490,8 @@ def test_ten_thousand_malformed_requests_get_no_5xx_and_no_hang(world):
 
 def test_metric_labels_are_bounded(world):
     s, a, b, _ = world
+    assert requests.get(a.play_url, timeout=10).status_code == 200
+    assert call(s, "GET", f"/v1/assets/{b.asset}", a.key).status_code == 404
     text = requests.get(f"{s.url}/metrics", timeout=10).text
     import re
     values = set(re.findall(r'[a-z_]+="([^"]*)"', text))
@@ -500,6 +502,30 @@ def test_metric_labels_are_bounded(world):
                  "sluice_http_server_response_body_bytes_total", "sluice_http_server_request_body_bytes_total"]:
         assert name in text, name
     assert 'status_class="4xx"' in text and 'class="playback"' in text
+    # The queue's depth by kind (refreshed every 5 s by the serving process).
+    deadline = time.time() + 20
+    while 'sluice_queue_jobs{kind="transcode",status="queued"}' not in text:
+        assert time.time() < deadline, "no sluice_queue_jobs gauge"
+        time.sleep(0.5)
+        text = requests.get(f"{s.url}/metrics", timeout=10).text
+
+
+def test_an_idle_keep_alive_connection_is_closed(tmp_path):
+    s = Sluice(tmp_path / "data", config_text="[gateway]\nidle_timeout_s = 1\nheader_read_timeout_s = 30\n")
+    try:
+        with socket.create_connection(("127.0.0.1", s.port), timeout=30) as c:
+            req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            c.sendall(req)
+            got = c.recv(4096)
+            assert got.startswith(b"HTTP/1.1 200"), got
+            # Kept alive: a second request on the same connection is answered.
+            c.sendall(req)
+            assert c.recv(4096).startswith(b"HTTP/1.1 200")
+            started = time.time()
+            assert c.recv(4096) == b"", "the idle connection got bytes instead of a close"
+            assert time.time() - started < 10
+    finally:
+        s.stop()
 
 
 def test_zz_no_key_or_token_in_the_logs(world):

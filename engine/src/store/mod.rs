@@ -25,6 +25,7 @@ mod idempotency;
 mod jobs;
 mod live;
 mod presets;
+mod queue;
 mod tenants;
 mod uploads;
 mod webhooks;
@@ -50,6 +51,7 @@ pub(crate) use live::{
     live_segment_received, live_set_master, live_to_finalize, live_touch_ending,
 };
 pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset};
+pub(crate) use queue::queue_depth;
 pub(crate) use tenants::{insert_tenant, key_owner, storage_usage};
 pub(crate) use uploads::{
     MultipartRow, NewUpload, UploadJob, UploadPart, commit_raw_upload, commit_upload_parts,
