@@ -1,7 +1,9 @@
 //! The HTTP surface of Sluice on hyper 1 and one tower `ServiceBuilder` stack.
 //!
-//! Read the stack in [`service`] top to bottom: request id → trace → panic guard → CORS →
-//! auth → router. The router parses each request once into an [`endpoint::Endpoint`] (the
+//! Read the stack in [`service`] top to bottom: request id → observe ([`observe`]: span,
+//! log line, metrics, security headers) → request id propagation → panic guard → CORS →
+//! auth → router. Connections are accepted in [`server`] (limits, idle close, TLS through
+//! [`tls`]). The router parses each request once into an [`endpoint::Endpoint`] (the
 //! one table of routes, with each route's label, deadline, credentials and class) and
 //! dispatches on it. Handlers are grouped by surface: [`ingest`] (tus uploads),
 //! [`playback`] (HLS for viewers) and [`watch`] (the watch page), [`admin`] (tenants, assets, jobs), [`live`] (live
@@ -369,6 +371,24 @@ pub fn service(
                 }
             }
         })
+}
+
+/// The router alone, with none of the layers of [`service`] (request id, observe, panic
+/// guard, CORS, auth): what the layer-cost benchmark (`benches/src/bin/layer_cost.rs`)
+/// measures the stack against. Never served by `sluice`.
+pub fn router_service(
+    app: Arc<App>,
+) -> impl tower::Service<
+    Request<ReqBody>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send {
+    tower::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(route(app, req).await) }
+    })
 }
 
 /// Connections the kernel queues for us while every worker thread is busy (capped by
