@@ -55,7 +55,7 @@ impl ApiError {
         // gets the one message that asks it to quote the request id.
         let message = if self.status.is_server_error() {
             if self.message != SERVER_SIDE {
-                tracing::error!(code = self.code, "{}", self.message);
+                tracing::error!(request_id = %crate::observe::request_id(), code = self.code, "{}", self.message);
             }
             SERVER_SIDE
         } else {
@@ -145,19 +145,19 @@ impl From<EngineError> for ApiError {
             // log, in the request's span (with its x-request-id); the client gets a
             // message that reveals nothing internal and the id to quote.
             EngineError::Storage(_) => {
-                tracing::error!(code = "storage_unavailable", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "storage_unavailable", "{msg}");
                 Self::unavailable("storage_unavailable", SERVER_SIDE)
             }
             EngineError::Db(_) => {
-                tracing::error!(code = "metadata_unavailable", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "metadata_unavailable", "{msg}");
                 Self::unavailable("metadata_unavailable", SERVER_SIDE)
             }
             EngineError::Queue(_) => {
-                tracing::error!(code = "queue_unavailable", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "queue_unavailable", "{msg}");
                 Self::unavailable("queue_unavailable", SERVER_SIDE)
             }
             _ => {
-                tracing::error!(code = "internal", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "internal", "{msg}");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", SERVER_SIDE)
             }
         }
@@ -186,7 +186,7 @@ impl From<std::sync::Arc<sluice_storage::Error>> for ApiError {
                 Self::not_found("no such object")
             }
             other => {
-                tracing::error!(code = "storage_unavailable", "storage error: {other}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "storage_unavailable", "storage error: {other}");
                 Self::unavailable("storage_unavailable", SERVER_SIDE)
             }
         }

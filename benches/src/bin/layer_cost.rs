@@ -8,7 +8,9 @@
 //! the store once, then answered from memory), the metrics recorder and the log subscriber
 //! of `sluice serve` (at its default `info` filter), the hyper settings and the clients.
 //! Prints one line per round and side, then the medians and the ratio (stack / bare
-//! requests per second).
+//! requests per second), and the CPU time per request of each side (server and client in
+//! this process: the difference is the layers'), which stays meaningful on a machine other
+//! work keeps busy.
 //!
 //! usage (release build only): cargo run --release -p sluice-benches --bin layer_cost --
 //!        [--connections 32] [--seconds 3] [--rounds 5] [--segment-kib 1024]
@@ -104,8 +106,21 @@ where
     addr
 }
 
-/// `connections` keep-alive clients asking for `path` back to back for `secs`: requests/s.
-async fn load(addr: SocketAddr, path: &str, connections: usize, secs: u64) -> f64 {
+/// CPU time this process has used (user + system), seconds: servers and clients alike, so
+/// the difference between the two sides per request is the layers' cost, and it holds on
+/// a machine other processes keep busy (where requests/s swing by the minute).
+fn cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// `connections` keep-alive clients asking for `path` back to back for `secs`:
+/// (requests/s, CPU microseconds per request).
+async fn load(addr: SocketAddr, path: &str, connections: usize, secs: u64) -> (f64, f64) {
+    let cpu0 = cpu_s();
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -134,7 +149,8 @@ async fn load(addr: SocketAddr, path: &str, connections: usize, secs: u64) -> f6
     for t in tasks {
         t.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / secs as f64
+    let n = done.load(Ordering::Relaxed) as f64;
+    (n / secs as f64, (cpu_s() - cpu0) * 1e6 / n.max(1.0))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -148,7 +164,10 @@ async fn main() {
     // What `sluice serve` installs: the log subscriber at its default filter and the
     // Prometheus recorder (both sides record into them).
     tracing_subscriber::fmt()
-        .with_env_filter("info,sqlx=warn,apalis=warn")
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn,apalis=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -192,6 +211,7 @@ async fn main() {
         load(stack, &path, a.connections, 1).await;
         load(bare, &path, a.connections, 1).await;
         let (mut on, mut off) = (Vec::new(), Vec::new());
+        let (mut cpu_on, mut cpu_off) = (Vec::new(), Vec::new());
         for round in 0..a.rounds {
             let order = if round % 2 == 0 {
                 [true, false]
@@ -200,15 +220,22 @@ async fn main() {
             };
             for layered in order {
                 let addr = if layered { stack } else { bare };
-                let rps = load(addr, &path, a.connections, a.seconds).await;
+                let (rps, cpu) = load(addr, &path, a.connections, a.seconds).await;
                 println!(
-                    "{what} round {round} {}: {rps:.0} req/s",
+                    "{what} round {round} {}: {rps:.0} req/s, {cpu:.1} us CPU/request",
                     if layered { "stack" } else { "bare " }
                 );
                 if layered { &mut on } else { &mut off }.push(rps);
+                if layered { &mut cpu_on } else { &mut cpu_off }.push(cpu);
             }
         }
         let (m_on, m_off) = (median(&mut on), median(&mut off));
+        let (c_on, c_off) = (median(&mut cpu_on), median(&mut cpu_off));
+        println!(
+            "{what}: median CPU per request (server and client) stack {c_on:.1} us, bare {c_off:.1} us: the layers cost {:.1} us, {:.1} % of the bare request",
+            c_on - c_off,
+            (c_on / c_off - 1.0) * 100.0
+        );
         println!(
             "{what}: median stack {m_on:.0} req/s, bare {m_off:.0} req/s, ratio {:.3} (cost {:.1} %)",
             m_on / m_off,
