@@ -174,8 +174,10 @@ async fn main() {
         .install_recorder()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = sluice_engine::Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = sluice_engine::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
     config.playback.secret = Some(SECRET.into());
     let (engine, _) = sluice_engine::Engine::open(config, None).await.unwrap();
     let storage = engine.storage().clone();
