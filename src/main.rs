@@ -33,6 +33,9 @@ enum Command {
     /// Configuration for a caching edge in front of Sluice.
     #[command(subcommand)]
     Edge(EdgeCommand),
+    /// Print the gateway's route table: one line per route, its metric label and class
+    /// (what dashboards and the security suite walk).
+    Routes,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +97,22 @@ struct Common {
     /// Data directory.
     #[arg(long, env = "SLUICE_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// PEM certificate chain: with --tls-key, the listener serves HTTPS (HTTP/2 and
+    /// HTTP/1.1 through ALPN); reloaded on SIGHUP and when the files change.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Log format on stderr: `text` (default) or `json` (one object per line).
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Common {
@@ -112,6 +131,10 @@ impl Common {
         }
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
+        }
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            config.gateway.tls_cert = Some(c.clone());
+            config.gateway.tls_key = Some(k.clone());
         }
         config.validate()?;
         Ok(config)
@@ -186,17 +209,19 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         })
     });
 
+    let tls = tls_listener(engine.config(), &shutdown)?;
     let listener =
         sluice_gateway::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
-    println!("listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{local}");
     std::io::stdout().flush()?;
     let app = Arc::new(sluice_gateway::App::new(
         engine.clone(),
         engine.storage().clone(),
         metrics,
     ));
-    sluice_gateway::serve(app, listener, shutdown).await?;
+    sluice_gateway::server::serve(app, listener, tls, shutdown).await?;
     if let Some(w) = workers {
         let _ = w.await;
     }
@@ -208,6 +233,33 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     }
     let _ = dispatcher.await;
     Ok(())
+}
+
+/// The TLS side of the listener when a certificate is configured: the pair loaded (a
+/// start-up error when it does not load) and its reloader started (SIGHUP, file changes).
+fn tls_listener(
+    config: &Config,
+    shutdown: &watch::Receiver<bool>,
+) -> anyhow::Result<Option<sluice_gateway::tls::Tls>> {
+    let g = &config.gateway;
+    let (Some(cert), Some(key)) = (&g.tls_cert, &g.tls_key) else {
+        return Ok(None);
+    };
+    let files = sluice_gateway::tls::TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let store = sluice_gateway::tls::CertStore::open(files)
+        .context("cannot load the TLS certificate and key")?;
+    sluice_gateway::tls::spawn_reloader(
+        store.clone(),
+        Duration::from_secs(g.tls_reload_poll_s),
+        shutdown.clone(),
+    );
+    Ok(Some(sluice_gateway::tls::Tls::new(
+        store,
+        Duration::from_secs(g.tls_handshake_timeout_s),
+    )))
 }
 
 /// The periodic sweeps of a serving process, each stopping at `shutdown` (the caller
@@ -258,7 +310,16 @@ fn sweepers(engine: &Engine, shutdown: &watch::Receiver<bool>) -> Vec<tokio::tas
             }
         }
     });
-    vec![upload_sweep, live_sweep, tiers_sweep, lifecycle]
+    let e = engine.clone();
+    let queue_gauge = periodic(Duration::from_secs(5), shutdown.clone(), move || {
+        let e = e.clone();
+        async move {
+            if let Err(err) = e.publish_queue_depth().await {
+                tracing::debug!("queue depth not measured: {err}");
+            }
+        }
+    });
+    vec![upload_sweep, live_sweep, tiers_sweep, lifecycle, queue_gauge]
 }
 
 /// Run `pass` every `every` (first after one period) until `shutdown` turns true; a pass
@@ -309,16 +370,36 @@ fn main() -> anyhow::Result<()> {
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Serve(c) | Command::Worker(c) => c.log_format == LogFormat::Json,
+        _ => false,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn,apalis=warn".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    if json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     if let Command::Edge(EdgeCommand::Nginx(a)) = cli.command {
         return edge_nginx(a);
+    }
+    if let Command::Routes = cli.command {
+        let mut out = std::io::stdout().lock();
+        for r in sluice_gateway::endpoint::Route::ALL {
+            writeln!(
+                out,
+                "{}\t{}",
+                r.label(),
+                sluice_gateway::observe::class_label(r.class())
+            )?;
+        }
+        return Ok(());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -328,7 +409,9 @@ fn main() -> anyhow::Result<()> {
             Command::Serve(c) => serve(c).await,
             Command::Worker(c) => worker(c).await,
             Command::Upload(a) => Ok(upload::run(a).await?),
-            Command::Edge(_) => unreachable!("answered before the runtime starts"),
+            Command::Edge(_) | Command::Routes => {
+                unreachable!("answered before the runtime starts")
+            }
         }
     })
 }

@@ -199,6 +199,35 @@ pub struct GatewayConfig {
     /// request from one of them, the client is the right-most address of that header.
     /// From any other peer the client is the socket's peer address. Default: none.
     pub trusted_proxies: Vec<sluice_cdn::ClientNet>,
+
+    // Transport hardening (docs/hardening.md).
+    /// Largest request head (request line and headers), bytes: a larger HTTP/1.1 head is
+    /// answered 431 and the connection closed; HTTP/2 advertises it as its header list
+    /// limit. Default 65536, at least 8192.
+    pub max_header_bytes: usize,
+    /// A connection on which no bytes have moved for this long is closed gracefully (an
+    /// answer under way is finished first), seconds: idle keep-alive connections give their
+    /// socket back. Default 75.
+    pub idle_timeout_s: u64,
+    /// Largest declared request body on the API and operational routes, bytes: a larger
+    /// `Content-Length` is answered 413 before the handler runs. Default 65536.
+    pub max_api_body_bytes: u64,
+    /// Largest declared request body on the playback routes (which read none), bytes.
+    /// Default 4096.
+    pub max_playback_body_bytes: u64,
+    /// PEM certificate chain and private key: with both set the listener speaks HTTPS only
+    /// (HTTP/2 and HTTP/1.1 through ALPN). `--tls-cert`/`--tls-key` and `SLUICE_TLS_CERT`/
+    /// `SLUICE_TLS_KEY` win over these. Default: none (plain HTTP/1.1 and h2c).
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Deadline for a client to finish the TLS handshake, seconds. Default 10.
+    pub tls_handshake_timeout_s: u64,
+    /// How often the certificate files are checked for a change (a reload also follows
+    /// `SIGHUP`), seconds. Default 5.
+    pub tls_reload_poll_s: u64,
+    /// `Strict-Transport-Security` max-age sent on HTTPS answers, seconds; 0 sends none.
+    /// Default 31536000 (one year).
+    pub hsts_max_age_s: u64,
 }
 
 impl Default for GatewayConfig {
@@ -214,6 +243,15 @@ impl Default for GatewayConfig {
             cache_max_object_bytes: 16 << 20,
             cache_ttl_ms: 1000,
             trusted_proxies: Vec::new(),
+            max_header_bytes: 64 << 10,
+            idle_timeout_s: 75,
+            max_api_body_bytes: 64 << 10,
+            max_playback_body_bytes: 4096,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout_s: 10,
+            tls_reload_poll_s: 5,
+            hsts_max_age_s: 365 * 24 * 3600,
         }
     }
 }
@@ -595,6 +633,18 @@ impl Config {
             }
         }
         let g = &self.gateway;
+        if !(8192..=1 << 20).contains(&g.max_header_bytes)
+            || g.idle_timeout_s == 0
+            || g.tls_handshake_timeout_s == 0
+            || g.tls_reload_poll_s == 0
+            || g.tls_cert.is_some() != g.tls_key.is_some()
+        {
+            return bad(
+                "gateway.max_header_bytes must be 8192..=1048576; idle_timeout_s, \
+                 tls_handshake_timeout_s and tls_reload_poll_s at least 1; tls_cert and \
+                 tls_key set together",
+            );
+        }
         if g.header_read_timeout_s == 0 || g.max_connections == 0 || g.tcp_keepalive_s == 0 {
             return bad(
                 "gateway.header_read_timeout_s, tcp_keepalive_s and max_connections must be at least 1",

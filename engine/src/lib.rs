@@ -43,6 +43,7 @@ pub mod model;
 mod playback;
 mod presets;
 pub mod quotas;
+mod queue_metrics;
 mod raw;
 pub mod roles;
 mod secrets;

@@ -45,6 +45,10 @@ pub struct IdleBody<B> {
     /// Allocated once, re-armed when the body goes from "a frame arrived" to "waiting".
     deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     armed: bool,
+    /// Bytes read so far, added to `sluice_http_server_request_body_bytes_total` under
+    /// `class` (the route class, set by the router) when the body is dropped.
+    read: u64,
+    class: &'static str,
 }
 
 impl<B> IdleBody<B> {
@@ -54,6 +58,22 @@ impl<B> IdleBody<B> {
             idle,
             deadline: None,
             armed: false,
+            read: 0,
+            class: "unrouted",
+        }
+    }
+
+    /// The route class the bytes of this body are counted under.
+    pub fn set_class(&mut self, class: &'static str) {
+        self.class = class;
+    }
+}
+
+impl<B> Drop for IdleBody<B> {
+    fn drop(&mut self) {
+        if self.read > 0 {
+            metrics::counter!("sluice_http_server_request_body_bytes_total", "class" => self.class)
+                .increment(self.read);
         }
     }
 }
@@ -80,6 +100,11 @@ where
         match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.armed = false;
+                if let Some(Ok(f)) = &frame
+                    && let Some(d) = f.data_ref()
+                {
+                    this.read += d.len() as u64;
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {

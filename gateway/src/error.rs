@@ -50,10 +50,18 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> http::Response<Body> {
-        if self.status.is_server_error() {
-            tracing::error!(code = self.code, "{}", self.message);
-        }
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        // A 5xx never carries the text it was made with (backend messages, paths, SQL):
+        // that goes to the log, in the request's span (with its request id), and the client
+        // gets the one message that asks it to quote the request id.
+        let message = if self.status.is_server_error() {
+            if self.message != SERVER_SIDE {
+                tracing::error!(request_id = %crate::observe::request_id(), code = self.code, "{}", self.message);
+            }
+            SERVER_SIDE
+        } else {
+            self.message.as_str()
+        };
+        let body = serde_json::json!({"error": {"code": self.code, "message": message}});
         let mut res = http::Response::new(full(body.to_string()));
         *res.status_mut() = self.status;
         let h = res.headers_mut();
@@ -147,19 +155,19 @@ impl From<EngineError> for ApiError {
             // log, in the request's span (with its x-request-id); the client gets a
             // message that reveals nothing internal and the id to quote.
             EngineError::Storage(_) => {
-                tracing::error!(code = "storage_unavailable", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "storage_unavailable", "{msg}");
                 Self::unavailable("storage_unavailable", SERVER_SIDE)
             }
             EngineError::Db(_) => {
-                tracing::error!(code = "metadata_unavailable", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "metadata_unavailable", "{msg}");
                 Self::unavailable("metadata_unavailable", SERVER_SIDE)
             }
             EngineError::Queue(_) => {
-                tracing::error!(code = "queue_unavailable", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "queue_unavailable", "{msg}");
                 Self::unavailable("queue_unavailable", SERVER_SIDE)
             }
             _ => {
-                tracing::error!(code = "internal", "{msg}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "internal", "{msg}");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", SERVER_SIDE)
             }
         }
@@ -188,7 +196,7 @@ impl From<std::sync::Arc<sluice_storage::Error>> for ApiError {
                 Self::not_found("no such object")
             }
             other => {
-                tracing::error!(code = "storage_unavailable", "storage error: {other}");
+                tracing::error!(request_id = %crate::observe::request_id(), code = "storage_unavailable", "storage error: {other}");
                 Self::unavailable("storage_unavailable", SERVER_SIDE)
             }
         }
@@ -259,6 +267,17 @@ mod tests {
         let e: ApiError = EngineError::Config("db at /srv/secret/path".into()).into();
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.message.contains("/srv"), "{}", e.message);
+        // Whatever a 5xx was made with stays out of its body.
+        let res = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "db at /srv/x")
+            .into_response();
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(res.into_body()))
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("/srv") && text.contains("not_ready"),
+            "{text}"
+        );
         let res = ApiError::bad_request("nope").into_response();
         assert_eq!(res.status(), StatusCode::BAD_REQUEST);
         assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");

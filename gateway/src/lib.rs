@@ -1,7 +1,10 @@
 //! The HTTP surface of Sluice on hyper 1 and one tower `ServiceBuilder` stack.
 //!
-//! Read the stack in [`service`] top to bottom: request id → trace → panic guard → CORS →
-//! auth → rate limit ([`ratelimit`]) → router (quotas: [`quota`]). The router parses each request once into an [`endpoint::Endpoint`] (the
+//! Read the stack in [`service`] top to bottom: request id → observe ([`observe`]: span,
+//! log line, metrics, security headers) → request id propagation → panic guard → CORS →
+//! auth → rate limit ([`ratelimit`]) → router (roles: [`access`]; body limits: [`limits`];
+//! quotas: [`quota`]). Connections are accepted in [`server`] (limits, idle close, TLS through
+//! [`tls`]). The router parses each request once into an [`endpoint::Endpoint`] (the
 //! one table of routes, with each route's label, deadline, credentials and class) and
 //! dispatches on it. Handlers are grouped by surface: [`ingest`] (tus uploads),
 //! [`playback`] (HLS for viewers) and [`watch`] (the watch page), [`admin`] (tenants, assets, jobs), [`live`] (live
@@ -17,15 +20,22 @@ pub mod client_ip;
 pub mod edge;
 pub mod endpoint;
 pub mod error;
+pub mod headers;
 pub mod ingest;
 pub mod keys;
+pub mod limits;
 pub mod live;
+pub mod observe;
 pub mod paths;
 pub mod playback;
 pub mod quota;
 pub mod ratelimit;
 pub mod ratelimit_redis;
 pub mod tiers;
+#[cfg(test)]
+mod prop_tests;
+pub mod server;
+pub mod tls;
 mod tus;
 pub mod watch;
 
@@ -35,9 +45,6 @@ use std::time::{Duration, Instant};
 
 use crate::body::ReqBody;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sluice_engine::{Engine, Principal};
 use tokio::net::TcpListener;
@@ -47,7 +54,6 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
 
 use crate::auth::{AuthLayer, Authenticated};
 use crate::body::{Body, empty, full};
@@ -116,7 +122,7 @@ pub(crate) fn base_url<B>(app: &App, req: &Request<B>) -> String {
     format!("http://{host}")
 }
 
-async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
+async fn route(app: Arc<App>, mut req: Request<ReqBody>) -> Response<Body> {
     let started = Instant::now();
     // The endpoint borrows its parameters from the path; a clone of the URI (which shares
     // its bytes rather than copying them) lets the handler take the request.
@@ -124,15 +130,33 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     let endpoint = Endpoint::parse(req.method(), uri.path());
     let route = endpoint.route();
     let label = route.label();
+    let info = observe::RouteInfo {
+        label,
+        class: route.class(),
+        tenant: req
+            .extensions()
+            .get::<Authenticated>()
+            .and_then(|a| a.0.tenant().map(str::to_owned)),
+    };
+    req.body_mut()
+        .set_class(observe::class_label(route.class()));
+    if let Err(e) = limits::check_body(app.engine.config(), route.class(), req.headers()) {
+        let mut res = e.into_response();
+        metrics::counter!("sluice_http_requests_total", "route" => label, "status" => status_label(res.status()))
+            .increment(1);
+        res.extensions_mut().insert(info);
+        return res;
+    }
     // Each endpoint's role (`Endpoint::access`), checked here for every route whatever the
     // handler would check; audited actions are noted before the handler takes the request.
     let audit = access::note(&endpoint, &req);
     if let Some(refused) = access::refusal(&endpoint, &req) {
-        let res = refused.into_response();
+        let mut res = refused.into_response();
         let ended = access::ended(&res);
         access::record(&app.engine, audit, ended).await;
-        metrics::counter!("sluice_http_requests_total", "route" => label, "status" => "403")
+        metrics::counter!("sluice_http_requests_total", "route" => label, "status" => status_label(res.status()))
             .increment(1);
+        res.extensions_mut().insert(info);
         return res;
     }
     // Quotas: an upload's permit lives until its handler ends; a playback body's until
@@ -140,7 +164,11 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     let metered = quota::Metered::of(&endpoint, &req);
     let _upload_permit = match metered.before(&app.engine).await {
         Ok(p) => p,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            let mut res = e.into_response();
+            res.extensions_mut().insert(info);
+            return res;
+        }
     };
     let fut = dispatch(&app, endpoint, req);
     let result = if route.has_deadline() {
@@ -165,6 +193,8 @@ async fn route(app: Arc<App>, req: Request<ReqBody>) -> Response<Body> {
     };
     let ended = access::ended(&res);
     access::record(&app.engine, audit, ended).await;
+    let mut res = res;
+    res.extensions_mut().insert(info);
     let status = status_label(res.status());
     metrics::counter!("sluice_http_requests_total", "route" => label, "status" => status)
         .increment(1);
@@ -333,6 +363,7 @@ pub fn service(
 > + Clone
 + Send {
     let engine = app.engine.clone();
+    let observe = observe::ObserveLayer::new(app.engine.config().gateway.hsts_max_age_s);
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -357,7 +388,7 @@ pub fn service(
     let with_cors = ServiceBuilder::new().layer(cors).service(plain.clone());
     ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(MakeUlid))
-        .layer(TraceLayer::new_for_http())
+        .layer(observe)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
@@ -387,6 +418,24 @@ pub fn service(
         })
 }
 
+/// The router alone, with none of the layers of [`service`] (request id, observe, panic
+/// guard, CORS, auth): what the layer-cost benchmark (`benches/src/bin/layer_cost.rs`)
+/// measures the stack against. Never served by `sluice`.
+pub fn router_service(
+    app: Arc<App>,
+) -> impl tower::Service<
+    Request<ReqBody>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send {
+    tower::service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(route(app, req).await) }
+    })
+}
+
 /// Connections the kernel queues for us while every worker thread is busy (capped by
 /// `net.core.somaxconn`). Tokio's default of 1,024 drops connects when thousands of
 /// viewers arrive at once.
@@ -406,94 +455,14 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Accept connections until `shutdown` turns true, then drain in-flight requests for up to
-/// the configured grace period.
+/// Accept plain HTTP connections (HTTP/1.1 and h2c) until `shutdown` turns true, then
+/// drain in-flight requests for up to the configured grace period ([`server::serve`]).
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let cfg = app.engine.config().gateway.clone();
-    let grace = Duration::from_secs(cfg.shutdown_grace_s);
-    let idle = Duration::from_secs(cfg.body_idle_timeout_s);
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(cfg.tcp_keepalive_s))
-        .with_interval(Duration::from_secs(10));
-    // Egress counted in memory reaches the database every flush interval and at the end.
-    let flusher = app.engine.spawn_usage_flusher();
-    let engine = app.engine.clone();
-    let svc = service(app);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Encoders pushing live HLS (ffmpeg `-method PUT`) send the last chunk of a body and
-    // close their socket without waiting for the answer. Without half-close hyper would
-    // take that EOF as a cancelled request and drop the handler mid-way. hyper's header
-    // read timeout only runs with a timer: without one it is silently off.
-    builder
-        .http1()
-        .half_close(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(cfg.header_read_timeout_s));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(cfg.tcp_keepalive_s));
-    // One permit per open connection: at the cap, accepting pauses (clients wait in the
-    // kernel's backlog) instead of the process running out of sockets or memory.
-    let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = shutdown.changed() => break,
-        };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
-                    tracing::debug!("could not enable TCP keepalive: {e}");
-                }
-                // Every request body gets the idle deadline; every request knows its peer.
-                let with_idle = ServiceBuilder::new()
-                    .map_request(move |req: Request<hyper::body::Incoming>| {
-                        let mut req = req.map(|b| body::IdleBody::new(b, idle));
-                        req.extensions_mut().insert(client_ip::PeerAddr(peer));
-                        req
-                    })
-                    .service(svc.clone());
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(with_idle),
-                );
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("connection ended: {e}");
-                    }
-                    drop(permit);
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing open connections"),
-    }
-    flusher.abort();
-    if let Err(e) = engine.flush_usage().await {
-        tracing::error!("could not write usage counters at shutdown: {e}");
-    }
-    Ok(())
+    server::serve(app, listener, None, shutdown).await
 }
 
 /// An empty response with a status.

@@ -72,11 +72,30 @@ pub fn live_prefix(tenant: &str, asset: &str) -> String {
 /// Key of the object a playback path names: `live/…` is the live stream, anything else
 /// the published VOD output.
 pub fn playback_object(tenant: &str, asset: &str, rel: &str) -> Result<String, Error> {
+    validate_id(tenant)?;
+    validate_id(asset)?;
     validate_relative(rel)?;
     Ok(match rel.strip_prefix("live/") {
         Some(rest) => format!("{}{rest}", live_prefix(tenant, asset)),
         None => format!("{}{rel}", hls_prefix(tenant, asset)),
     })
+}
+
+/// An id taken from a request path (tenant, asset): 1 to 64 characters of
+/// `[A-Za-z0-9_-]`, so it can neither climb out of its prefix nor exceed a file name.
+pub fn validate_id(id: &str) -> Result<(), Error> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+    {
+        return Err(Error::InvalidKey {
+            key: id.chars().take(64).collect(),
+            reason: "an id is 1 to 64 characters of [A-Za-z0-9_-]",
+        });
+    }
+    Ok(())
 }
 
 /// A relative path inside an asset's output: non-empty segments of `[A-Za-z0-9._-]`, no

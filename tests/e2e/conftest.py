@@ -36,11 +36,12 @@ def free_port():
 class Sluice:
     """One running `sluice serve` process."""
 
-    def __init__(self, data_dir, config_text=None, env=None, port=None):
+    def __init__(self, data_dir, config_text=None, env=None, port=None, extra_args=()):
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [BIN, "serve", "--addr", f"127.0.0.1:{self.port}", "--data-dir", str(data_dir)]
+        args += list(extra_args)
         if config_text is not None:
             cfg = self.data_dir.parent / f"config-{self.port}.toml"
             cfg.write_text(config_text)
@@ -80,6 +81,9 @@ class Sluice:
             if m:
                 self.admin_key = m.group(1)
             if line.startswith(f"listening on http://127.0.0.1:{self.port}"):
+                listening = True
+            elif line.startswith(f"listening on https://127.0.0.1:{self.port}"):
+                self.url = f"https://127.0.0.1:{self.port}"
                 listening = True
         if not listening:
             self.stop()

@@ -35,6 +35,7 @@ mod keys;
 mod lifecycle;
 mod live;
 mod presets;
+mod queue;
 mod tenants;
 mod tier_jobs;
 mod uploads;
@@ -75,6 +76,7 @@ pub(crate) use live::{
     live_segment_received, live_set_master, live_to_finalize, live_touch_ending,
 };
 pub(crate) use presets::{delete_tenant_preset, put_tenant_preset, tenant_preset};
+pub(crate) use queue::queue_depth;
 pub(crate) use tenants::{insert_tenant, storage_usage};
 pub(crate) use tier_jobs::{
     NewTierJob, TierJobRow, active_tier_job, claim_tier_job, get_tier_job, insert_tier_job,
