@@ -30,6 +30,7 @@ pub struct Config {
     pub live: LiveConfig,
     pub webhooks: WebhooksConfig,
     pub cdn: CdnConfig,
+    pub ops: OpsConfig,
 }
 
 /// CDN integrations.
@@ -88,9 +89,12 @@ impl Default for Config {
             live: LiveConfig::default(),
             webhooks: WebhooksConfig::default(),
             cdn: CdnConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
+
+pub use crate::ops::OpsConfig;
 
 /// Live HLS push (`POST /v1/live`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -510,6 +514,7 @@ impl Config {
             }
         }
         self.storage.validate_stores()?;
+        self.ops.validate()?;
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {
             return bad("transcode.segment_duration_s must be between 0.5 and 30");

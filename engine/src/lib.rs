@@ -32,6 +32,7 @@ pub mod error;
 pub mod jobs;
 pub mod live;
 pub mod model;
+pub mod ops;
 mod playback;
 mod presets;
 mod raw;

@@ -106,6 +106,8 @@ pub enum Endpoint<'a> {
         path: PlaybackPath<'a>,
         name: &'a str,
     },
+    /// `POST /v1/ops/migrations` (admin): move every object of one store to another.
+    CreateMigration,
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
     NotFound(Route),
@@ -252,6 +254,8 @@ impl<'a> Endpoint<'a> {
                 M::DELETE => E::DeletePreset,
                 _ => E::NotFound(Route::Preset),
             },
+            ["v1", "ops", "migrations"] => only(M::POST, E::CreateMigration, Route::Ops),
+            ["v1", "ops", ..] => E::NotFound(Route::Ops),
             _ => E::NotFound(Route::Other),
         }
     }
@@ -296,6 +300,7 @@ impl<'a> Endpoint<'a> {
             E::EdgeAdmin | E::EdgeObject { .. } => Route::Edge,
             E::WatchPage { .. } => Route::WatchPage,
             E::PlayerFile { .. } => Route::PlayerFile,
+            E::CreateMigration => Route::Ops,
             E::NotFound(r) => *r,
         }
     }
@@ -334,6 +339,8 @@ pub enum Route {
     PlayerFile,
     /// A path Sluice does not know.
     Other,
+    /// Ops jobs (`/v1/ops/…`): admin only, checked by the engine.
+    Ops,
 }
 
 /// What a route asks of the caller.
@@ -381,7 +388,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 25] = [
+    pub const ALL: [Route; 26] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -407,6 +414,7 @@ impl Route {
         Route::WatchPage,
         Route::PlayerFile,
         Route::Other,
+        Route::Ops,
     ];
 
     /// The `route` label of the HTTP metrics: a fixed set (never a raw path, whose ids
@@ -438,6 +446,7 @@ impl Route {
             Route::WatchPage => "watch_page",
             Route::PlayerFile => "player_file",
             Route::Other => "other",
+            Route::Ops => "ops",
         }
     }
 
@@ -482,6 +491,7 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
+            | Route::Ops
             | Route::Other => Credentials::Key,
         }
     }
@@ -510,6 +520,7 @@ impl Route {
             | Route::Live
             | Route::Preset
             | Route::Edge
+            | Route::Ops
             | Route::Other => RouteClass::Admin,
         }
     }

@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod error;
 pub mod ingest;
 pub mod live;
+pub mod ops;
 pub mod paths;
 pub mod playback;
 mod tus;
@@ -214,6 +215,7 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
             playlist_stem,
         } => watch::serve_page(app, &path, playlist_stem, &req),
         E::PlayerFile { path, name } => watch::serve_file(app, &path, name, &req),
+        E::CreateMigration => ops::create_migration(app, req).await,
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),
