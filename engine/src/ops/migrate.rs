@@ -303,12 +303,12 @@ impl Ctx {
                 )));
             }
             self.pacer.take(size).await;
+            store::note_send(self.db(), &self.job.id, key, size).await?;
             self.dst.put_file(key, &path).await?;
             if self.src.local_path(key).as_deref() != Some(path.as_path()) {
                 let _ = tokio::fs::remove_file(&path).await;
             }
-            store::object_copied(self.db(), &self.job.id, key, &md5, size, false, self.now())
-                .await?;
+            store::object_copied(self.db(), &self.job.id, key, &md5, 0, false, self.now()).await?;
             return Ok(());
         }
         let data: Bytes = self.src.get_bytes(key).await?;
@@ -338,17 +338,9 @@ impl Ctx {
             return Ok(());
         }
         self.pacer.take(o.size).await;
+        store::note_send(self.db(), &self.job.id, key, o.size).await?;
         self.dst.put(key, data).await?;
-        store::object_copied(
-            self.db(),
-            &self.job.id,
-            key,
-            &md5,
-            o.size,
-            false,
-            self.now(),
-        )
-        .await?;
+        store::object_copied(self.db(), &self.job.id, key, &md5, 0, false, self.now()).await?;
         Ok(())
     }
 
@@ -382,6 +374,7 @@ impl Ctx {
             }
             let md5 = md5_hex(&data);
             self.pacer.take(end - start).await;
+            store::note_send(self.db(), &self.job.id, key, end - start).await?;
             let etag = match self
                 .dst
                 .put_part(key, &upload, (number - 1) as usize, data)

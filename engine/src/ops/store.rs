@@ -295,7 +295,7 @@ pub(crate) async fn set_state(
 }
 
 /// A single-request copy was stored (or found in place, `skipped`): `planned` → `copied`
-/// with the content MD5, counting the bytes sent.
+/// with the content MD5 (`sent` is counted by [`note_send`] before the send: 0 here).
 pub(crate) async fn object_copied(
     db: &AnyPool,
     job: &str,
@@ -390,19 +390,23 @@ pub(crate) async fn record_part(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    // Bytes sent count every send, re-sends after a crash included (they are what a
-    // resume costs); the part row itself is written once.
     let _ = added;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Count `bytes` about to be sent for an object, before the send: a send cut by a crash
+/// is counted too, so `bytes_sent − bytes_copied` is what resuming cost.
+pub(crate) async fn note_send(db: &AnyPool, job: &str, key: &str, bytes: u64) -> Result<()> {
     sqlx::query(
         "UPDATE migration_objects SET bytes_sent = bytes_sent + $1 \
          WHERE job_id = $2 AND obj_key = $3",
     )
-    .bind(signed(part.size))
+    .bind(signed(bytes))
     .bind(job)
     .bind(key)
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    tx.commit().await?;
     Ok(())
 }
 
