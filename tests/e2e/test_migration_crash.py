@@ -290,3 +290,37 @@ def test_dry_run_answers_the_plan_and_changes_nothing(rig, asset):
         timeout=10,
     )
     assert r.status_code == 400 and r.json()["error"]["code"], r.text
+
+
+def test_sluice_ops_migrate_follows_the_job_and_reports(rig, asset):
+    import json
+    import subprocess
+
+    from conftest import BIN
+
+    base = [BIN, "ops", "migrate", "--server", rig.sluice.url, "--key", rig.admin]
+    plan = subprocess.run(
+        base + ["--from", "g4", "--to", "g1", "--dry-run", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert plan.returncode == 0, plan.stderr
+    listing = rig.store_listing("g4", "tenants/")
+    assert json.loads(plan.stdout)["objects"] == len(listing)
+    run = subprocess.run(
+        base + ["--from", "g4", "--to", "g1", "--delete-source", "--json"],
+        capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, (run.stdout, run.stderr)
+    job = json.loads(run.stdout)  # --json: the final job and nothing else
+    assert job["status"] == "succeeded" and job["result"]["failed"] == [], job
+    # g1 still held the bytes of the first leg's copy (draining): found in place, skipped.
+    assert job["result"]["objects_skipped"] + job["result"]["objects_copied"] == len(listing)
+    assert rig.store_listing("g4", "tenants/") == {}
+    copies = rig.check_invariants()
+    assert {(c[3], c[4]) for c in copies} >= {("g1", "active")}, copies
+    assert not any(c[3] == "g4" for c in copies), copies
+    # A failing job exits non-zero: an unknown store is refused.
+    bad = subprocess.run(
+        base + ["--from", "g4", "--to", "nowhere"], capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode != 0 and "nowhere" in bad.stderr, bad.stderr

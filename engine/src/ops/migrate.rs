@@ -587,14 +587,15 @@ impl Ctx {
                 "done"
             };
             let mut tx = db.begin().await?;
-            crate::store::insert_copy(
+            let dst_key = CopyKey {
+                tenant,
+                asset,
+                tier,
+                store: &job.to_store,
+            };
+            let created = crate::store::insert_copy(
                 &mut tx,
-                CopyKey {
-                    tenant,
-                    asset,
-                    tier,
-                    store: &job.to_store,
-                },
+                dst_key,
                 CopyState::Active,
                 bytes,
                 objs.len() as u64,
@@ -602,6 +603,19 @@ impl Ctx {
                 now,
             )
             .await?;
+            if !created {
+                // The target already held a copy (draining, from an earlier migration
+                // away from it, whose objects were found in place): it is the home again.
+                crate::store::switch_copy(
+                    &mut tx,
+                    dst_key,
+                    CopyState::Draining,
+                    CopyState::Active,
+                    None,
+                    now,
+                )
+                .await?;
+            }
             crate::store::switch_copy(
                 &mut tx,
                 src_key,
