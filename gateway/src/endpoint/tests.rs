@@ -460,6 +460,7 @@ fn labels_are_the_dashboards_names() {
             "watch_page",
             "player_file",
             "other",
+            "ops",
         ]
     );
 }
@@ -495,6 +496,7 @@ fn what_each_route_decides() {
         (Route::WatchPage, true, C::None, K::Playback),
         (Route::PlayerFile, true, C::None, K::Playback),
         (Route::Other, true, C::Key, K::Admin),
+        (Route::Ops, true, C::Key, K::Admin),
     ];
     assert_eq!(table.map(|t| t.0), Route::ALL);
     for (route, deadline, credentials, class) in table {
@@ -526,4 +528,23 @@ fn what_each_route_decides() {
             "player_file",
         ]
     );
+}
+
+#[test]
+fn ops_routes_parse_and_count_under_ops() {
+    use http::Method;
+    assert_eq!(
+        Endpoint::parse(&Method::POST, "/v1/ops/migrations"),
+        Endpoint::CreateMigration
+    );
+    assert_eq!(
+        Endpoint::parse(&Method::GET, "/v1/ops/migrations"),
+        Endpoint::NotFound(Route::Ops)
+    );
+    assert_eq!(
+        Endpoint::parse(&Method::POST, "/v1/ops/unknown"),
+        Endpoint::NotFound(Route::Ops)
+    );
+    assert_eq!(Endpoint::CreateMigration.route(), Route::Ops);
+    assert_eq!(Route::Ops.credentials(), Credentials::Key);
 }
