@@ -108,6 +108,8 @@ pub enum Endpoint<'a> {
     },
     /// `POST /v1/ops/migrations` (admin): move every object of one store to another.
     CreateMigration,
+    /// `POST /v1/ops/usage/check` (admin): recompute the tier counters, report drift.
+    UsageCheck,
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
     NotFound(Route),
@@ -255,6 +257,7 @@ impl<'a> Endpoint<'a> {
                 _ => E::NotFound(Route::Preset),
             },
             ["v1", "ops", "migrations"] => only(M::POST, E::CreateMigration, Route::Ops),
+            ["v1", "ops", "usage", "check"] => only(M::POST, E::UsageCheck, Route::Ops),
             ["v1", "ops", ..] => E::NotFound(Route::Ops),
             _ => E::NotFound(Route::Other),
         }
@@ -300,7 +303,7 @@ impl<'a> Endpoint<'a> {
             E::EdgeAdmin | E::EdgeObject { .. } => Route::Edge,
             E::WatchPage { .. } => Route::WatchPage,
             E::PlayerFile { .. } => Route::PlayerFile,
-            E::CreateMigration => Route::Ops,
+            E::CreateMigration | E::UsageCheck => Route::Ops,
             E::NotFound(r) => *r,
         }
     }

@@ -216,6 +216,7 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
         } => watch::serve_page(app, &path, playlist_stem, &req),
         E::PlayerFile { path, name } => watch::serve_file(app, &path, name, &req),
         E::CreateMigration => ops::create_migration(app, req).await,
+        E::UsageCheck => ops::usage_check(app, req).await,
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),

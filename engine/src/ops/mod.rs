@@ -8,6 +8,7 @@
 mod migrate;
 mod pace;
 mod store;
+mod usage;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use crate::{Engine, Error, Principal, Result};
 
 pub use migrate::crash_point;
+pub use usage::{Drift, UsageCheck};
 
 /// `[ops]`: how migrations run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
