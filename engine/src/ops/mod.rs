@@ -158,6 +158,10 @@ pub enum Submitted {
 /// The job kind of migrations.
 pub const MIGRATION_KIND: &str = "migration";
 
+/// Wakes this process's runner when a job is submitted here (others find it within a
+/// second).
+static SUBMITTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// A running job's heartbeat period; a job silent for three of them is taken over.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -239,6 +243,7 @@ impl Engine {
         )
         .await?;
         tracing::info!(job = %id, from = %req.from, to = %req.to, "migration queued");
+        SUBMITTED.notify_one();
         Ok(Submitted::Job(Box::new(self.migration_job(&id).await?)))
     }
 
@@ -340,6 +345,7 @@ pub async fn run_migrations(engine: Engine, mut shutdown: watch::Receiver<bool>)
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = SUBMITTED.notified() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let now = engine.now_ms();
