@@ -5,6 +5,7 @@
 #       one node (replication_factor 1, sqlite metadata), a bucket and a key; prints
 #       KEY=VALUE lines for the tests: SLUICE_TEST_S3_ENDPOINT, _BUCKET, _REGION,
 #       _ACCESS_KEY_ID, _SECRET_ACCESS_KEY (ports default to 3900, S3_PORT+1, S3_PORT+2)
+#   scripts/garage.sh resume DIR                  start a stopped node again (same data, keys)
 #   scripts/garage.sh stop DIR
 set -euo pipefail
 cmd=${1:?install|start|stop}
@@ -80,6 +81,19 @@ TOML
     echo "SLUICE_TEST_S3_ACCESS_KEY_ID=$key_id"
     echo "SLUICE_TEST_S3_SECRET_ACCESS_KEY=$secret"
     ;;
+  resume)
+    # Start a stopped node again from its existing config, metadata and data (same bucket,
+    # same keys): what a store outage followed by recovery looks like to Sluice.
+    dir=${2:?DIR}
+    [ -f "$dir/garage.toml" ] || { echo "no garage.toml in $dir: use start" >&2; exit 1; }
+    RUST_LOG=warn nohup garage -c "$dir/garage.toml" server >>"$dir/log" 2>&1 &
+    echo $! >"$dir/garage.pid"
+    for _ in $(seq 1 100); do
+      garage -c "$dir/garage.toml" status >/dev/null 2>&1 && break
+      kill -0 "$(cat "$dir/garage.pid")" 2>/dev/null || { cat "$dir/log" >&2; exit 1; }
+      sleep 0.2
+    done
+    ;;
   stop)
     dir=${2:?DIR}
     if [ -f "$dir/garage.pid" ]; then
@@ -91,5 +105,5 @@ TOML
       rm -f "$dir/garage.pid"
     fi
     ;;
-  *) echo "usage: $0 install | start DIR [S3_PORT [RPC_PORT [ADMIN_PORT]]] | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 install | start DIR [S3_PORT [RPC_PORT [ADMIN_PORT]]] | resume DIR | stop DIR" >&2; exit 2 ;;
 esac

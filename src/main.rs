@@ -12,6 +12,7 @@ use sluice_engine::{Config, Engine};
 
 use tokio::sync::watch;
 
+mod ops;
 mod upload;
 
 #[derive(Parser)]
@@ -30,6 +31,9 @@ enum Command {
     Worker(Common),
     /// Upload files to a Sluice server with tus (resumable, parallel, with progress).
     Upload(upload::UploadArgs),
+    /// Archival, restore, tiering, migration and usage jobs, with progress bars.
+    #[command(subcommand)]
+    Ops(ops::OpsCommand),
     /// Configuration for a caching edge in front of Sluice.
     #[command(subcommand)]
     Edge(EdgeCommand),
@@ -198,6 +202,10 @@ async fn serve(common: Common) -> anyhow::Result<()> {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move { engine.run_tier_jobs(rx).await })
     });
+    let migrations = tokio::spawn(sluice_engine::ops::run_migrations(
+        engine.clone(),
+        shutdown.clone(),
+    ));
     let workers = in_process.then(|| {
         let (engine, rx) = (engine.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -231,6 +239,7 @@ async fn serve(common: Common) -> anyhow::Result<()> {
     for sweeper in sweepers {
         let _ = sweeper.await;
     }
+    let _ = migrations.await;
     let _ = dispatcher.await;
     Ok(())
 }
@@ -411,6 +420,13 @@ fn main() -> anyhow::Result<()> {
             Command::Upload(a) => Ok(upload::run(a).await?),
             Command::Edge(_) | Command::Routes => {
                 unreachable!("answered before the runtime starts")
+            }
+            Command::Ops(c) => {
+                let code = ops::run(c).await?;
+                if code != 0 {
+                    std::process::exit(code);
+                }
+                Ok(())
             }
         }
     })

@@ -37,6 +37,7 @@ pub struct Config {
     /// How quota usage is counted (docs/limits.md).
     pub quotas: crate::limits::QuotaConfig,
     pub lifecycle: LifecycleConfig,
+    pub ops: OpsConfig,
 }
 
 /// `[lifecycle]`: the default lifecycle rules (for tenants that set none with
@@ -120,9 +121,12 @@ impl Default for Config {
             rate_limit: Default::default(),
             quotas: Default::default(),
             lifecycle: LifecycleConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
+
+pub use crate::ops::OpsConfig;
 
 /// Live HLS push (`POST /v1/live`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -590,6 +594,7 @@ impl Config {
         if self.lifecycle.interval_s == 0 {
             return bad("lifecycle.interval_s must be at least 1");
         }
+        self.ops.validate()?;
         let t = &self.transcode;
         if !(0.5..=30.0).contains(&t.segment_duration_s) {
             return bad("transcode.segment_duration_s must be between 0.5 and 30");

@@ -40,6 +40,7 @@ pub mod lifecycle;
 pub mod limits;
 pub mod live;
 pub mod model;
+pub mod ops;
 mod playback;
 mod presets;
 pub mod quotas;

@@ -250,8 +250,17 @@ fn cloudfront_grant(
 }
 
 pub async fn get_job<B>(app: &App, id: &str, req: &Request<B>) -> ApiResult {
-    let job = app.engine.get_job(principal(req)?, id).await?;
-    Ok(json_response(StatusCode::OK, &job))
+    let who = principal(req)?;
+    match app.engine.get_job(who, id).await {
+        Ok(job) => Ok(json_response(StatusCode::OK, &job)),
+        // Not a transcode job: an ops job (migration) of that id, for the admin.
+        Err(sluice_engine::Error::NotFound { .. })
+            if let Some(m) = app.engine.get_migration_job(who, id).await? =>
+        {
+            Ok(json_response(StatusCode::OK, &m))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `GET /v1/jobs?status=…&limit=…`

@@ -136,6 +136,10 @@ pub enum Endpoint<'a> {
     PutLifecycle,
     /// `POST /v1/ops/lifecycle/run` (admin)
     RunLifecycle,
+    /// `POST /v1/ops/migrations` (admin): move every object of one store to another.
+    CreateMigration,
+    /// `POST /v1/ops/usage/check` (admin): recompute the tier counters, report drift.
+    UsageCheck,
     /// No handler for this method and path: 404, counted and gated under the route its path
     /// belongs to (`Route::Other` for a path Sluice does not know at all).
     NotFound(Route),
@@ -305,6 +309,9 @@ impl<'a> Endpoint<'a> {
                 M::DELETE => E::DeletePreset,
                 _ => E::NotFound(Route::Preset),
             },
+            ["v1", "ops", "migrations"] => only(M::POST, E::CreateMigration, Route::Ops),
+            ["v1", "ops", "usage", "check"] => only(M::POST, E::UsageCheck, Route::Ops),
+            ["v1", "ops", ..] => E::NotFound(Route::Ops),
             _ => E::NotFound(Route::Other),
         }
     }
@@ -359,6 +366,7 @@ impl<'a> Endpoint<'a> {
             E::GetUsage => Route::Usage,
             E::GetLifecycle | E::PutLifecycle => Route::Lifecycle,
             E::RunLifecycle => Route::OpsLifecycle,
+            E::CreateMigration | E::UsageCheck => Route::Ops,
             E::NotFound(r) => *r,
         }
     }
@@ -416,7 +424,7 @@ impl<'a> Endpoint<'a> {
             | E::AssetTags { .. }
             | E::PutLifecycle => Access::Role(R::TenantAdmin),
             E::AssetLifecycle { .. } | E::GetLifecycle => Access::Role(R::Viewer),
-            E::RunLifecycle => Access::Role(R::Ops),
+            E::RunLifecycle | E::CreateMigration | E::UsageCheck => Access::Role(R::Ops),
             // No handler: whoever may reach the route's paths at all gets the 404.
             E::NotFound(r) => match r.credentials() {
                 Credentials::None => Access::Public,
@@ -438,6 +446,8 @@ impl<'a> Endpoint<'a> {
             E::AssetRestore { id } => ("restore_asset", Some(id)),
             E::PutLifecycle => ("put_lifecycle", None),
             E::RunLifecycle => ("ops_lifecycle_run", None),
+            E::CreateMigration => ("ops_migration", None),
+            E::UsageCheck => ("ops_usage_check", None),
             E::CreateKey => ("create_key", None),
             E::RevokeKey { id } => ("revoke_key", Some(id)),
             E::CreateDevice => ("create_device", None),
@@ -513,6 +523,8 @@ pub enum Route {
     Audit,
     /// The JWT key cache.
     AdminJwks,
+    /// Ops jobs (`/v1/ops/…`): admin only, checked by the engine.
+    Ops,
 }
 
 /// What a route asks of the caller, coarsely (the role each endpoint needs is
@@ -560,7 +572,7 @@ pub enum RouteClass {
 
 impl Route {
     /// Every route, for tests and documentation.
-    pub const ALL: [Route; 32] = [
+    pub const ALL: [Route; 33] = [
         Route::Healthz,
         Route::Readyz,
         Route::Metrics,
@@ -593,6 +605,7 @@ impl Route {
         Route::Keys,
         Route::Audit,
         Route::AdminJwks,
+        Route::Ops,
     ];
 
     /// The `route` label of the HTTP metrics: a fixed set (never a raw path, whose ids
@@ -631,6 +644,7 @@ impl Route {
             Route::Keys => "keys",
             Route::Audit => "audit",
             Route::AdminJwks => "admin_jwks",
+            Route::Ops => "ops",
         }
     }
 
@@ -682,7 +696,8 @@ impl Route {
             | Route::Usage
             | Route::Tiers
             | Route::Lifecycle
-            | Route::OpsLifecycle => Credentials::Key,
+            | Route::OpsLifecycle
+            | Route::Ops => Credentials::Key,
         }
     }
 
@@ -717,7 +732,8 @@ impl Route {
             | Route::Usage
             | Route::Tiers
             | Route::Lifecycle
-            | Route::OpsLifecycle => RouteClass::Admin,
+            | Route::OpsLifecycle
+            | Route::Ops => RouteClass::Admin,
         }
     }
 }

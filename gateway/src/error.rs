@@ -49,6 +49,18 @@ impl ApiError {
         }
     }
 
+    /// A store that is not answering (its breaker is open): 503 with when to retry.
+    fn store_unavailable(retry_after_s: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after_s),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the store holding this object is not answering; retry later",
+            )
+        }
+    }
+
     pub fn into_response(self) -> http::Response<Body> {
         // A 5xx never carries the text it was made with (backend messages, paths, SQL):
         // that goes to the log, in the request's span (with its request id), and the client
@@ -151,6 +163,10 @@ impl From<EngineError> for ApiError {
             EngineError::Storage(StorageError::InvalidKey { .. }) => {
                 Self::not_found("no such object")
             }
+            EngineError::Storage(StorageError::Unavailable { retry_after_s, .. }) => {
+                tracing::warn!(code = "store_unavailable", "{msg}");
+                Self::store_unavailable(retry_after_s)
+            }
             // Server-side failures: the details (paths, SQL, backend messages) go to the
             // log, in the request's span (with its x-request-id); the client gets a
             // message that reveals nothing internal and the id to quote.
@@ -194,6 +210,10 @@ impl From<std::sync::Arc<sluice_storage::Error>> for ApiError {
         match &*e {
             StorageError::NotFound { .. } | StorageError::InvalidKey { .. } => {
                 Self::not_found("no such object")
+            }
+            StorageError::Unavailable { retry_after_s, .. } => {
+                tracing::warn!(code = "store_unavailable", "{e}");
+                Self::store_unavailable(*retry_after_s)
             }
             other => {
                 tracing::error!(request_id = %crate::observe::request_id(), code = "storage_unavailable", "storage error: {other}");

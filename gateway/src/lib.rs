@@ -26,6 +26,7 @@ pub mod keys;
 pub mod limits;
 pub mod live;
 pub mod observe;
+pub mod ops;
 pub mod paths;
 pub mod playback;
 pub mod quota;
@@ -278,6 +279,8 @@ async fn dispatch(app: &App, endpoint: Endpoint<'_>, req: Request<ReqBody>) -> A
         E::GetLifecycle => tiers::get_lifecycle(app, &req).await,
         E::PutLifecycle => tiers::put_lifecycle(app, req).await,
         E::RunLifecycle => tiers::run_lifecycle(app, req).await,
+        E::CreateMigration => ops::create_migration(app, req).await,
+        E::UsageCheck => ops::usage_check(app, req).await,
         E::NotFound(_) => Err(ApiError::not_found(format!(
             "no route for {} {}",
             req.method(),

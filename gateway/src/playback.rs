@@ -249,7 +249,8 @@ pub async fn serve_object<B>(
     req: &Request<B>,
 ) -> ApiResult {
     let readable = app.engine.readable(tenant, asset).await?;
-    let storage = &readable.storage;
+    // Viewers wait seconds at most for a store that is down (its breaker answers 503).
+    let storage = &readable.storage.interactive();
     let policy = CachePolicy::for_playback_path(rel);
     match app.cache.get(storage, key, policy).await? {
         Found::Memory(obj) => Ok(from_memory(&obj, rel, req)),

@@ -14,12 +14,14 @@
 //! ([`FileWrite`]) or an S3 multipart upload ([`MultipartWrite`]), appended to request after
 //! request from the offset the caller committed, reporting the [`Checkpoint`]s it must record.
 
+mod breaker;
 pub mod keys;
 mod named;
 mod publish;
 mod resumable;
 mod s3;
 
+pub use breaker::{INTERACTIVE_TIMEOUT, OPEN_FOR, TRIP_AFTER};
 pub use named::{MAX_STORE_NAME, StoreConfig, StoreUrl, is_valid_store_name, store_env_var};
 pub use publish::{PUBLISH_CONCURRENCY, Source};
 pub use resumable::{Checkpoint, FileWrite, MultipartState, MultipartWrite, Part, ResumableWrite};
@@ -62,6 +64,10 @@ pub enum Error {
     Config(String),
     #[error("{what} is not supported by this storage backend")]
     Unsupported { what: &'static str },
+    /// The store is not answering interactive reads (its breaker is open, or a read timed
+    /// out): retry after `retry_after_s`.
+    #[error("store {store} is not answering; retry in {retry_after_s} s")]
+    Unavailable { store: String, retry_after_s: u32 },
 }
 
 impl Error {
@@ -80,7 +86,10 @@ impl Error {
     /// Whether trying the same operation again may succeed (backend hiccup vs. a missing
     /// object or a bad key).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Backend { .. } | Error::Io { .. })
+        matches!(
+            self,
+            Error::Backend { .. } | Error::Io { .. } | Error::Unavailable { .. }
+        )
     }
 }
 
@@ -143,6 +152,11 @@ pub struct Storage {
     tier: &'static str,
     /// Attributes of every write: the S3 storage class, when configured.
     attributes: object_store::Attributes,
+    /// This store's breaker, shared by every clone of the handle.
+    breaker: Arc<breaker::Breaker>,
+    /// Set on an interactive handle ([`Storage::interactive`]): the timeout of each read,
+    /// and reads refused while the breaker is open.
+    interactive: Option<std::time::Duration>,
 }
 
 /// How many batches of published keys a slow subscriber may fall behind before it is
@@ -184,6 +198,8 @@ impl Storage {
             name: Arc::from("hot"),
             tier: "hot",
             attributes: object_store::Attributes::new(),
+            breaker: Arc::default(),
+            interactive: None,
         })
     }
 
@@ -202,6 +218,8 @@ impl Storage {
             name: Arc::from("hot"),
             tier: "hot",
             attributes: object_store::Attributes::new(),
+            breaker: Arc::default(),
+            interactive: None,
         })
     }
 
@@ -217,6 +235,8 @@ impl Storage {
             name: Arc::from("hot"),
             tier: "hot",
             attributes: object_store::Attributes::new(),
+            breaker: Arc::default(),
+            interactive: None,
         }
     }
 
@@ -224,6 +244,54 @@ impl Storage {
     pub fn named(mut self, name: &str) -> Self {
         self.name = Arc::from(name);
         self
+    }
+
+    /// This handle for interactive reads (playback): each object read is bounded by
+    /// [`INTERACTIVE_TIMEOUT`] and refused at once while the store's breaker is open
+    /// ([`Error::Unavailable`]). Writes and background reads keep the client's own retries.
+    pub fn interactive(&self) -> Self {
+        let mut s = self.clone();
+        s.interactive = Some(INTERACTIVE_TIMEOUT);
+        s
+    }
+
+    /// Run one backend read through the breaker: refused while it is open (interactive
+    /// handles), bounded by the interactive timeout, its outcome recorded either way.
+    async fn guarded<T>(
+        &self,
+        key: &str,
+        read: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T> {
+        let unavailable = |retry_after_s| Error::Unavailable {
+            store: self.name.to_string(),
+            retry_after_s,
+        };
+        let outcome = match self.interactive {
+            None => read.await,
+            Some(limit) => {
+                self.breaker
+                    .admit(std::time::Instant::now())
+                    .map_err(unavailable)?;
+                match tokio::time::timeout(limit, read).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.breaker.failure(std::time::Instant::now());
+                        return Err(unavailable(limit.as_secs().max(1) as u32));
+                    }
+                }
+            }
+        };
+        match &outcome {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => self.breaker.success(),
+            Err(_) => {
+                self.breaker.failure(std::time::Instant::now());
+                // A viewer is told the store is down, and when to retry.
+                if self.interactive.is_some() {
+                    return Err(unavailable(1));
+                }
+            }
+        }
+        outcome.map_err(|e| Error::backend(key, e))
     }
 
     /// The store's name.
@@ -432,11 +500,7 @@ impl Storage {
     /// Metadata of one object.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo> {
         let path = self.path(key)?;
-        let meta = self
-            .hot
-            .head(&path)
-            .await
-            .map_err(|e| Error::backend(key, e))?;
+        let meta = self.guarded(key, self.hot.head(&path)).await?;
         Ok(ObjectInfo {
             key: key.to_string(),
             size: meta.size,
@@ -492,11 +556,7 @@ impl Storage {
             range: range.map(Into::into),
             ..Default::default()
         };
-        let res = self
-            .hot
-            .get_opts(&path, opts)
-            .await
-            .map_err(|e| Error::backend(key, e))?;
+        let res = self.guarded(key, self.hot.get_opts(&path, opts)).await?;
         count_read(self.tier);
         let info = ObjectInfo {
             key: key.to_string(),

@@ -19,6 +19,8 @@ const ROWS: &[(&str, &str, &str)] = &[
     ("GET", "/v1/lifecycle", "/v1/lifecycle"),
     ("PUT", "/v1/lifecycle", "/v1/lifecycle"),
     ("POST", "/v1/ops/lifecycle/run", "/v1/ops/lifecycle/run"),
+    ("POST", "/v1/ops/migrations", "/v1/ops/migrations"),
+    ("POST", "/v1/ops/usage/check", "/v1/ops/usage/check"),
     ("POST", "/v1/keys", "/v1/keys"),
     ("GET", "/v1/keys", "/v1/keys"),
     ("DELETE", "/v1/keys/{id}", "/v1/keys/K"),
@@ -101,6 +103,8 @@ fn variant(e: &Endpoint<'_>) -> &'static str {
         E::GetLifecycle => "GetLifecycle",
         E::PutLifecycle => "PutLifecycle",
         E::RunLifecycle => "RunLifecycle",
+        E::CreateMigration => "CreateMigration",
+        E::UsageCheck => "UsageCheck",
         E::Tus { .. } => "Tus",
         E::RawUpload => "RawUpload",
         E::GetAsset { .. } => "GetAsset",
@@ -144,7 +148,7 @@ fn variant(e: &Endpoint<'_>) -> &'static str {
 }
 
 /// How many variants [`variant`] names, `NotFound` included.
-const VARIANTS: usize = 52;
+const VARIANTS: usize = 54;
 
 fn who(access: Access) -> String {
     match access {

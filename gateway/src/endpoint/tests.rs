@@ -481,6 +481,7 @@ fn labels_are_the_dashboards_names() {
             "keys",
             "audit",
             "admin_jwks",
+            "ops",
         ]
     );
 }
@@ -523,6 +524,7 @@ fn what_each_route_decides() {
         (Route::Keys, true, C::Key, K::Admin),
         (Route::Audit, true, C::Key, K::Admin),
         (Route::AdminJwks, true, C::Key, K::Admin),
+        (Route::Ops, true, C::Key, K::Admin),
     ];
     assert_eq!(table.map(|t| t.0), Route::ALL);
     for (route, deadline, credentials, class) in table {
@@ -594,4 +596,23 @@ fn tier_and_lifecycle_routes() {
         E::NotFound(Route::OpsLifecycle)
     );
     assert_eq!(E::AssetRestore { id: "A" }.route(), Route::Tiers);
+}
+
+#[test]
+fn ops_routes_parse_and_count_under_ops() {
+    use http::Method;
+    assert_eq!(
+        Endpoint::parse(&Method::POST, "/v1/ops/migrations"),
+        Endpoint::CreateMigration
+    );
+    assert_eq!(
+        Endpoint::parse(&Method::GET, "/v1/ops/migrations"),
+        Endpoint::NotFound(Route::Ops)
+    );
+    assert_eq!(
+        Endpoint::parse(&Method::POST, "/v1/ops/unknown"),
+        Endpoint::NotFound(Route::Ops)
+    );
+    assert_eq!(Endpoint::CreateMigration.route(), Route::Ops);
+    assert_eq!(Route::Ops.credentials(), Credentials::Key);
 }
