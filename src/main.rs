@@ -328,7 +328,13 @@ fn sweepers(engine: &Engine, shutdown: &watch::Receiver<bool>) -> Vec<tokio::tas
             }
         }
     });
-    vec![upload_sweep, live_sweep, tiers_sweep, lifecycle, queue_gauge]
+    vec![
+        upload_sweep,
+        live_sweep,
+        tiers_sweep,
+        lifecycle,
+        queue_gauge,
+    ]
 }
 
 /// Run `pass` every `every` (first after one period) until `shutdown` turns true; a pass

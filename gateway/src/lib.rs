@@ -29,13 +29,13 @@ pub mod observe;
 pub mod ops;
 pub mod paths;
 pub mod playback;
+#[cfg(test)]
+mod prop_tests;
 pub mod quota;
 pub mod ratelimit;
 pub mod ratelimit_redis;
-pub mod tiers;
-#[cfg(test)]
-mod prop_tests;
 pub mod server;
+pub mod tiers;
 pub mod tls;
 mod tus;
 pub mod watch;

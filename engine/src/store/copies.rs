@@ -362,12 +362,18 @@ pub(crate) async fn hide_asset(db: &AnyPool, tenant: &str, asset: &str, now: i64
 }
 
 /// Draining copies of assets with no tier job under way (any tenant): what a sweep
-/// interrupted between its switch and its deletes left behind.
+/// interrupted between its switch and its deletes left behind. A copy a store migration
+/// left draining is not one of them: without `delete_source` the operator asked to keep
+/// it, and with it the migration deletes it itself.
 pub(crate) async fn orphaned_draining(db: &AnyPool, limit: i64) -> Result<Vec<CopyRow>> {
     let rows = sqlx::query(select_copy!(
         "c WHERE c.state = 'draining' AND NOT EXISTS (SELECT 1 FROM tier_jobs j \
          WHERE j.tenant_id = c.tenant_id AND j.asset_id = c.asset_id \
-         AND j.status IN ('queued', 'running')) ORDER BY c.updated_at LIMIT $1"
+         AND j.status IN ('queued', 'running')) \
+         AND NOT EXISTS (SELECT 1 FROM migration_objects m \
+         JOIN migration_jobs mj ON mj.id = m.job_id \
+         WHERE m.tenant_id = c.tenant_id AND m.asset_id = c.asset_id \
+         AND mj.from_store = c.store) ORDER BY c.updated_at LIMIT $1"
     ))
     .bind(limit)
     .fetch_all(db)
