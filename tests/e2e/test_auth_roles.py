@@ -4,7 +4,6 @@ the ops role cannot create tenants, a tenant admin creates keys up to its own ro
 tenant A's keys cannot touch tenant B's things (404, nothing of B in the answer), a revoked
 key is refused at once, on a second gateway on PostgreSQL too; no key appears in the logs."""
 
-import json
 import os
 import subprocess
 import uuid

@@ -11,7 +11,6 @@ of the copy rows; no multipart upload is left open in the bucket; the bytes sent
 after the crash are at most the parts in flight; the asset plays. scripts/test.sh starts
 Garage and exports SLUICE_TEST_S3_*; without them this test fails rather than skips."""
 
-import os
 import signal
 import sqlite3
 import sys
@@ -226,7 +225,7 @@ def test_migration_killed_at_point_resumes_and_keeps_the_invariants(rig, asset, 
     # Restart with the hook armed, submit, wait for the pause, SIGKILL.
     rig.sluice.stop()
     rig.start(pause_at=point)
-    before = rig.store_listing(src, f"tenants/")
+    before = rig.store_listing(src, "tenants/")
     job = rig.submit(src, dst, delete_source=delete)
     assert job["kind"] == "migration" and job["status"] in ("queued", "running"), job
     wait_paused(rig, point)

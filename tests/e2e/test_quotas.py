@@ -7,7 +7,6 @@ minutes checked at enqueue and counted from the output's duration."""
 import http.client
 import socket
 import threading
-import time
 
 import pytest
 import requests
