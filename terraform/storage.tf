@@ -69,7 +69,8 @@ resource "aws_s3_bucket_versioning" "store" {
   for_each = local.stores
   bucket   = aws_s3_bucket.store[each.key].id
   versioning_configuration {
-    status = local.stores[each.key].versioned ? "Enabled" : "Suspended"
+    # Disabled: never turned on (Suspended would still write null versions).
+    status = local.stores[each.key].versioned ? "Enabled" : "Disabled"
   }
 }
 
@@ -204,6 +205,16 @@ data "aws_iam_policy_document" "logs_bucket" {
     principals {
       type        = "AWS"
       identifiers = [data.aws_elb_service_account.current.arn]
+    }
+  }
+  # Regions opened after August 2022 deliver load balancer logs through this principal.
+  statement {
+    sid       = "LoadBalancerLogDelivery"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.logs.arn}/alb/AWSLogs/${data.aws_caller_identity.current.account_id}/*"]
+    principals {
+      type        = "Service"
+      identifiers = ["logdelivery.elasticloadbalancing.amazonaws.com"]
     }
   }
   statement {
