@@ -59,10 +59,34 @@ if [ "${SLUICE_SETUP_TEST_CLIENTS:-0}" = "1" ]; then
   fi
   # Reinstalled whenever the requirements changed since the last install (a stamp copy).
   if ! cmp -s tests/e2e/requirements.txt .venv/.sluice-requirements \
-    || ! .venv/bin/python -c "import tusclient, pytest, pytest_timeout, requests, playwright" 2>/dev/null; then
+    || ! .venv/bin/python -c "import tusclient, pytest, pytest_timeout, requests, playwright, hcl2" 2>/dev/null; then
     echo "==> installing Python test clients"
     .venv/bin/pip install -q -r tests/e2e/requirements.txt
     cp tests/e2e/requirements.txt .venv/.sluice-requirements
+  fi
+  # checkov (tests/e2e/test_terraform.py) in its own venv: its pinned dependencies would
+  # fight the test clients'. Reinstalled whenever its requirements changed (a stamp copy).
+  if [ ! -x .venv-checkov/bin/python ]; then
+    echo "==> creating .venv-checkov"
+    python3 -m venv .venv-checkov
+  fi
+  if ! cmp -s tests/e2e/requirements-checkov.txt .venv-checkov/.sluice-requirements \
+    || [ ! -x .venv-checkov/bin/checkov ]; then
+    echo "==> installing checkov"
+    .venv-checkov/bin/pip install -q -r tests/e2e/requirements-checkov.txt
+    cp tests/e2e/requirements-checkov.txt .venv-checkov/.sluice-requirements
+  fi
+  # terraform (fmt and templatefile rendering, offline) for the terraform/ checks, from
+  # HashiCorp's apt repository when missing.
+  if ! command -v terraform >/dev/null 2>&1; then
+    echo "==> installing terraform"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends gnupg curl
+    curl -fsSL https://apt.releases.hashicorp.com/gpg \
+      | $SUDO gpg --dearmor --yes -o /usr/share/keyrings/hashicorp-archive-keyring.gpg
+    echo "deb [signed-by=/usr/share/keyrings/hashicorp-archive-keyring.gpg] https://apt.releases.hashicorp.com $(. /etc/os-release && echo "$VERSION_CODENAME") main" \
+      | $SUDO tee /etc/apt/sources.list.d/hashicorp.list >/dev/null
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends terraform=1.11.4-1
   fi
   # Garage, the S3-compatible store the S3 tests run against (a cargo build, once).
   scripts/garage.sh install

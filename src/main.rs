@@ -12,6 +12,7 @@ use sluice_engine::{Config, Engine};
 
 use tokio::sync::watch;
 
+mod check;
 mod ops;
 mod upload;
 
@@ -26,7 +27,7 @@ struct Cli {
 enum Command {
     /// Gateway and in-process workers. With no config: the embedded default (SQLite, local
     /// tiers) in ./sluice-data.
-    Serve(Common),
+    Serve(ServeArgs),
     /// A worker-only process for scale-out (same config file).
     Worker(Common),
     /// Upload files to a Sluice server with tus (resumable, parallel, with progress).
@@ -88,6 +89,17 @@ fn edge_nginx(a: EdgeNginx) -> anyhow::Result<()> {
     })?;
     print!("{text}");
     Ok(())
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Load and validate the configuration (file, environment, flags) with the same parser
+    /// and checks as a start, print a summary and exit: 0 when it is valid, 1 with the
+    /// reason when not. Opens no database, store or port.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args)]
@@ -387,7 +399,9 @@ fn main() -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("a TLS crypto provider was already installed"))?;
     let cli = Cli::parse();
     let json = match &cli.command {
-        Command::Serve(c) | Command::Worker(c) => c.log_format == LogFormat::Json,
+        Command::Serve(ServeArgs { common: c, .. }) | Command::Worker(c) => {
+            c.log_format == LogFormat::Json
+        }
         _ => false,
     };
     let logs = tracing_subscriber::fmt()
@@ -403,6 +417,18 @@ fn main() -> anyhow::Result<()> {
     }
     if let Command::Edge(EdgeCommand::Nginx(a)) = cli.command {
         return edge_nginx(a);
+    }
+    if let Command::Serve(ServeArgs {
+        common,
+        check: true,
+    }) = &cli.command
+    {
+        let config = common.load().with_context(|| match &common.config {
+            Some(p) => format!("config check failed: {}", p.display()),
+            None => "config check failed".to_string(),
+        })?;
+        print!("{}", check::summary(common.config.as_deref(), &config));
+        return Ok(());
     }
     if let Command::Routes = cli.command {
         let mut out = std::io::stdout().lock();
@@ -421,7 +447,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     rt.block_on(async {
         match cli.command {
-            Command::Serve(c) => serve(c).await,
+            Command::Serve(a) => serve(a.common).await,
             Command::Worker(c) => worker(c).await,
             Command::Upload(a) => Ok(upload::run(a).await?),
             Command::Edge(_) | Command::Routes => {

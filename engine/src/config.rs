@@ -307,7 +307,8 @@ impl StorageConfig {
             && (self.hot_dir.is_some() || self.s3.is_some())
         {
             return err(
-                "storage.stores.hot is defined twice: by [storage.stores.hot] and by                  storage.hot_dir / [storage.s3]; keep one"
+                "storage.stores.hot is defined twice: by [storage.stores.hot] and by \
+                 storage.hot_dir / [storage.s3]; keep one"
                     .into(),
             );
         }
@@ -321,7 +322,8 @@ impl StorageConfig {
                 && !self.stores.contains_key(n)
             {
                 return err(format!(
-                    "storage.tiers.{tier} names the store {n:?}, which no [storage.stores.{n}]                      defines"
+                    "storage.tiers.{tier} names the store {n:?}, which no [storage.stores.{n}] \
+                     defines"
                 ));
             }
         }

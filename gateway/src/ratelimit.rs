@@ -179,7 +179,9 @@ where
 /// Where decisions are made.
 pub enum Backend {
     Memory(LocalLimiter),
-    Redis(RedisLimiter),
+    /// Boxed: the Redis client (with TLS support) is several times the size of the
+    /// in-memory limiter.
+    Redis(Box<RedisLimiter>),
 }
 
 /// Who a request counts as: its route class, principal, and credential digest (with a
@@ -205,10 +207,10 @@ impl Limiter {
             RateLimitBackend::Memory => {
                 Backend::Memory(LocalLimiter::new(DefaultClock::default(), rl.max_keys))
             }
-            RateLimitBackend::Redis => Backend::Redis(RedisLimiter::new(
+            RateLimitBackend::Redis => Backend::Redis(Box::new(RedisLimiter::new(
                 rl.redis_url.as_deref().unwrap_or_default(),
                 Duration::from_millis(rl.backend_timeout_ms),
-            )),
+            ))),
         };
         Self {
             config: rl,
