@@ -118,9 +118,34 @@ pub(crate) async fn run(
     let dst = engine.stores().require(&job.to_store)?.clone();
     let cfg = engine.config().ops.clone();
     if !job.planned {
-        let plan = engine
-            .migration_plan(&job.from_store, job.tenant_id.as_deref())
-            .await?;
+        // Planning lists the source store: a store that is down is waited for like any
+        // other step (backoff up to `ops.retry_for_s`), not a failed job.
+        let deadline = Instant::now() + Duration::from_secs(cfg.retry_for_s);
+        let mut attempt = 0u32;
+        let plan = loop {
+            let mut stop = shutdown.clone();
+            match engine
+                .migration_plan(&job.from_store, job.tenant_id.as_deref())
+                .await
+            {
+                Ok(plan) => break plan,
+                Err(e) if retryable(&e) && Instant::now() < deadline => {
+                    attempt = attempt.saturating_add(1);
+                    let wait = crate::jobs::policy::backoff(
+                        Duration::from_millis(500),
+                        Duration::from_secs(30),
+                        attempt,
+                        rand::random::<f64>(),
+                    );
+                    tracing::info!(job = %job.id, "planning again in {wait:?} after: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => return Ok(Outcome::Stopped),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
         store::record_plan(db, &job.id, &plan, engine.now_ms()).await?;
     }
     let ctx = Arc::new(Ctx {
