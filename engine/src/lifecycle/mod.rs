@@ -170,11 +170,7 @@ impl Engine {
     /// `POST /v1/ops/lifecycle/run` (admin) and the periodic pass: evaluate every tenant's
     /// rules; unless `dry_run`, start a job per action and record it.
     pub async fn run_lifecycle(&self, who: &Principal, dry_run: bool) -> Result<Vec<PlanItem>> {
-        if !matches!(who, Principal::Admin) {
-            return Err(Error::Forbidden(
-                "only the admin key may run lifecycle rules",
-            ));
-        }
+        self.require_ops(who)?;
         self.lifecycle_pass(dry_run).await
     }
 

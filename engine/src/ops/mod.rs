@@ -170,9 +170,13 @@ fn rfc3339(ms: i64) -> String {
 }
 
 impl Engine {
-    fn require_admin(&self, who: &Principal) -> Result<()> {
-        if *who != Principal::Admin {
-            return Err(Error::Forbidden("ops routes need the admin key"));
+    /// Ops routes: the `ops` role or the platform admin (the rule of [`crate::Role`], as the
+    /// endpoint table declares for these routes).
+    pub(crate) fn require_ops(&self, who: &Principal) -> Result<()> {
+        if !who.role().satisfies(crate::Role::Ops) {
+            return Err(Error::Forbidden(
+                "ops routes need the ops role or the admin key",
+            ));
         }
         Ok(())
     }
@@ -183,7 +187,7 @@ impl Engine {
         who: &Principal,
         req: MigrationRequest,
     ) -> Result<Submitted> {
-        self.require_admin(who)?;
+        self.require_ops(who)?;
         for name in [&req.from, &req.to] {
             if self.stores().get(name).is_none() {
                 return Err(Error::InvalidInput(format!(
@@ -199,11 +203,7 @@ impl Engine {
             ));
         }
         if let Some(t) = &req.tenant
-            && (t.is_empty()
-                || t.len() > 64
-                || !t
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            && sluice_storage::keys::validate_id(t).is_err()
         {
             return Err(Error::InvalidInput("tenant is not a tenant id".into()));
         }
@@ -253,7 +253,7 @@ impl Engine {
         who: &Principal,
         id: &str,
     ) -> Result<Option<MigrationJob>> {
-        if *who != Principal::Admin {
+        if self.require_ops(who).is_err() {
             return Ok(None);
         }
         match store::get_job(&self.inner.db, id).await? {

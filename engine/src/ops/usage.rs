@@ -45,7 +45,7 @@ fn u(n: i64) -> u64 {
 impl Engine {
     /// Check (and with `repair`, fix) the tier counters. Admin only.
     pub async fn usage_check(&self, who: &Principal, repair: bool) -> Result<UsageCheck> {
-        self.require_admin(who)?;
+        self.require_ops(who)?;
         let db = &self.inner.db;
         let mut drift = Vec::new();
         let rows = sqlx::query(
